@@ -1,0 +1,13 @@
+"""telescope: the telescoping lens on neural-network training.
+
+A trained network is its initial function plus the sum of every step's first-order
+change, f_T(x) ≈ f_0(x) + Σ_t ∇f_{t−1}(x)·Δθ_t. This package records that model on any
+PyTorch training loop (:class:`Lens`), computes empirical tangent kernels
+(:func:`empirical_ntk`) and reproduces the studies built on them (``telescope list``).
+"""
+
+from telescope.errors import TelescopeError
+
+__version__ = "0.1.0"
+
+__all__ = ["TelescopeError", "__version__"]
