@@ -69,7 +69,20 @@ def test_last_hidden_ntk_matches_the_closed_form():
     d = (lin[-2](h) > 0).double()
     w2 = (lin[-1].weight ** 2).sum(0)
     expected = ((d * w2) @ d.T) * (h @ h.T + 1.0)
-    assert torch.allclose(dg.last_hidden_ntk(model, x), expected, rtol=1e-10, atol=1e-12)
+    for implementation in ("structured", "reference"):
+        kernel = dg.last_hidden_ntk(model, x, implementation)
+        assert torch.allclose(kernel, expected, rtol=1e-10, atol=1e-12), implementation
+    with pytest.raises(ConfigError, match="implementation"):
+        dg.last_hidden_ntk(model, x, "fast")
+
+
+def test_structured_ntk_agrees_with_the_full_jacobian_on_a_deeper_net():
+    torch.manual_seed(6)
+    model = scale_init(MLP(12, 7, 5, 10), 3.0)  # float32 model: both paths use a float64 copy
+    x = torch.rand(11, 12)
+    ref = dg.last_hidden_ntk(model, x, "reference")
+    assert ref.dtype == torch.float64
+    assert torch.allclose(dg.last_hidden_ntk(model, x), ref, rtol=1e-10, atol=1e-9 * float(ref.abs().max()))
 
 
 def test_probe_separates_linearly_separable_classes():

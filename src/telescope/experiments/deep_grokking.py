@@ -32,8 +32,10 @@ the last hidden layer. Digest: shared/papers/grokking-and-kernel-dynamics.md (a)
 #   authors train a softmax head with Adam for 30 epochs; the closed form needs no
 #   learning rate and is deterministic, and measures the same thing (linear decodability).
 # * NTK alignment: the trace tangent kernel Σ_k ∇θ f_k(x)·∇θ f_k(x') restricted to the
-#   parameters (weight and bias) of the last hidden layer, computed with torch.func on the
-#   first ``ntk_points`` test images, centred-aligned with the one-hot label kernel.
+#   parameters (weight and bias) of the last hidden layer (``last_hidden_ntk``: torch.func
+#   for ∂f/∂z, then the outer-product structure of a linear layer; checked against the full
+#   torch.func Jacobian) on the first ``ntk_points`` test images, centred-aligned with the
+#   one-hot label kernel.
 # * Not included: the smoother's effective parameters p_train/p_test. With 10 outputs and
 #   N ≥ 1000 the exact smoother tracks an (N·10)-column matrix per probe point through
 #   every step; that is beyond a CPU-minutes preset (see docs/deep-grokking.md).
@@ -240,27 +242,44 @@ def probe_accuracy(train_feats: torch.Tensor, y_train: torch.Tensor, test_feats:
     return float(((xte @ w).argmax(1) == y_test).double().mean())
 
 
-def last_hidden_ntk(model: MLP, x: torch.Tensor) -> torch.Tensor:
+def last_hidden_ntk(model: MLP, x: torch.Tensor, implementation: str = "structured") -> torch.Tensor:
     """Trace tangent kernel of the last hidden layer's parameters: (n, d) → (n, n) float64.
 
-    K(x, x') = Σ_k Σ_θ ∂f_k(x)/∂θ · ∂f_k(x')/∂θ over θ = weight and bias of linear layer L−1,
-    by ``torch.func.jacrev`` vmapped over inputs, on a float64 copy. Memory n·k·P floats
-    (P = width² + width); keep n ≲ 200 for width 400.
+    K(x, x') = Σ_k Σ_θ ∂f_k(x)/∂θ · ∂f_k(x')/∂θ over θ = weight and bias of linear layer L−1
+    (the layer z = W h + b that feeds the last ReLU), on a float64 copy of ``model``.
+
+    * ``"structured"`` (default): ∂f_k/∂W_ij = g_ki h_j with g = ∂f/∂z, so
+      K = (Σ_k G_k G_kᵀ) ⊙ (H Hᵀ + 1); g by ``torch.func.jacrev`` of the layers after z,
+      vmapped over inputs. Time O(n k w² + n² (k w + d)), memory O(n k w + n²).
+    * ``"reference"``: the full parameter Jacobian by ``torch.func.jacrev`` through
+      ``functional_call``, then J Jᵀ. Memory O(n k P) with P = w·d + w: a check only.
     """
     from torch.func import functional_call, jacrev, vmap
 
     net = as_float64(model)
+    modules = list(net)
     layer = net.linear_layers()[-2]
-    prefix = next(name for name, m in net.named_modules() if m is layer)
-    params = {f"{prefix}.{k}": v.detach() for k, v in layer.named_parameters()}
-    others = {k: v.detach() for k, v in net.named_parameters() if k not in params}
+    where = next(i for i, m in enumerate(modules) if m is layer)
+    xs = x.double()
+    if implementation == "structured":
+        before, after = nn.Sequential(*modules[:where]), nn.Sequential(*modules[where + 1:])
+        with torch.no_grad():
+            h = before(xs)
+            z = layer(h)
+        g = vmap(jacrev(lambda zi: after(zi[None])[0]))(z)  # (n, k, w)
+        return torch.einsum("nkw,mkw->nm", g, g) * (h @ h.T + 1.0)
+    if implementation == "reference":
+        prefix = next(name for name, m in net.named_modules() if m is layer)
+        params = {f"{prefix}.{k}": v.detach() for k, v in layer.named_parameters()}
+        others = {k: v.detach() for k, v in net.named_parameters() if k not in params}
 
-    def f(p, xi):
-        return functional_call(net, {**others, **p}, (xi[None],))[0]
+        def f(p, xi):
+            return functional_call(net, {**others, **p}, (xi[None],))[0]
 
-    jac = vmap(jacrev(f), in_dims=(None, 0))(params, x.double())
-    flat = torch.cat([j.reshape(x.shape[0], j.shape[1], -1) for j in jac.values()], dim=2)  # (n, k, P)
-    return torch.einsum("nkp,mkp->nm", flat, flat)
+        jac = vmap(jacrev(f), in_dims=(None, 0))(params, xs)
+        flat = torch.cat([j.reshape(xs.shape[0], j.shape[1], -1) for j in jac.values()], dim=2)  # (n, k, P)
+        return torch.einsum("nkp,mkp->nm", flat, flat)
+    raise ConfigError(f"last_hidden_ntk(implementation={implementation!r}): choose 'structured' or 'reference'")
 
 
 # ----------------------------------------------------------------------------- one run
