@@ -67,15 +67,15 @@ log = logging.getLogger(__name__)
 class Config:
     dataset: str = "mnist"
     subset: str = "balanced"
-    n_trains: tuple[int, ...] = (1000,)
+    n_trains: tuple[int, ...] = (1000, 2000)
     n_test: int = 2000
     depths: tuple[int, ...] = (6,)
     width: int = 128
-    alpha: float = 8.0
+    alpha: float = 6.0
     lr: float = 1e-3
-    weight_decays: tuple[float, ...] = (0.1,)
+    weight_decays: tuple[float, ...] = (0.05,)
     batch_size: int = 200
-    steps: int = 20000
+    steps: int = 25000
     seeds: int = 1
     seed: int = 0
     data_seed: int = 0
@@ -92,7 +92,8 @@ class Config:
                      weight_decays=(0.1,), batch_size=100, steps=300, log_points=12, probe_points=3,
                      ntk_points=40),
         "quick": dict(),
-        "paper": dict(n_trains=(2000, 5000), n_test=10000, depths=(12,), width=400, weight_decays=(0.01,),
+        "paper": dict(n_trains=(2000, 5000), n_test=10000, depths=(12,), width=400, alpha=8.0,
+                      weight_decays=(0.01,),
                       steps=100_000, log_points=150, probe_points=30, ntk_points=200, dtype="float64"),
     }
 

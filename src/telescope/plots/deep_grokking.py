@@ -48,46 +48,50 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
         return figs
     width = config.get("width", 0)
 
-    # Fig. 1: ranks (top), accuracies (middle), probe accuracies (bottom), one column per run
-    fig, axes = plt.subplots(3, len(units), figsize=(3.6 * len(units), 7.5), squeeze=False, sharex="col")
+    # Fig. 1: ranks (top two rows), accuracies, probe accuracies; one column per run
+    rtol = config.get("rank_rtol", 1e-3)
+    fig, axes = plt.subplots(4, len(units), figsize=(3.6 * len(units), 9.5), squeeze=False, sharex="col")
     for col, key in enumerate(units):
         frame = _unit(metrics, key)
         depth = int(key[1])
         colors = plt.cm.viridis(np.linspace(0, 0.95, depth))
-        ax = axes[0][col]
-        for layer in range(1, depth):
-            c = _curve(frame, "test", f"feature_rank/{layer}")
-            ax.plot(c["step"].clip(lower=1), c["value"], color=colors[layer - 1], label=f"layer {layer}")
-        if width:
-            ax.axhline(config.get("tunnel_fraction", 0.75) * width, color="grey", ls=":", lw=0.8)
-        ax.set_title(_label(key))
-        ax.set_ylabel("feature rank (test)" if col == 0 else "")
-        ax = axes[1][col]
+        for row, (name, what) in enumerate((("feature_rank", "rank (default tol.)"),
+                                            ("feature_rank_rel", f"rank (rtol {rtol:g})"))):
+            ax = axes[row][col]
+            for layer in range(1, depth):
+                c = _curve(frame, "test", f"{name}/{layer}")
+                ax.plot(c["step"].clip(lower=1), c["value"], color=colors[layer - 1], label=f"layer {layer}")
+            if width:
+                ax.axhline(config.get("tunnel_fraction", 0.75) * width, color="grey", ls=":", lw=0.8)
+            ax.set_ylabel(what if col == 0 else "")
+        axes[0][col].set_title(_label(key))
+        ax = axes[2][col]
         for split, color in (("train", "tab:blue"), ("test", "tab:red")):
             c = _curve(frame, split, "accuracy")
             ax.plot(c["step"].clip(lower=1), c["value"], color=color, label=split)
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("accuracy" if col == 0 else "")
-        ax = axes[2][col]
+        ax = axes[3][col]
         for layer in range(1, depth + 1):
             c = _curve(frame, "test", f"probe_accuracy/{layer}")
             if len(c):
                 ax.plot(c["step"].clip(lower=1), c["value"], "o-", ms=2.5, color=colors[layer - 1],
                         label=f"layer {layer}")
-        ax.set_ylabel("linear-probe accuracy (test)" if col == 0 else "")
+        ax.set_ylabel("linear-probe accuracy" if col == 0 else "")
         ax.set_xlabel("optimization step")
-        for row in range(3):
+        for row in range(4):
             axes[row][col].set_xscale("log")
             _mark(axes[row][col], summary, key)
-    axes[0][-1].legend(fontsize=6, loc="lower left", ncol=2)
-    axes[1][-1].legend(fontsize=7, loc="upper left")
+    axes[1][-1].legend(fontsize=6, loc="lower left", ncol=2)
+    axes[2][-1].legend(fontsize=7, loc="upper left")
     figs.append(Figure(save(fig, out_dir, "deep_grokking_rank_accuracy.png"),
-                       "Per-layer feature rank of the pre-activations on the test images (top; numerical rank of the "
-                       "covariance in float64 with matrix_rank's default tolerance; grey line: 0.75·width, the "
-                       "tunnel threshold), train/test accuracy (middle) and per-layer linear-probe accuracy "
-                       "(bottom). Dotted line: train accuracy reaches 95%; dashed line: test accuracy is halfway "
-                       "through its rise. The paper (Fig. 1) reports that train accuracy saturates first, test "
-                       "accuracy rises much later, and the rise coincides with a drop of the later layers' rank.",
+                       "Per-layer feature rank of the hidden pre-activations on the test images (row 1: numerical "
+                       "rank of the covariance in float64 with matrix_rank's default tolerance, the authors' measure; "
+                       f"row 2: singular values above {rtol:g}·σ_max; grey line: 0.75·width, the tunnel threshold), "
+                       "train/test accuracy (row 3) and per-layer linear-probe accuracy (row 4). Dotted line: train "
+                       "accuracy reaches 95%; dashed line: test accuracy is halfway through its rise. The paper "
+                       "(Fig. 1) reports that train accuracy saturates first, test accuracy rises much later, and "
+                       "the rise coincides with a drop of the later layers' rank.",
                        "Rank, accuracy and probes over training (Fig. 1)"))
 
     # Fig. 5: accuracies, weight norm, second-last-layer rank, runs overlaid
@@ -110,8 +114,8 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
             axes[2].plot(c["step"].clip(lower=1), c["value"], style, color=color, label=f"{label} ({name})")
         c = _curve(frame, "test", f"effective_rank/{depth - 1}")
         axes[3].plot(c["step"].clip(lower=1), c["value"], color=color, label=label)
-    axes[0].set_ylabel("accuracy (dotted: train, solid: test)")
-    axes[1].set_ylabel("weight norm (solid: all, dashed: last layer)")
+    axes[0].set_ylabel("accuracy (dotted: train)")
+    axes[1].set_ylabel("weight norm (dashed: last layer)")
     axes[1].set_yscale("log")
     axes[2].set_ylabel("rank of second-last layer")
     axes[3].set_ylabel("effective rank of second-last layer")
