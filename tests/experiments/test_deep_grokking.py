@@ -81,7 +81,7 @@ def test_structured_ntk_agrees_with_the_full_jacobian_on_a_deeper_net():
     model = scale_init(MLP(12, 7, 5, 10), 3.0)  # float32 model: both paths use a float64 copy
     x = torch.rand(11, 12)
     ref = dg.last_hidden_ntk(model, x, "reference")
-    assert ref.dtype == torch.float64
+    assert ref.dtype == torch.float64 and not ref.requires_grad
     assert torch.allclose(dg.last_hidden_ntk(model, x), ref, rtol=1e-10, atol=1e-9 * float(ref.abs().max()))
 
 

@@ -267,7 +267,7 @@ def last_hidden_ntk(model: MLP, x: torch.Tensor, implementation: str = "structur
         with torch.no_grad():
             h = before(xs)
             z = layer(h)
-        g = vmap(jacrev(lambda zi: after(zi[None])[0]))(z)  # (n, k, w)
+        g = vmap(jacrev(lambda zi: after(zi[None])[0]))(z).detach()  # (n, k, w)
         return torch.einsum("nkw,mkw->nm", g, g) * (h @ h.T + 1.0)
     if implementation == "reference":
         prefix = next(name for name, m in net.named_modules() if m is layer)
@@ -279,7 +279,7 @@ def last_hidden_ntk(model: MLP, x: torch.Tensor, implementation: str = "structur
 
         jac = vmap(jacrev(f), in_dims=(None, 0))(params, xs)
         flat = torch.cat([j.reshape(xs.shape[0], j.shape[1], -1) for j in jac.values()], dim=2)  # (n, k, P)
-        return torch.einsum("nkp,mkp->nm", flat, flat)
+        return torch.einsum("nkp,mkp->nm", flat, flat).detach()
     raise ConfigError(f"last_hidden_ntk(implementation={implementation!r}): choose 'structured' or 'reference'")
 
 
