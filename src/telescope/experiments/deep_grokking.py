@@ -73,9 +73,9 @@ class Config:
     width: int = 128
     alpha: float = 6.0
     lr: float = 1e-3
-    weight_decays: tuple[float, ...] = (0.05,)
+    weight_decays: tuple[float, ...] = (0.1,)
     batch_size: int = 200
-    steps: int = 25000
+    steps: int = 20000
     seeds: int = 1
     seed: int = 0
     data_seed: int = 0
