@@ -393,8 +393,12 @@ def transition(frame, depth: int) -> dict[str, float]:
     * ``grok_step``: first step test accuracy reaches the midpoint between its value at
       ``fit_step`` and its final value (the time of the test-accuracy rise);
     * ``rank_drop_step/<l>``: first step after ``fit_step`` at which layer l's rank is below the
-      midpoint between its value at ``fit_step`` and its final value (NaN if it did not drop);
-    * ranks, test accuracy and weight norm at ``fit_step``, ``grok_step`` and the end.
+      midpoint between its value at ``fit_step`` and its final value (NaN if it did not drop
+      by at least max(1.5, 2%)); ``rank_rel_*`` and ``erank_*`` the same for the
+      relative-tolerance and effective ranks;
+    * ranks, test accuracy and weight norm at ``fit_step``, ``grok_step`` and the end;
+    * ``weight_norm_slope_ratio``: d log‖θ‖/dt over [grok, 1.5·grok] divided by that over
+      [grok/1.5, grok] — about 1 when the norm shows no kink at the transition.
     """
     out: dict[str, float] = {}
     s_tr, acc_tr = _curve(frame, "train", "accuracy")
@@ -422,15 +426,23 @@ def transition(frame, depth: int) -> dict[str, float]:
     out["weight_norm_at_fit"] = float(np.interp(fit_step, s_wn, wn))
     if not math.isnan(grok_step):
         out["weight_norm_at_grok"] = float(np.interp(grok_step, s_wn, wn))
-    for layer in range(1, depth + 1):
-        s_r, r = _curve(frame, "test", f"feature_rank/{layer}")
-        i_fit = int(np.searchsorted(s_r, fit_step))
-        out[f"rank_at_fit/{layer}"] = float(r[i_fit])
-        out[f"rank_final/{layer}"] = float(r[-1])
-        drop_mid = 0.5 * (r[i_fit] + r[-1])
-        after = s_r >= fit_step
-        below = np.flatnonzero(r[after] <= drop_mid) if r[i_fit] - r[-1] >= 2 else np.array([], dtype=int)
-        out[f"rank_drop_step/{layer}"] = float(s_r[after][below[0]]) if len(below) else float("nan")
+        # d log(weight norm)/d step just after vs just before the rise: 1 = no kink
+        lo, hi = grok_step / 1.5, min(1.5 * grok_step, float(s_wn[-1]))
+        lw = lambda t: math.log(float(np.interp(t, s_wn, wn)))  # noqa: E731
+        before = (lw(grok_step) - lw(lo)) / (grok_step - lo)
+        after = (lw(hi) - lw(grok_step)) / max(hi - grok_step, 1e-12)
+        out["weight_norm_slope_ratio"] = after / before if before != 0 else float("nan")
+    for metric, short in (("feature_rank", "rank"), ("feature_rank_rel", "rank_rel"), ("effective_rank", "erank")):
+        for layer in range(1, depth + 1):
+            s_r, r = _curve(frame, "test", f"{metric}/{layer}")
+            i_fit = int(np.searchsorted(s_r, fit_step))
+            out[f"{short}_at_fit/{layer}"] = float(r[i_fit])
+            out[f"{short}_final/{layer}"] = float(r[-1])
+            drop_mid = 0.5 * (r[i_fit] + r[-1])
+            after_fit = s_r >= fit_step
+            dropped = r[i_fit] - r[-1] >= max(1.5, 0.02 * r[i_fit])
+            below = np.flatnonzero(r[after_fit] <= drop_mid) if dropped else np.array([], dtype=int)
+            out[f"{short}_drop_step/{layer}"] = float(s_r[after_fit][below[0]]) if len(below) else float("nan")
     return out
 
 
@@ -439,5 +451,5 @@ def summarize(frame, cfg: Config) -> dict[str, Any]:
     for (n, depth, wd, seed), g in frame.groupby(["n_train", "depth", "weight_decay", "seed"]):
         prefix = f"n={n}/depth={depth}/wd={wd:g}/seed={seed}"
         for key, value in transition(g, int(depth)).items():
-            out[f"{prefix}/{key}"] = value
+            out[f"{prefix}/{key}"] = None if isinstance(value, float) and math.isnan(value) else value
     return out

@@ -31,7 +31,7 @@ def _mark(ax, summary: dict, key: tuple) -> None:
     prefix = f"n={n}/depth={depth}/wd={wd:g}/seed={seed}"
     for name, style in (("fit_step", ":"), ("grok_step", "--")):
         value = summary.get(f"{prefix}/{name}")
-        if value is not None and np.isfinite(value):
+        if value is not None and np.isfinite(value):  # None: no transition found
             ax.axvline(value, color="k", ls=style, lw=0.8, alpha=0.6)
 
 
