@@ -234,12 +234,13 @@ def probe_accuracy(train_feats: torch.Tensor, y_train: torch.Tensor, test_feats:
     keep = std > 1e-12 * max(float(std.max()), 1e-300)
     xtr = (xtr[:, keep] - mean[keep]) / std[keep]
     xte = (xte[:, keep] - mean[keep]) / std[keep]
-    ones = lambda a: torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype)], 1)  # noqa: E731
+    ones = lambda a: torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], 1)  # noqa: E731
     xtr, xte = ones(xtr), ones(xte)
     targets = torch.nn.functional.one_hot(y_train, 10).double()
     gram = xtr.T @ xtr
     lam = ridge * float(torch.trace(gram)) / gram.shape[0]
-    w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), xtr.T @ targets)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    w = torch.linalg.solve(gram + lam * eye, xtr.T @ targets)
     return float(((xte @ w).argmax(1) == y_test).double().mean())
 
 
@@ -367,6 +368,7 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
             continue
         if n not in cache:
             cache[n] = load_data(cfg, n, ctx.data_dir)
+        log.info("deep-grokking: training %s", key)
         with sink.unit(key, n_train=int(n), depth=int(depth), weight_decay=float(wd), seed=int(seed)) as unit:
             run_unit(cfg, cache[n], depth, wd, seed, unit, ctx.device, progress=bar)
     bar.close()
