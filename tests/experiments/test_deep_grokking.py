@@ -144,3 +144,29 @@ def test_tiny_preset_end_to_end():
     torch.manual_seed(cfg.seed)
     ref = scale_init(MLP(64, cfg.width, depth, 10), cfg.alpha)
     assert summary[f"{prefix}/weight_norm_init"] == pytest.approx(dg.weight_norms(ref)["weight_norm"], rel=1e-6)
+
+
+def test_transition_reads_fit_rise_and_rank_drop_from_curves():
+    import numpy as np
+    import pandas as pd
+
+    steps = np.array([0, 10, 100, 1000, 2000, 4000, 8000, 16000])
+    train = [0.1, 0.2, 0.5, 0.97, 1.0, 1.0, 1.0, 1.0]
+    test = [0.1, 0.1, 0.12, 0.15, 0.16, 0.3, 0.8, 0.9]      # midpoint (0.15 + 0.9)/2 = 0.525 at 8000
+    rank = [100, 100, 100, 100, 100, 90, 40, 20]           # midpoint 60, first reached at 8000
+    wn = 50.0 * np.exp(-steps / 8000.0)                     # a pure exponential: no kink
+    rows = []
+    for i, s in enumerate(steps):
+        rows += [(s, "train", "accuracy", train[i]), (s, "test", "accuracy", test[i]),
+                 (s, "train", "weight_norm", wn[i])]
+        for layer in (1, 2):
+            for name in ("feature_rank", "feature_rank_rel", "effective_rank"):
+                rows.append((s, "test", f"{name}/{layer}", rank[i] if layer == 1 else 100.0))
+    frame = pd.DataFrame(rows, columns=["step", "split", "name", "value"])
+    out = dg.transition(frame, depth=2)
+    assert out["fit_step"] == 1000 and out["test_accuracy_at_fit"] == 0.15
+    assert out["grok_step"] == 8000
+    assert out["rank_drop_step/1"] == 8000 and out["rank_at_fit/1"] == 100 and out["rank_final/1"] == 20
+    assert math.isnan(out["rank_drop_step/2"])  # a flat layer did not drop
+    assert out["weight_norm_slope_ratio"] == pytest.approx(1.0, rel=1e-9)
+    assert out["weight_norm_at_grok"] == pytest.approx(50.0 * math.exp(-1.0))

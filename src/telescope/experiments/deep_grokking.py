@@ -430,7 +430,7 @@ def transition(frame, depth: int) -> dict[str, float]:
         out["weight_norm_at_grok"] = float(np.interp(grok_step, s_wn, wn))
         # d log(weight norm)/d step just after vs just before the rise: 1 = no kink
         lo, hi = grok_step / 1.5, min(1.5 * grok_step, float(s_wn[-1]))
-        lw = lambda t: math.log(float(np.interp(t, s_wn, wn)))  # noqa: E731
+        lw = lambda t: float(np.interp(t, s_wn, np.log(wn)))  # noqa: E731
         before = (lw(grok_step) - lw(lo)) / (grok_step - lo)
         after = (lw(hi) - lw(grok_step)) / max(hi - grok_step, 1e-12)
         out["weight_norm_slope_ratio"] = after / before if before != 0 else float("nan")
