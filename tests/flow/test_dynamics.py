@@ -46,6 +46,20 @@ def test_empirical_closed_form_matches_discrete_gd(nugget):
     assert err_fine < err_coarse / 3
 
 
+@pytest.mark.parametrize("nugget", [0.0, 0.7])
+def test_discrete_mode_equals_gradient_descent_exactly(nugget):
+    gram, cross, y, _ = _small_problem()
+    lr, record = 0.05, [0, 1, 7, 300, 4000]
+    gd_train, gd_cross = gd_reference(gram + nugget * np.eye(len(y)), cross, y, lr, 4000, record)
+    flow = EmpiricalFlow(gram, y, lr=lr).with_nugget(nugget)
+    t = lr * np.array(record)
+    np.testing.assert_allclose(flow.train_predictions(t), gd_train, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(flow.predict(cross, t), gd_cross, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(flow.train_mse(t), np.mean((gd_train - y) ** 2, axis=1), rtol=1e-9)
+    with pytest.raises(ConfigError, match="lr"):
+        EmpiricalFlow(gram, y, lr=100.0)
+
+
 def test_empirical_flow_limits_and_consistency():
     gram, cross, y, f_test = _small_problem()
     flow = EmpiricalFlow(gram, y)

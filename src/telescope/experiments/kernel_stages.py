@@ -190,13 +190,14 @@ def _bridge_unit(s, config: Config, target: ProductTarget, progress) -> None:
     online = TwoLayerReLU(d, config.bridge_width, scale=config.bridge_scale)
     online.load_state_dict(net.state_dict())
     steps = np.concatenate([[0], log_time_grid(config.bridge_steps, config.points_per_decade)])
-    times = config.bridge_lr * steps   # flow time of the α = 1 kernel; the α-scaled kernel runs at times/α²
+    times = config.bridge_lr * steps   # flow time; step η/α² on the α-scaled net moves f like η on α = 1
 
-    # the empirical world of the network's own initial tangent kernel
-    flow = EmpiricalFlow(net.tangent_kernel(problem.x), problem.y)
+    # the empirical world of the network's own initial tangent kernel, as the exact discrete-GD
+    # version of the closed form (the α-scaled kernel α²K with step η/α²; flow time η·step)
+    lr = config.bridge_lr / config.bridge_scale ** 2
+    flow = EmpiricalFlow(net.tangent_kernel(problem.x), problem.y, lr=lr)
     cross = net.tangent_kernel(problem.x_test, problem.x)
-    scaled = times / config.bridge_scale ** 2
-    k_train, k_test = flow.train_mse(scaled), flow.test_mse(cross, problem.f_test, scaled)
+    k_train, k_test = flow.train_mse(lr * steps), flow.test_mse(cross, problem.f_test, lr * steps)
     # the oracle world of the infinite-width ReLU NTK
     kmax = target.max_degree + 1
     lam = funk_hecke_eigenvalues(inner_product_kernel("ntk_relu").h, d, kmax)
@@ -207,8 +208,6 @@ def _bridge_unit(s, config: Config, target: ProductTarget, progress) -> None:
     x_test = torch.as_tensor(problem.x_test)
     f_test = torch.as_tensor(problem.f_test)
     rng = np.random.default_rng([config.seed, 8])
-    # step η/α² on the α-scaled net moves f as the flow at time η·step (see flow.network)
-    lr = config.bridge_lr / config.bridge_scale ** 2
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     opt_online = torch.optim.SGD(online.parameters(), lr=lr)
     record = {int(v): i for i, v in enumerate(steps)}

@@ -72,12 +72,25 @@ def _spectrum(eigenvalues, energies) -> tuple[np.ndarray, np.ndarray]:
     return lam[:k], e[:k]
 
 
-def _phi(t: np.ndarray, mu: np.ndarray, n: int) -> np.ndarray:
-    """(1 − e^{−t μ/n}) / μ, stable at μ → 0 (limit t/n): shape ``(T, n_eig)``."""
-    z = np.outer(t, mu) / n
+def _rate(mu: np.ndarray, n: int, lr: float | None) -> np.ndarray:
+    """Per-unit-time log-decay r(μ) with decay = e^{−t r}: μ/n for the flow, −log(1 − lr μ/n)/lr for GD."""
+    if lr is None:
+        return mu / n
+    x = lr * mu / n
+    small = np.abs(x) < 1e-8
+    return np.where(small, mu / n * (1 + x / 2), -np.log1p(-np.where(small, 0.0, x)) / lr)
+
+
+def _phi(t: np.ndarray, mu: np.ndarray, n: int, lr: float | None = None) -> np.ndarray:
+    """(1 − e^{−t r(μ)}) / μ, stable at μ → 0 (limit t/n): shape ``(T, n_eig)``."""
+    rate = _rate(mu, n, lr)
+    z = np.outer(t, rate)
     big = np.abs(z) > 1e-12
     ratio = np.where(big, -np.expm1(-z) / np.where(big, z, 1.0), 1.0 - z / 2)
-    return ratio * (t[:, None] / n)
+    # z/μ = t·r(μ)/μ → t/n as μ → 0
+    small_mu = np.abs(mu) < 1e-300
+    r_over_mu = np.where(small_mu, 1.0 / n, rate / np.where(small_mu, 1.0, mu))
+    return ratio * np.outer(t, r_over_mu)
 
 
 class EmpiricalFlow:
@@ -89,9 +102,13 @@ class EmpiricalFlow:
 
     ``nugget`` c adds c·I to the training Gram only (the kernel H + c·1{x = x'}): the
     eigenvectors are shared, so :meth:`with_nugget` is free.
+
+    ``lr`` switches from the flow to gradient descent with that step, exactly: times are then
+    t = lr·steps and e^{−tμ/n} becomes (1 − lr μ/n)^{steps}. Needs lr·μ_max/n < 1 (the
+    monotone regime; plain GD is stable up to 2).
     """
 
-    def __init__(self, gram: np.ndarray, y: np.ndarray, *, nugget: float = 0.0,
+    def __init__(self, gram: np.ndarray, y: np.ndarray, *, nugget: float = 0.0, lr: float | None = None,
                  _eig: tuple[np.ndarray, np.ndarray] | None = None):
         gram = np.asarray(gram, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
@@ -111,26 +128,32 @@ class EmpiricalFlow:
         self._base_mu, self.vecs = _eig
         self.mu = self._base_mu + self.nugget
         self.vy = self.vecs.T @ y
+        self.lr = lr
+        if lr is not None and not (lr > 0 and lr * self.mu.max() / self.n < 1):
+            raise ConfigError(f"EmpiricalFlow(lr={lr}): need 0 < lr·μ_max/n < 1, got lr·μ_max/n = "
+                              f"{lr * self.mu.max() / self.n:.3g}; lower lr or use the flow (lr=None)")
 
     def with_nugget(self, nugget: float) -> "EmpiricalFlow":
         """The same data under the kernel H + nugget·1{x = x'} (no new eigendecomposition)."""
-        return EmpiricalFlow(self.gram, self.y, nugget=nugget, _eig=(self._base_mu, self.vecs))
+        return EmpiricalFlow(self.gram, self.y, nugget=nugget, lr=self.lr, _eig=(self._base_mu, self.vecs))
+
+    def _decay(self, t: np.ndarray) -> np.ndarray:
+        return np.exp(-np.outer(t, _rate(self.mu, self.n, self.lr)))
 
     def train_predictions(self, times) -> np.ndarray:
         """F_t = (I − e^{−t𝐇/n}) y at each time: ``(T, n)``."""
         t = _times(times)
-        g = -np.expm1(-np.outer(t, self.mu) / self.n)
+        g = -np.expm1(-np.outer(t, _rate(self.mu, self.n, self.lr)))
         return (g * self.vy) @ self.vecs.T
 
     def train_mse(self, times) -> np.ndarray:
         """(1/n) ‖y − F_t‖² = (1/n) Σ_i e^{−2tμ_i/n} (v_iᵀ y)²: ``(T,)``."""
-        t = _times(times)
-        decay = np.exp(-2.0 * np.outer(t, self.mu) / self.n)
+        decay = self._decay(_times(times)) ** 2
         return decay @ (self.vy ** 2) / self.n
 
     def coefficients(self, times) -> np.ndarray:
         """α_t with f̂_t(x) = H(x, X) α_t: ``(T, n)``."""
-        return (_phi(_times(times), self.mu, self.n) * self.vy) @ self.vecs.T
+        return (_phi(_times(times), self.mu, self.n, self.lr) * self.vy) @ self.vecs.T
 
     def predict(self, cross: np.ndarray, times) -> np.ndarray:
         """f̂_t on new points from ``cross`` = H(x_new, X) of shape (m, n): ``(T, m)``.
@@ -141,7 +164,7 @@ class EmpiricalFlow:
         if cross.ndim != 2 or cross.shape[1] != self.n:
             raise ShapeError(f"EmpiricalFlow.predict: cross must be (m, {self.n}), got {cross.shape}")
         cv = cross @ self.vecs
-        return (_phi(_times(times), self.mu, self.n) * self.vy) @ cv.T
+        return (_phi(_times(times), self.mu, self.n, self.lr) * self.vy) @ cv.T
 
     def test_mse(self, cross: np.ndarray, target: np.ndarray, times) -> np.ndarray:
         """mean_x (target(x) − f̂_t(x))² over the m new points: ``(T,)``."""
