@@ -61,8 +61,10 @@ def test_faster_training_is_not_better_generalisation(tiny):
 
 def test_bridge_network_follows_its_tangent_kernel_flow(tiny):
     _, _, summary = tiny
-    assert summary["bridge/train_max_gap"] < 0.05
-    assert summary["bridge/test_max_gap"] < 0.05
+    # lazy (α = 4) net vs the exact discrete-GD closed form of its own initial tangent kernel
+    assert summary["bridge/train_max_gap"] < 0.01
+    assert summary["bridge/test_max_gap"] < 0.01
+    # online SGD vs the infinite-width oracle: finite width (256) and SGD noise leave more slack
     assert summary["bridge/online_vs_oracle_max_gap"] < 0.25
 
 
@@ -74,7 +76,7 @@ def test_laziness_controls_the_bridge_gap():
     for scale in (0.5, 4.0):
         summary = ks.run(dataclasses.replace(base, bridge_scale=scale), MemorySink())
         gaps[scale] = summary["bridge/train_max_gap"]
-    assert gaps[4.0] < gaps[0.5] / 3
+    assert gaps[4.0] < gaps[0.5] / 5
 
 
 def test_quick_setting_reproduces_the_digest_numbers():

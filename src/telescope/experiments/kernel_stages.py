@@ -20,8 +20,9 @@ Metrics (long format). For ``stages`` and ``speed`` units ``step`` is the flow t
 is the GD/SGD iteration and the flow time is ``bridge_lr · step``. Splits ``train``,
 ``test``, ``oracle``; names ``mse`` and ``learned/deg<k>`` (the fraction of the target's
 degree-k part held by the predictor: ⟨f̂_t, P_k f⟩ / ‖P_k f‖² on the test set, exact
-1 − e^{−λ_k t} for the oracle). In the bridge unit ``mse`` is the network, ``kernel_flow/mse``
-the tangent-kernel flow, ``online_sgd/mse`` (split ``test``) online SGD and split ``oracle``
+1 − e^{−λ_k t} for the oracle). In the bridge unit ``mse`` is the network under full-batch GD,
+``kernel_flow/mse`` the exact closed form of GD with the net's initial tangent kernel (same
+step), ``online_sgd/mse`` (split ``test``) the network under online SGD and split ``oracle``
 the oracle world of the infinite-width ReLU NTK. Tag columns: ``study``, ``kernel``, ``nugget``.
 """
 
@@ -73,7 +74,7 @@ class Config:
     bridge: bool = True
     bridge_d: int = 20
     bridge_n: int = 200
-    bridge_n_test: int = 1000
+    bridge_n_test: int = 4000
     bridge_width: int = 1024
     bridge_scale: float = 4.0
     bridge_lr: float = 2.0
@@ -83,7 +84,7 @@ class Config:
 
     PRESETS: ClassVar[dict] = {
         "tiny": {"d": 100, "n": 1000, "n_test": 500, "kernels": ("exp",), "points_per_decade": 6,
-                 "bridge_d": 10, "bridge_n": 60, "bridge_n_test": 200, "bridge_width": 256,
+                 "bridge_d": 10, "bridge_n": 60, "bridge_n_test": 500, "bridge_width": 256,
                  "bridge_steps": 200, "bridge_batch": 20},
         "quick": {},
         "paper": {"d": 400, "n": 4000, "n_test": 4000, "points_per_decade": 10,

@@ -17,9 +17,9 @@ test error"). Subtracting σ² from the training error compares like with like i
 where the training error still contains the label noise while the test error is measured
 against clean targets. A stage's window is [first, last] time with its label; the stages
 are *in order* when every stage occurs, labels never decrease along the grid, and no time
-is labelled 0. Relative gaps make the rule scale-free; the detected boundaries sit a
-constant factor (≈ ln 2 / 2 up to ≈ 1) before the theory's time scales n/κ_{>l} and
-1/λ_{d,l+1}, which is how the summary reports both.
+is labelled 0. Relative gaps make the rule scale-free. With θ = ½ a curve e^{−2t/τ} crosses
+at t = τ ln2 / 2 ≈ 0.35 τ, so the detected boundaries sit about 0.3× before the theory's time
+scales n/κ_{>l} and 1/λ_{d,l+1}; the summary reports both.
 """
 
 from __future__ import annotations

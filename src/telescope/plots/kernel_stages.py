@@ -123,9 +123,9 @@ def _bridge_figure(plt, bridge: pd.DataFrame, summary: dict, config: dict, out_d
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), sharex=True)
     spec = [
         (axes[0], "train", "mse", "network, GD", "tab:blue", "-"),
-        (axes[0], "train", "kernel_flow/mse", "initial tangent kernel, flow", "k", "--"),
+        (axes[0], "train", "kernel_flow/mse", "initial tangent kernel (closed form)", "k", "--"),
         (axes[1], "test", "mse", "network, GD (empirical world)", "tab:red", "-"),
-        (axes[1], "test", "kernel_flow/mse", "initial tangent kernel, flow", "k", "--"),
+        (axes[1], "test", "kernel_flow/mse", "initial tangent kernel (closed form)", "k", "--"),
         (axes[1], "test", "online_sgd/mse", "network, online SGD (oracle world)", "tab:green", "-"),
         (axes[1], "oracle", "mse", "ReLU NTK oracle (closed form)", "tab:olive", ":"),
     ]
@@ -148,8 +148,9 @@ def _bridge_figure(plt, bridge: pd.DataFrame, summary: dict, config: dict, out_d
                "online SGD follows the infinite-width NTK's oracle curve (largest gap "
                f"{_fmt(summary.get('bridge/online_vs_oracle_max_gap'))}). At this small size (n/d = "
                f"{int(config.get('bridge_n', 0)) // max(int(config.get('bridge_d', 1)), 1)}) the empirical world's test "
-               "error already lags the oracle in stage 1; the network and its kernel flow lag alike, so the lag is a "
-               "finite-sample effect of the data, not of the network. Set bridge_scale=1 to see the network leave its "
+               "error lags the oracle a little already in stage 1; the network and its kernel lag alike, so the lag is "
+               "a finite-sample effect of the data, not of the network (a common offset of all curves is the test "
+               "set's sampling noise in ‖f‖²). Set bridge_scale=1 to see the network leave its "
                "kernel (feature learning).")
     return Figure(name, caption, "Neural bridge: network vs its tangent-kernel flow")
 
