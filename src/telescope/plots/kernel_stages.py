@@ -127,7 +127,7 @@ def _bridge_figure(plt, bridge: pd.DataFrame, summary: dict, config: dict, out_d
         (axes[1], "test", "mse", "network, GD (empirical world)", "tab:red", "-"),
         (axes[1], "test", "kernel_flow/mse", "initial tangent kernel (closed form)", "k", "--"),
         (axes[1], "test", "online_sgd/mse", "network, online SGD (oracle world)", "tab:green", "-"),
-        (axes[1], "oracle", "mse", "ReLU NTK oracle (closed form)", "tab:olive", ":"),
+        (axes[1], "oracle", "mse_on_test", "ReLU NTK oracle (closed form, same test points)", "tab:olive", ":"),
     ]
     for ax, split, name, label, color, ls in spec:
         step, v = _curve(bridge, split, name)
@@ -143,14 +143,13 @@ def _bridge_figure(plt, bridge: pd.DataFrame, summary: dict, config: dict, out_d
                "online SGD on fresh samples (Nakkiran's ideal world). This run: a two-layer ReLU net "
                f"(width {config.get('bridge_width')}, output scale α = {config.get('bridge_scale')}, "
                f"d = {config.get('bridge_d')}, n = {config.get('bridge_n')}) trained by full-batch GD tracks the "
-               "closed-form flow of its own initial tangent kernel (largest gap / initial error: train "
+               "closed form of GD with its own initial tangent kernel (largest gap / initial error: train "
                f"{_fmt(summary.get('bridge/train_max_gap'))}, test {_fmt(summary.get('bridge/test_max_gap'))}); "
                "online SGD follows the infinite-width NTK's oracle curve (largest gap "
                f"{_fmt(summary.get('bridge/online_vs_oracle_max_gap'))}). At this small size (n/d = "
                f"{int(config.get('bridge_n', 0)) // max(int(config.get('bridge_d', 1)), 1)}) the empirical world's test "
                "error lags the oracle a little already in stage 1; the network and its kernel lag alike, so the lag is "
-               "a finite-sample effect of the data, not of the network (a common offset of all curves is the test "
-               "set's sampling noise in ‖f‖²). Set bridge_scale=1 to see the network leave its "
+               "a finite-sample effect of the data, not of the network. Set bridge_scale=1 to see the network leave its "
                "kernel (feature learning).")
     return Figure(name, caption, "Neural bridge: network vs its tangent-kernel flow")
 
