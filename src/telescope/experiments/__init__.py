@@ -16,6 +16,7 @@ from telescope.errors import ConfigError
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
     "kernel-stages": "telescope.experiments.kernel_stages",
+    "lmc": "telescope.experiments.lmc",
 }
 
 

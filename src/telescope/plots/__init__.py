@@ -21,6 +21,7 @@ from types import ModuleType
 _MODULES: dict[str, str] = {
     "approximation": "telescope.plots.approximation",
     "kernel-stages": "telescope.plots.kernel_stages",
+    "lmc": "telescope.plots.lmc",
 }
 
 
