@@ -34,6 +34,7 @@ def test_tiny_run_shows_three_stages_in_order_near_the_theory(tiny):
     # stage 3: training error gone, oracle gone, test frozen near ‖P_2 f‖² ≈ 1
     assert summary["exp/end/train"] < 1e-6 and summary["exp/end/oracle"] < 1e-6
     assert 0.6 < summary["exp/end/test"] < 1.3
+    assert summary["exp/stage3_test_change"] < 0.05
     assert json.dumps(summary, allow_nan=False)
 
 

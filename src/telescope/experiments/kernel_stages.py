@@ -89,8 +89,8 @@ class Config:
                  "bridge_steps": 200, "bridge_batch": 20},
         "quick": {},
         "paper": {"d": 400, "n": 4000, "n_test": 4000, "points_per_decade": 10,
-                  "bridge_d": 50, "bridge_n": 500, "bridge_n_test": 2000, "bridge_width": 8192,
-                  "bridge_steps": 5000},
+                  "bridge_d": 40, "bridge_n": 400, "bridge_n_test": 4000, "bridge_width": 4096,
+                  "bridge_steps": 3000},
     }
 
     def validate(self) -> None:
@@ -196,7 +196,7 @@ def _speed_unit(s, base: EmpiricalFlow, nugget: float, problem: _Problem, cross:
     _log_curves(s, times, flow.train_mse(times), flow.test_mse(cross, problem.f_test, times), oracle)
 
 
-def _bridge_unit(s, config: Config, target: ProductTarget, progress) -> None:
+def _bridge_unit(s, config: Config, target: ProductTarget, progress, device: str = "cpu") -> None:
     d, n = config.bridge_d, config.bridge_n
     problem = _problem(target, d, n, config.bridge_n_test, config.noise, config.seed, stream=7)
     gen = torch.Generator().manual_seed(config.seed)
@@ -218,10 +218,13 @@ def _bridge_unit(s, config: Config, target: ProductTarget, progress) -> None:
     oracle = oracle_mse(lam, target.energies(d, kmax), times)
     oracle_test = _oracle_on_test(lam, times.astype(float), problem.parts)
 
-    x = torch.as_tensor(problem.x)
-    y = torch.as_tensor(problem.y)
-    x_test = torch.as_tensor(problem.x_test)
-    f_test = torch.as_tensor(problem.f_test)
+    # the networks may train on an accelerator (--device); the closed forms stay in float64 numpy
+    net.to(device)
+    online.to(device)
+    x = torch.as_tensor(problem.x, device=device)
+    y = torch.as_tensor(problem.y, device=device)
+    x_test = torch.as_tensor(problem.x_test, device=device)
+    f_test = torch.as_tensor(problem.f_test, device=device)
     rng = np.random.default_rng([config.seed, 8])
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     opt_online = torch.optim.SGD(online.parameters(), lr=lr)
@@ -252,8 +255,9 @@ def _bridge_unit(s, config: Config, target: ProductTarget, progress) -> None:
         opt.step()
         # online SGD: a fresh batch every step, the same objective in expectation as R(f)
         xb_np = sample_sphere(config.bridge_batch, d, rng)
-        xb = torch.as_tensor(xb_np)
-        yb = torch.as_tensor(target(xb_np) + config.noise * rng.standard_normal(config.bridge_batch))
+        xb = torch.as_tensor(xb_np, device=device)
+        yb = torch.as_tensor(target(xb_np) + config.noise * rng.standard_normal(config.bridge_batch),
+                             device=device)
         opt_online.zero_grad()
         (0.5 * torch.mean((online(xb) - yb) ** 2)).backward()
         opt_online.step()
@@ -300,7 +304,7 @@ def run(config: Config, sink, ctx=None) -> dict[str, Any]:
         try:
             with sink.unit("bridge", study="bridge", kernel=f"net width {config.bridge_width}",
                            nugget=0.0) as s:
-                _bridge_unit(s, config, target, progress)
+                _bridge_unit(s, config, target, progress, getattr(ctx, "device", None) or "cpu")
         finally:
             progress.close()
 
@@ -345,6 +349,10 @@ def summarize(frame: pd.DataFrame, config: Config) -> dict[str, Any]:
         pred = predicted_boundaries(lam, energies, config.d, config.n, float(kernel.h(np.array(1.0))))
         for key, value in pred.items():
             out[p + "predicted/" + key] = _finite(value)
+        w3 = report.window(3)
+        if w3 is not None:   # how frozen the empirical test error is across stage 3
+            in3 = (t >= w3.start) & (t <= w3.end)
+            out[p + "stage3_test_change"] = float(np.ptp(test[in3]) / test[in3].mean())
         for label, when in (("t=d", config.d), ("t=n", config.n), ("end", t[-1])):
             i = int(np.argmin(np.abs(t - when)))
             out[p + f"{label}/train"] = float(train[i])

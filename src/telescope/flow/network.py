@@ -60,8 +60,8 @@ class TwoLayerReLU(torch.nn.Module):
         Cost O(n1 n2 (m + d)) time, O((n1 + n2) m + n1 n2) memory.
         """
         x2 = x1 if x2 is None else x2
-        w = self.w.detach().to(torch.float64)
-        a2 = self.a.detach().to(torch.float64) ** 2
+        w = self.w.detach().to("cpu", torch.float64)
+        a2 = self.a.detach().to("cpu", torch.float64) ** 2
         t1 = torch.as_tensor(x1, dtype=torch.float64)
         t2 = torch.as_tensor(x2, dtype=torch.float64)
         if t1.ndim != 2 or t2.ndim != 2 or t1.shape[1] != self.d or t2.shape[1] != self.d:
