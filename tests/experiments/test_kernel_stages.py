@@ -3,7 +3,6 @@
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 
 from telescope.errors import ConfigError
@@ -111,6 +110,13 @@ def test_resume_skips_finished_units(tiny):
 def test_bad_config_is_rejected(key, value, match):
     with pytest.raises(ConfigError, match=match):
         resolve_config("kernel-stages", ks.Config, "tiny", overrides={key: value})
+
+
+def test_too_large_bridge_step_is_explained():
+    config = dataclasses.replace(resolve_config("kernel-stages", ks.Config, "tiny"), d=10, n=30,
+                                 nuggets=(), bridge_lr=50.0)
+    with pytest.raises(ConfigError, match="lower bridge_lr"):
+        ks.run(config, MemorySink())
 
 
 def test_registry_and_figures(tiny, tmp_path):

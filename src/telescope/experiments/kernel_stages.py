@@ -209,7 +209,11 @@ def _bridge_unit(s, config: Config, target: ProductTarget, progress, device: str
     # the empirical world of the network's own initial tangent kernel, as the exact discrete-GD
     # version of the closed form (the α-scaled kernel α²K with step η/α²; flow time η·step)
     lr = config.bridge_lr / config.bridge_scale ** 2
-    flow = EmpiricalFlow(net.tangent_kernel(problem.x), problem.y, lr=lr)
+    try:
+        flow = EmpiricalFlow(net.tangent_kernel(problem.x), problem.y, lr=lr)
+    except ConfigError as exc:
+        raise ConfigError(f"kernel-stages bridge: bridge_lr={config.bridge_lr} is too large for this "
+                          f"tangent kernel ({exc}); lower bridge_lr") from None
     cross = net.tangent_kernel(problem.x_test, problem.x)
     k_train, k_test = flow.train_mse(lr * steps), flow.test_mse(cross, problem.f_test, lr * steps)
     # the oracle world of the infinite-width ReLU NTK
