@@ -68,6 +68,7 @@ def test_predicted_boundaries_for_exp():
     energies = np.array([0.0, 1.0, d / (d + 2)])
     pred = predicted_boundaries(lam, energies, d, n, math.e)
     assert pred["l"] == 1 and pred["k_next"] == 2
+    assert pred["d^1"] == 200 and pred["d^2"] == 40000
     kappa = math.e - lam[0] - d * lam[1]
     assert pred["kappa_gt_l"] == pytest.approx(kappa, rel=1e-12)
     assert pred["kappa_gt_l"] == pytest.approx(math.e - 2, abs=0.01)     # digest b.3: κ_{>1} ≈ e − 2

@@ -85,7 +85,8 @@ def predicted_boundaries(eigenvalues: np.ndarray, energies: np.ndarray, d: int, 
     ``learn_deg{k}`` = 1/λ_{d,k} for each degree 1 ≤ k ≤ l with target energy (stage-1 steps),
     ``interpolate`` = n / κ_{>l} with κ_{>l} = h(1) − Σ_{k≤l} λ_{d,k} B(d,k) (end of stage 1),
     ``oracle_next`` = 1/λ_{d,k*} for the lowest degree k* > l with target energy (start of
-    stage 3; inf when λ_{d,k*} = 0 or no such degree), plus ``l``, ``kappa_gt_l`` and ``k_next``.
+    stage 3; inf when λ_{d,k*} = 0 or no such degree), plus ``l``, ``kappa_gt_l``, ``k_next``
+    and the bare scales ``d^k`` for k = 1..l+1 (1/λ_{d,k} ≈ d^k · k!/h^{(k)}(0)).
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     e = np.asarray(energies, dtype=np.float64)
@@ -97,6 +98,8 @@ def predicted_boundaries(eigenvalues: np.ndarray, energies: np.ndarray, d: int, 
     kappa = h_at_one - sum(lam[k] * harmonic_dim(d, k) for k in range(level + 1))
     out: dict[str, float] = {"l": float(level), "kappa_gt_l": float(kappa),
                              "interpolate": float(n / kappa) if kappa > 0 else math.inf}
+    for k in range(1, level + 2):
+        out[f"d^{k}"] = float(d) ** k
     for k in range(1, min(level, len(e) - 1) + 1):
         if e[k] > 0:
             out[f"learn_deg{k}"] = float(1.0 / lam[k]) if lam[k] > 0 else math.inf
