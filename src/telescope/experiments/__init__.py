@@ -16,6 +16,8 @@ from telescope.errors import ConfigError
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
     "deep-grokking": "telescope.experiments.deep_grokking",
+    "kernel-stages": "telescope.experiments.kernel_stages",
+    "lmc": "telescope.experiments.lmc",
 }
 
 
