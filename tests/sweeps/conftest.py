@@ -10,6 +10,12 @@ def tiny_spec(grid=("width=16,32",), seeds=2, sets=TINY_SETS, preset="tiny"):
     return SweepSpec("approximation", preset, parse_grid(grid), seeds=seeds, sets=dict(sets))
 
 
+@pytest.fixture(name="tiny_spec", scope="session")
+def tiny_spec_fixture():
+    """The spec builder, for tests: ``tiny_spec(grid=(...), seeds=2, sets={...})``."""
+    return tiny_spec
+
+
 @pytest.fixture(scope="session")
 def local_sweep(tmp_path_factory):
     """A finished 2 widths × 2 seeds sweep of approximation/tiny on the local backend (2 workers)."""

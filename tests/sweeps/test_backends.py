@@ -6,7 +6,6 @@ import signal
 
 import pandas as pd
 import pytest
-from conftest import tiny_spec
 
 from telescope.store import read_json
 from telescope.sweeps import run_sweep
@@ -20,7 +19,7 @@ def _same_results(a, b, names):
                                       pd.read_parquet(b / name / "metrics.parquet"), check_exact=True)
 
 
-def test_ray_backend_matches_local(local_sweep, tmp_path):
+def test_ray_backend_matches_local(local_sweep, tmp_path, tiny_spec):
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'telescope[ray]'")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
@@ -54,7 +53,7 @@ def _digest(run_dir):
             for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
-def test_killed_worker_is_retried_and_finished_runs_are_untouched(tmp_path):
+def test_killed_worker_is_retried_and_finished_runs_are_untouched(tmp_path, tiny_spec):
     """Reliability drill: SIGKILL a worker mid-run; every run still finishes, nothing finished changes."""
     # width is the first axis, so the two workers start (16, 20 steps) and (16, 150 steps):
     # when the short run is done, the long one is still running, and its worker is killed.

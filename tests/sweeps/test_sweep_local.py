@@ -1,5 +1,6 @@
 """The local backend end to end: run, skip, rerun one, failures recorded, CLI exit codes."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -7,14 +8,13 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import TINY_SETS, tiny_spec
 
 from telescope.errors import ConfigError
 from telescope.store import read_json
 from telescope.sweeps import SweepSpec, parse_grid, run_status, run_sweep
 
 
-def test_parse_grid_and_spec_validation():
+def test_parse_grid_and_spec_validation(tiny_spec):
     assert parse_grid(["width=16,32", "lr=0.1"]) == {"width": ["16", "32"], "lr": ["0.1"]}
     assert parse_grid(["settings=sgd,adamw;sgd"]) == {"settings": ["sgd,adamw", "sgd"]}
     for bad in (["width"], ["width="], ["width=1,1"], ["seed=1,2"], ["width=1", "width=2"]):
@@ -33,7 +33,7 @@ def test_parse_grid_and_spec_validation():
     assert spec.digest == tiny_spec(grid=("width=16,32", "depth=2,3"), seeds=3).digest != tiny_spec().digest
 
 
-def test_local_sweep_layout_skip_and_rerun_one(local_sweep):
+def test_local_sweep_layout_skip_and_rerun_one(local_sweep, tiny_spec):
     manifest = read_json(local_sweep / "sweep.json")
     names = [r["name"] for r in manifest["runs"]]
     assert len(names) == 4 and manifest["status"]["counts"] == {"done": 4}
@@ -71,7 +71,8 @@ def telescope(*args):
 def test_failing_grid_point_is_recorded_and_retried_on_request(tmp_path):
     args = ["sweep", "approximation", "--preset", "tiny", "--grid", "sgd_lrs=0.05,100000", "--set", "settings=sgd",
             "--seeds", "1", "--workers", "2", "--out", str(tmp_path), "--name", "s"]
-    proc = telescope(*args)
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    proc = telescope(*args, *(["--tensorboard"] if tensorboard else []))
     assert proc.returncode == 1, proc.stderr
     assert "1 ran, 0 skipped (finished earlier), 1 failed" in proc.stdout and "diverged" in proc.stdout
     sweep = tmp_path / "s"
@@ -82,6 +83,9 @@ def test_failing_grid_point_is_recorded_and_retried_on_request(tmp_path):
     assert record["type"] == "DivergenceError" and "Traceback" in record["traceback"]
     assert record["config"]["config"]["sgd_lrs"] == [100000.0]
     assert not (failed / "DONE").exists()
+    if tensorboard:  # the finished run was exported, the failed one not
+        done = next(n for n, s in status["runs"].items() if s == "done")
+        assert sorted(p.name for p in (sweep / "tensorboard").iterdir()) == [done]
 
     # a rerun does not redo the failed run (still exits 1); --retry-failed does, and only it
     proc = telescope(*args)

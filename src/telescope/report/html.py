@@ -117,7 +117,8 @@ def _figure(fig, out_dir: Path, prefix: str = "") -> str:
 
 
 def _frame_html(frame) -> str:
-    return frame.to_html(index=False, border=0, na_rep="—", float_format=lambda v: f"{v:.4g}", escape=True)
+    table = frame.to_html(index=False, border=0, na_rep="—", float_format=lambda v: f"{v:.4g}", escape=True)
+    return f"<div style='overflow-x:auto'>{table}</div>"
 
 
 def _mean_se_wide(table, keys: list[str]):
@@ -136,9 +137,15 @@ def _mean_se_wide(table, keys: list[str]):
     t = table.assign(cell=table.apply(cell, axis=1))
     if not keys:
         return t.set_index("metric")[["cell"]].T.reset_index(drop=True)
-    wide = t.pivot(index=keys, columns="metric", values="cell").reset_index()
-    wide.columns.name = None
-    return wide
+    wide = t.pivot(index=keys, columns="metric", values="cell")
+    if wide.shape[1] > wide.shape[0]:  # many summary values, few grid points: one row per value
+        wide = wide.T
+        wide.columns = [", ".join(f"{k}={v}" for k, v in zip(keys, c if isinstance(c, tuple) else (c,)))
+                        for c in wide.columns]
+        wide.index.name = "summary value"
+    else:
+        wide.columns.name = None
+    return wide.reset_index()
 
 
 MAX_POINT_FIGURES = 8

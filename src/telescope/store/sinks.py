@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 
 class TrackingSink(Protocol):
+    def has_run(self, run_name: str) -> bool: ...
+
     def export_run(self, run_dir: Path, run_name: str | None = None,
-                   tags: Mapping[str, Any] | None = None) -> None: ...
+                   tags: Mapping[str, Any] | None = None) -> Any: ...
 
 
 def _require(module: str, extra: str, flag: str):
@@ -72,6 +74,9 @@ class TensorBoardSink:
     def __init__(self, log_dir: str | Path):
         _require("tensorboard", "tensorboard", "--tensorboard")
         self.log_dir = Path(log_dir)
+
+    def has_run(self, run_name: str) -> bool:
+        return (self.log_dir / run_name).is_dir()
 
     def export_run(self, run_dir: Path, run_name: str | None = None,
                    tags: Mapping[str, Any] | None = None) -> Path:
@@ -139,6 +144,13 @@ class MLflowSink:
         exp = client.get_experiment_by_name(self.experiment)
         return exp.experiment_id if exp is not None else client.create_experiment(self.experiment)
 
+    def _find(self, client, exp_id: str, name: str):
+        return client.search_runs([exp_id], filter_string=f"tags.`telescope.run` = '{name}'")
+
+    def has_run(self, run_name: str) -> bool:
+        client = self._client()
+        return bool(self._find(client, self._experiment_id(client), run_name))
+
     def export_run(self, run_dir: Path, run_name: str | None = None,
                    tags: Mapping[str, Any] | None = None) -> str:
         """Log the run; returns the MLflow run id (the existing one if already exported)."""
@@ -148,7 +160,7 @@ class MLflowSink:
         name = run_name or run_dir.name
         client = self._client()
         exp_id = self._experiment_id(client)
-        found = client.search_runs([exp_id], filter_string=f"tags.`telescope.run` = '{name}'")
+        found = self._find(client, exp_id, name)
         if found:  # NOTE [export is idempotent]
             return found[0].info.run_id
         record = read_json(run_dir / "config.json")

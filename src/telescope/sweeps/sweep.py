@@ -78,8 +78,8 @@ def run_sweep(spec: SweepSpec, out: str | Path = "runs", *, sweep_dir: str | Pat
 
     ``sweep_dir`` defaults to ``out/sweep-<experiment>-<spec hash>``. ``workers`` defaults to
     the cores available (local) or Ray's resources. ``trackers`` are objects with
-    ``export_run(run_dir, run_name, tags)`` (:mod:`telescope.store.sinks`), called in the
-    driver for each run finished now. ``on_event(kind, info)`` reports ``start``/``submit``,
+    ``has_run(name)`` and ``export_run(run_dir, run_name, tags)`` (:mod:`telescope.store.sinks`),
+    called in the driver for each run finished now and each earlier one they lack. ``on_event(kind, info)`` reports ``start``/``submit``,
     ``done``, ``skipped``, ``failed`` and ``retry``. Raises :class:`ConfigError` for a bad
     spec or backend before anything runs.
     """
@@ -130,16 +130,20 @@ def run_sweep(spec: SweepSpec, out: str | Path = "runs", *, sweep_dir: str | Pat
             results = run_ray(pending, workers=workers, on_event=track, address=address,
                               cpus_per_run=cpus_per_run, gpus_per_run=gpus, max_attempts=max_attempts,
                               return_files=return_files)
-        by_name = {t["name"]: t for t in pending}
         for res in results:
             if res["status"] == "failed":
                 result.failed[res["name"]] = res.get("error") or "failed"
             else:
                 result.ran.append(res["name"])
-                for tracker in trackers:
-                    task = by_name[res["name"]]
-                    tracker.export_run(sweep_dir / res["name"], res["name"],
-                                       {**task["meta"]["point"], "seed": task["seed"]})
+    if trackers:
+        # runs finished now are exported; runs finished earlier only if a tracker lacks them
+        fresh = set(result.ran)
+        for task in tasks:
+            if task.name not in fresh and task.name not in result.skipped:
+                continue
+            for tracker in trackers:
+                if task.name in fresh or not tracker.has_run(task.name):
+                    tracker.export_run(sweep_dir / task.name, task.name, {**task.point, "seed": task.seed})
     result.seconds = time.perf_counter() - start
     _write_status(sweep_dir, tasks, backend, result)
     return result
