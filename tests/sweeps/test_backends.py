@@ -81,3 +81,16 @@ def test_killed_worker_is_retried_and_finished_runs_are_untouched(tmp_path, tiny
     assert snapshot and all(_digest(out / n) == d for n, d in snapshot.items())
     frame = pd.read_parquet(out / killed[0] / "metrics.parquet")
     assert frame["step"].max() == 150 and set(frame["setting"]) == {"sgd", "adamw"}
+
+
+def test_ray_backend_without_ray_says_how_to_install(monkeypatch, tmp_path, tiny_spec):
+    import sys
+
+    from telescope.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'telescope\[ray\]'"):
+        run_sweep(tiny_spec(), tmp_path, backend="ray")
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ConfigError, match="--backend dask: choose one of local, ray"):
+        run_sweep(tiny_spec(), tmp_path, backend="dask")

@@ -69,12 +69,13 @@ def telescope(*args):
 
 
 def test_failing_grid_point_is_recorded_and_retried_on_request(tmp_path):
-    args = ["sweep", "approximation", "--preset", "tiny", "--grid", "sgd_lrs=0.05,100000", "--set", "settings=sgd",
-            "--seeds", "1", "--workers", "2", "--out", str(tmp_path), "--name", "s"]
+    args = ["sweep", "approximation", "--preset", "tiny", "--grid", "sgd_lrs=100000,0.05", "--set", "settings=sgd",
+            "--seeds", "1", "--workers", "1", "--out", str(tmp_path), "--name", "s"]
     tensorboard = importlib.util.find_spec("tensorboard") is not None
     proc = telescope(*args, *(["--tensorboard"] if tensorboard else []))
     assert proc.returncode == 1, proc.stderr
     assert "1 ran, 0 skipped (finished earlier), 1 failed" in proc.stdout and "diverged" in proc.stdout
+    assert proc.stdout.index("] FAILED") < proc.stdout.index("] done")  # the failure did not stop the sweep
     sweep = tmp_path / "s"
     status = read_json(sweep / "sweep.json")["status"]
     assert status["counts"] == {"done": 1, "failed": 1}

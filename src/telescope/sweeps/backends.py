@@ -155,7 +155,7 @@ def _record_death(task: dict[str, Any], message: str) -> None:
         record_failure(run_dir, RuntimeError(message), task["attempt"])
 
 
-def _import_ray():
+def import_ray():
     try:
         import ray
     except ImportError:
@@ -176,7 +176,7 @@ def run_ray(tasks: list[dict[str, Any]], *, workers: int | None, on_event: Event
     Results written on a node without the sweep directory come back to the driver
     (``return_files``, automatic when the node lacks the path) and are written here.
     """
-    ray = _import_ray()
+    ray = import_ray()
     from telescope.sweeps.worker import ray_task, unpack_run
 
     started = False

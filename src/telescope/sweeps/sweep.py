@@ -87,6 +87,10 @@ def run_sweep(spec: SweepSpec, out: str | Path = "runs", *, sweep_dir: str | Pat
         raise ConfigError(f"telescope sweep --backend {backend}: choose one of {', '.join(BACKENDS)}")
     if max_attempts < 1:
         raise ConfigError(f"run_sweep: max_attempts={max_attempts}; need at least 1")
+    if backend == "ray":
+        from telescope.sweeps.backends import import_ray
+
+        import_ray()  # a missing extra is reported before anything is written
     start = time.perf_counter()
     notify = on_event or (lambda kind, info: None)
     tasks = spec.tasks()  # resolves and validates every config before anything runs
