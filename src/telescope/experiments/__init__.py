@@ -15,6 +15,8 @@ from telescope.errors import ConfigError
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
+    "kernel-stages": "telescope.experiments.kernel_stages",
+    "lmc": "telescope.experiments.lmc",
 }
 
 
