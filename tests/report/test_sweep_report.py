@@ -69,6 +69,9 @@ def test_report_all_indexes_sweeps_and_runs_by_study(studies):
     assert text.count("<section id=\"run") == 1 and 'id="s0-overview"' in text
     nav = re.search(r"<nav>(.*?)</nav>", text).group(1)
     assert nav.count("<li>") == text.count("<section ")
+    # `telescope report` on a folder of sweeps indexes them too
+    assert build_report(root / "sweeps") == root / "sweeps" / "report.html"
+    assert 'id="s0-table"' in (root / "sweeps" / "report.html").read_text()
 
 
 def test_single_run_report_unchanged(studies):

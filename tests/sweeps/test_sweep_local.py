@@ -100,3 +100,7 @@ def test_bad_sweep_is_one_line_error(tmp_path):
     proc = telescope("sweep", "approximation", "--grid", "widht=1,2", "--out", str(tmp_path))
     assert proc.returncode == 2 and "unknown key 'widht'" in proc.stderr and "Traceback" not in proc.stderr
     assert not any(tmp_path.iterdir())  # nothing written before the spec is valid
+    if importlib.util.find_spec("mlflow") is None:  # a missing extra names its install, before any run
+        proc = telescope("sweep", "approximation", "--mlflow", "--grid", "width=16", "--out", str(tmp_path))
+        assert proc.returncode == 2 and "pip install 'telescope[mlflow]'" in proc.stderr
+        assert not any(tmp_path.iterdir())

@@ -238,6 +238,8 @@ def build_report(run_dir: str | Path) -> Path:
     elif (run_dir / "sweep.json").exists():
         sections = sweep_sections(run_dir)
         title = sections[0].title
+    elif any(run_dir.glob("*/sweep.json")):
+        return build_index(run_dir)  # a folder holding sweeps: index them (and any single runs)
     else:
         runs = sorted(p.parent for p in run_dir.glob("*/config.json"))
         if not runs:
