@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
-import traceback
 from pathlib import Path
 
 import click
@@ -68,39 +66,13 @@ def list_cmd() -> None:
 
 def execute(name: str, preset: str, seed: int | None, sets: dict[str, str], out: Path,
             device: str, data_dir: str | None, *, force: bool = False, quiet: bool = False) -> Path:
-    """Resolve, run and store one experiment; returns its run directory."""
-    import platform
+    """Resolve, run and store one experiment (see :func:`telescope.sweeps.runner.run_one`)."""
+    from telescope.sweeps.runner import run_one
 
-    import torch
-
-    from telescope import __version__, experiments
-    from telescope.experiments.base import RunContext, config_to_dict, resolve_config
-    from telescope.store import RunDir
-
-    exp = experiments.get(name)
-    config = resolve_config(name, exp.config_cls, preset, seed=seed, overrides=sets)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    meta = {"preset": preset, "device": device, "data_dir": data_dir, "telescope": __version__,
-            "torch": torch.__version__, "python": platform.python_version(), "overrides": sets}
-    run = RunDir.open(out, name, config_to_dict(config), meta, show_progress=not quiet)
-    if run.done and not force:
-        if not quiet:
-            click.echo(f"already done (same config): {run.path}")
-        return run.path
-    if force:
-        run.reset()
-    ctx = RunContext(device=device, data_dir=Path(data_dir) if data_dir else None)
-    try:
-        summary = exp.run(config, run, ctx)
-    except (TelescopeError, KeyboardInterrupt):
-        raise
-    except Exception:
-        (run.path / "error.log").write_text(traceback.format_exc())
-        raise TelescopeError(f"{name} failed unexpectedly; the traceback is in {run.path / 'error.log'}; "
-                             "finished parts are kept") from None
-    run.finish(summary)
-    return run.path
+    outcome = run_one(name, preset, seed, sets, out, device, data_dir, force=force, show_progress=not quiet)
+    if outcome.status == "skipped" and not quiet:
+        click.echo(f"already done (same config): {outcome.path}")
+    return outcome.path
 
 
 @cli.command("run")
