@@ -15,6 +15,7 @@ from telescope.errors import ConfigError
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
+    "trees-vs-nets": "telescope.experiments.trees_vs_nets",
 }
 
 

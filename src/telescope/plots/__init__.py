@@ -20,6 +20,7 @@ from types import ModuleType
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.plots.approximation",
+    "trees-vs-nets": "telescope.plots.trees_vs_nets",
 }
 
 
