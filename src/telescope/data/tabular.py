@@ -2,7 +2,8 @@
 
 Files: ``<data_dir>/tabular/<name>.csv.gz``; the first column is an unnamed row index,
 the last column is the target (see ``shared/data/README.md``). ``data_dir`` is the run's
-``--data-dir``, else the environment variable ``TELESCOPE_DATA``.
+``--data-dir``, else the environment variable ``TELESCOPE_DATA`` (else
+``~/.cache/telescope``, see :func:`telescope.data.data_dir`).
 
 # NOTE [tabular preprocessing]
 The paper says only "standard preprocessing including log transformations of skewed
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from telescope.data.core import data_dir as data_dir_of
 from telescope.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -39,23 +41,11 @@ DATASETS = ("houses", "california", "house_sales", "house_16H", "superconduct",
             "Ailerons", "cpu_act", "elevators", "pol", "wine_quality")
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` if given, else ``$TELESCOPE_DATA``; DataError if neither is set."""
-    if data_dir is None:
-        env = os.environ.get("TELESCOPE_DATA")
-        if not env:
-            raise DataError(
-                "tabular data: no data directory; pass --data-dir DIR (RunContext.data_dir) or set "
-                "TELESCOPE_DATA to a folder holding tabular/<name>.csv.gz")
-        data_dir = env
-    return Path(data_dir)
-
-
 def load_tabular(name: str, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Raw features (n, d) float64, target (n,) float64 and the feature names of ``name``."""
     if name not in DATASETS:
         raise ConfigError(f"load_tabular(name={name!r}): unknown dataset; choose one of: {', '.join(DATASETS)}")
-    root = resolve_data_dir(data_dir)
+    root = data_dir_of(data_dir)
     path = root / "tabular" / f"{name}.csv.gz"
     if not path.exists():
         oid = OPENML_IDS.get(name)

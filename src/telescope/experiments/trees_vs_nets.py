@@ -63,7 +63,7 @@ class Config:
     nn_search_epochs: int = 10
     batch_size: int = 128
     width: int = 64
-    depth: int = 3
+    depth: int = 3                          # hidden layers (4 nn.Linear)
     optimizer: str = "adam"                 # "adam" | "sgd"
     kernel_records: int = 20
     n_seeds: int = 2
@@ -191,12 +191,10 @@ def _gbt_final(data: _Data, hp: dict, seed: int, unit) -> None:
 
 
 def _mlp(d: int, config: Config) -> torch.nn.Module:
-    layers, width_in = [], d
-    for _ in range(config.depth):
-        layers += [torch.nn.Linear(width_in, config.width), torch.nn.ReLU()]
-        width_in = config.width
-    layers.append(torch.nn.Linear(width_in, 1))
-    return torch.nn.Sequential(*layers)
+    """``config.depth`` hidden ReLU layers of ``config.width`` units, scalar output (n,)."""
+    from telescope.models import MLP
+
+    return MLP(d, config.width, config.depth + 1)
 
 
 def _kernel_rows(model: torch.nn.Module, params: dict, x: torch.Tensor, x_batch: torch.Tensor,
@@ -248,7 +246,7 @@ def _train_nn(data: _Data, config: Config, lr: float, seed: int, epochs: int, de
     gen = torch.Generator().manual_seed(seed)
     dt = torch.float32
     x = torch.as_tensor(x_fit, dtype=dt, device=device)
-    y = torch.as_tensor(y_fit, dtype=dt, device=device).reshape(-1, 1)
+    y = torch.as_tensor(y_fit, dtype=dt, device=device).reshape(-1)
     model = _mlp(x.shape[1], config).to(device=device, dtype=dt)
     params = list(model.parameters())
     opt = (torch.optim.Adam(params, lr=lr) if config.optimizer == "adam"

@@ -23,7 +23,7 @@ segment means of all trees in the chunk (a GEMM with the leaf one-hot matrix), a
 triangular recursion in leaf space accounts for the trees of the chunk acting on each
 other (``C_kj = D_k⁻¹ Z_kᵀ Z_j``, leaves × leaves), and one in-place GEMM adds the chunk's
 update to ``S``. Trees with more leaves than that budget (deep trees) take a sparse path
-(``index_add_`` segment sums, row-blocked gathers). Cost: O(n·n_eval·Σ_t L_t) flops in
+(sparse segment means, row-blocked gathers). Cost: O(n·n_eval·Σ_t L_t) flops in
 GEMMs for shallow trees, O((n + n_eval)·n) per deep tree; memory: the n × n train
 smoother (shared with the output when ``x_eval`` is ``x_train``), the n_eval × n output
 and O(n · _DENSE_LEAVES) workspace. No n × n co-membership matrix is ever built.
@@ -149,10 +149,14 @@ def _leaves(gbr, x_train, x_eval, fn: str, n_stages: int | None = None) -> _Leav
 
 
 def _init_prediction(gbr, x: np.ndarray) -> np.ndarray:
-    """h_0(x), float64 (n,): zeros for init='zero', else the fitted init estimator's predict."""
+    """h_0(x), float64 (n,): zeros for init='zero', else the fitted init estimator's predict.
+
+    scikit-learn casts inputs to float32 before fitting and calling the init estimator
+    (and the trees); so do we, or a non-constant init would differ in the 7th digit.
+    """
     if isinstance(gbr.init_, str) and gbr.init_ == "zero":
         return np.zeros(x.shape[0], dtype=np.float64)
-    return np.asarray(gbr.init_.predict(x), dtype=np.float64).reshape(-1)
+    return np.asarray(gbr.init_.predict(x.astype(np.float32)), dtype=np.float64).reshape(-1)
 
 
 def _chunks(counts: list[np.ndarray], max_trees: int | None) -> list[tuple[int, int]]:
@@ -217,18 +221,19 @@ def _advance(lv: _Leaves, a: int, b: int, state_train: torch.Tensor,
                 Ze[erows, torch.from_numpy(lv.eval[:, t] + offsets[i])] = 1.0
             state_eval.addmm_(Ze, P, alpha=lr)
         return
-    # sparse path: one deep tree (b == a + 1)
+    # sparse path: one deep tree (b == a + 1); segment means as a sparse (L, n) product
+    import scipy.sparse as sp
+
     t = a
-    cnt = counts[0]
-    leaf = torch.from_numpy(lv.train[:, t])
-    M = torch.zeros(len(cnt), k, dtype=torch.float64)
-    M.index_add_(0, leaf, state_train)
-    M.neg_()
+    cnt = lv.counts[t]
+    leaf_np = lv.train[:, t]
+    leaf = torch.from_numpy(leaf_np)
+    mean_op = sp.csr_array((1.0 / cnt[leaf_np], (leaf_np, np.arange(n))), shape=(len(cnt), n))
+    M = torch.from_numpy(np.ascontiguousarray(-(mean_op @ state_train.numpy())))     # (L, k)
     if target is None:
-        M[leaf, torch.arange(n)] += 1.0
+        M[leaf, torch.arange(n)] += torch.from_numpy(1.0 / cnt[leaf_np])
     else:
-        M.index_add_(0, leaf, target)
-    M /= cnt[:, None]
+        M += torch.from_numpy(mean_op @ target.numpy())
 
     def gather_add(state: torch.Tensor, idx: torch.Tensor) -> None:
         for r in range(0, state.shape[0], _ROW_BLOCK):
