@@ -260,16 +260,19 @@ def _run(gbr, x_train, x_eval, fn: str, *, n_stages: int | None, want_S: bool,
         S_train = torch.zeros(n, n, dtype=torch.float64)
         S_eval = None if same else torch.zeros(lv.eval.shape[0], n, dtype=torch.float64)
     zero = torch.zeros(n, 1, dtype=torch.float64)
-    out_S = lambda: None if S_train is None else (S_train if same else S_eval).numpy()  # noqa: E731
-    out_c = lambda: (c_train if same else c_eval).numpy().reshape(-1)  # noqa: E731
+
+    def out() -> tuple[np.ndarray | None, np.ndarray]:
+        S = None if S_train is None else (S_train if same else S_eval).numpy()
+        return S, (c_train if same else c_eval).numpy().reshape(-1)
+
     if lv.train.shape[1] == 0:
-        yield 0, out_S(), out_c()
+        yield (0, *out())
         return
     for a, b in _chunks(lv.counts, max_trees):
         if S_train is not None:
             _advance(lv, a, b, S_train, S_eval, None)
         _advance(lv, a, b, c_train, c_eval, zero)
-        yield b, out_S(), out_c()
+        yield (b, *out())
 
 
 def boosting_smoother(gbr, x_train, x_eval=None, *, n_stages: int | None = None) -> np.ndarray:
