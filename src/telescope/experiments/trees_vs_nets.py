@@ -52,6 +52,7 @@ class Config:
     datasets: tuple[str, ...] = ("houses",)
     p_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5)
     irregular_frac: float = 0.1
+    skew_threshold: float = 2.0             # |skewness| above which a feature is logged (inf: never)
     n_val: int = 2000
     n_test: int = 4000
     max_train: int = 0                      # 0: all remaining regular rows
@@ -124,7 +125,7 @@ def _load(name: str, config: Config, ctx: RunContext) -> _Data:
     from telescope.data.tabular import irregular_split, load_tabular, preprocess
 
     x, y, _ = load_tabular(name, ctx.data_dir)
-    x, y, info = preprocess(x, y)
+    x, y, info = preprocess(x, y, skew_threshold=config.skew_threshold)
     sp = irregular_split(x, seed=config.seed, irregular_frac=config.irregular_frac, n_val=config.n_val,
                          n_test=config.n_test, max_p=max(config.p_grid), max_train=config.max_train or None)
     k_irr = int(round(max(config.p_grid) * config.n_test))

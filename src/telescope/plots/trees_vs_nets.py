@@ -42,11 +42,12 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
             bottom.errorbar(p_grid, y, yerr=err, fmt="o-" if key != "R_nn_ntk" else "s--", color=color,
                             label=label, ms=4, capsize=2)
         bottom.axhline(1.0, color="grey", lw=0.8, ls=":")
-        bottom.set_xlabel("proportion p of irregular test examples")
+        bottom.set_xlabel("proportion p of irregular test rows")
         bottom.set_ylabel("normalised max ‖k_t(x)‖  R" if j == 0 else "")
-        if j == 0:
-            bottom.legend(fontsize=7)
+    handles, labels = axes[1, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, -0.04))
     fig.suptitle("Trees vs nets: irregular test data (paper Fig. 5/14)")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     name = save(fig, out_dir, "trees_vs_nets_rel_and_R.png")
     lines = []
     for ds in datasets:

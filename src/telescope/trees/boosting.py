@@ -174,9 +174,12 @@ def _chunks(counts: list[np.ndarray], max_trees: int | None) -> list[tuple[int, 
     return out
 
 
-def _one_hot(leaf: np.ndarray, offset: int, n_cols: int) -> torch.Tensor:
-    z = torch.zeros(leaf.shape[0], n_cols, dtype=torch.float64)
-    z[torch.arange(leaf.shape[0]), torch.from_numpy(leaf + offset)] = 1.0
+def _one_hot(leaves: np.ndarray, offsets: list[int], n_cols: int) -> torch.Tensor:
+    """(rows, n_cols) float64 with a 1 in each tree's leaf column; ``leaves``: (rows, b)."""
+    z = torch.zeros(leaves.shape[0], n_cols, dtype=torch.float64)
+    rows = torch.arange(leaves.shape[0])
+    for i, offset in enumerate(offsets):
+        z[rows, torch.from_numpy(leaves[:, i] + offset)] = 1.0
     return z
 
 
@@ -196,10 +199,7 @@ def _advance(lv: _Leaves, a: int, b: int, state_train: torch.Tensor,
     offsets = np.cumsum([0] + sizes[:-1]).tolist()
     if total <= _DENSE_LEAVES:
         inv = torch.cat([1.0 / c for c in counts])                      # (N,)
-        Z = torch.zeros(n, total, dtype=torch.float64)
-        rows = torch.arange(n)
-        for i, t in enumerate(range(a, b)):
-            Z[rows, torch.from_numpy(lv.train[:, t] + offsets[i])] = 1.0
+        Z = _one_hot(lv.train[:, a:b], offsets, total)                    # (n, N)
         Zs = (Z * inv).T.contiguous()                                     # D⁻¹ Zᵀ (N, n)
         # P = D⁻¹ Zᵀ (E − S): segment means of the target minus those of the state
         P = -(Zs @ state_train)
@@ -215,11 +215,7 @@ def _advance(lv: _Leaves, a: int, b: int, state_train: torch.Tensor,
                 P[o:o + L].addmm_(C[o:o + L, :o], P[:o], alpha=-lr)
         state_train.addmm_(Z, P, alpha=lr)
         if state_eval is not None:
-            Ze = torch.zeros(state_eval.shape[0], total, dtype=torch.float64)
-            erows = torch.arange(state_eval.shape[0])
-            for i, t in enumerate(range(a, b)):
-                Ze[erows, torch.from_numpy(lv.eval[:, t] + offsets[i])] = 1.0
-            state_eval.addmm_(Ze, P, alpha=lr)
+            state_eval.addmm_(_one_hot(lv.eval[:, a:b], offsets, total), P, alpha=lr)
         return
     # sparse path: one deep tree (b == a + 1); segment means as a sparse (L, n) product
     import scipy.sparse as sp
