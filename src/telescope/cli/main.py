@@ -184,6 +184,11 @@ def data_where(data_dir: str | None) -> None:
     click.echo(str(resolve_dir(data_dir)))
 
 
+from telescope.cli.sweep import sweep_cmd  # noqa: E402  (telescope sweep: src/telescope/cli/sweep.py)
+
+cli.add_command(sweep_cmd)
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="telescope", standalone_mode=True)
 

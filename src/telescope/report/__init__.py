@@ -1,4 +1,4 @@
-"""Self-contained HTML reports (figures embedded) for runs and folders of runs."""
+"""Self-contained HTML reports (figures embedded) for runs, sweeps and folders of them."""
 
 from telescope.report.html import build_index, build_report, render_page
 

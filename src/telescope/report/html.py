@@ -33,6 +33,7 @@ class Section:
     anchor: str
     title: str
     body: list[str] = field(default_factory=list)
+    group: str = ""  # the study it belongs to: the table of contents groups by it
 
 
 def _table(mapping: dict[str, Any]) -> str:
@@ -53,11 +54,22 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
 
 
+def _nav(sections: list[Section]) -> str:
+    groups: dict[str, list[Section]] = {}
+    for s in sections:
+        groups.setdefault(s.group, []).append(s)
+
+    def items(secs: list[Section]) -> str:
+        return "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in secs)
+
+    if len(groups) == 1:
+        return f"<nav><h2>Contents</h2><ul>{items(sections)}</ul></nav>"
+    parts = "".join(f"<h3>{html.escape(g or 'other')}</h3><ul>{items(secs)}</ul>" for g, secs in groups.items())
+    return f"<nav><h2>Contents</h2>{parts}</nav>"
+
+
 def render_page(title: str, sections: list[Section], intro: str = "") -> str:
-    nav = ""
-    if len(sections) > 1:
-        items = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections)
-        nav = f"<nav><h2>Contents</h2><ul>{items}</ul></nav>"
+    nav = _nav(sections) if len(sections) > 1 else ""
     body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{"".join(s.body)}</section>'
                    for s in sections)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -76,7 +88,7 @@ def run_section(run_dir: Path, anchor: str | None = None) -> Section:
     experiment = record.get("experiment", "?")
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
     done = (run_dir / "DONE").exists()
-    section = Section(anchor or run_dir.name, f"{experiment} — {run_dir.name}")
+    section = Section(anchor or run_dir.name, f"{experiment} — {run_dir.name}", group=experiment)
     status = "finished" if done else "incomplete (no DONE): figures show the parts finished so far"
     preset = record.get("meta", {}).get("preset", "?")
     section.body.append(f"<p class='muted'>preset <code>{html.escape(str(preset))}</code> · {status} · "
@@ -98,12 +110,136 @@ def run_section(run_dir: Path, anchor: str | None = None) -> Section:
     return section
 
 
+def _figure(fig, out_dir: Path, prefix: str = "") -> str:
+    head = f"<h3>{html.escape(fig.title)}</h3>" if fig.title else ""
+    return (f"{head}<figure>{_img(out_dir / fig.filename)}"
+            f"<figcaption>{html.escape(prefix + fig.caption)}</figcaption></figure>")
+
+
+def _frame_html(frame) -> str:
+    table = frame.to_html(index=False, border=0, na_rep="—", float_format=lambda v: f"{v:.4g}", escape=True)
+    return f"<div style='overflow-x:auto'>{table}</div>"
+
+
+def _mean_se_wide(table, keys: list[str]):
+    """Grid points as rows, one ``mean ± s.e.`` column per summary value."""
+    import math
+
+    import pandas as pd
+
+    def cell(row) -> str:
+        se = row["se"]
+        return f"{row['mean']:.4g}" + ("" if se is None or (isinstance(se, float) and math.isnan(se))
+                                        else f" ± {se:.2g}") + f" (n={int(row['n'])})"
+
+    if not len(table):
+        return pd.DataFrame()
+    t = table.assign(cell=table.apply(cell, axis=1))
+    if not keys:
+        return t.set_index("metric")[["cell"]].T.reset_index(drop=True)
+    wide = t.pivot(index=keys, columns="metric", values="cell")
+    if wide.shape[1] > wide.shape[0]:  # many summary values, few grid points: one row per value
+        wide = wide.T
+        wide.columns = [", ".join(f"{k}={v}" for k, v in zip(keys, c if isinstance(c, tuple) else (c,)))
+                        for c in wide.columns]
+        wide.index.name = "summary value"
+    else:
+        wide.columns.name = None
+    return wide.reset_index()
+
+
+MAX_POINT_FIGURES = 8
+
+
+def sweep_sections(sweep_dir: Path, prefix: str = "") -> list[Section]:
+    """Overview, mean ± s.e. table, figures against the grid, the study's figures per grid point, runs."""
+    import pandas as pd
+
+    from telescope import plots
+    from telescope.report.aggregate import grid_keys, write_tables
+    from telescope.report.sweep_figures import sweep_figures
+
+    sweep_dir = Path(sweep_dir)
+    manifest = read_json(sweep_dir / "sweep.json")
+    spec = manifest["spec"]
+    experiment = spec["experiment"]
+    keys = grid_keys(manifest)
+    runs, table = write_tables(sweep_dir)
+    fig_dir = sweep_dir / "figures"
+    title = f"sweep {experiment} — {sweep_dir.name}"
+    counts = runs["status"].value_counts().to_dict() if len(runs) else {}
+    overview = Section(f"{prefix}overview", title, group=experiment)
+    grid_text = " × ".join(f"{k} ∈ {{{', '.join(v)}}}" for k, v in spec["grid"].items()) or "no grid"
+    overview.body.append(
+        f"<p>preset <code>{html.escape(spec['preset'])}</code> · {html.escape(grid_text)} × seeds "
+        f"{html.escape(str(spec['seeds']))} · {len(runs)} runs: "
+        + ", ".join(f"{n} {html.escape(str(s))}" for s, n in sorted(counts.items()))
+        + f" · <code>{html.escape(str(sweep_dir))}</code></p>")
+    if spec.get("sets"):
+        overview.body.append("<details><summary>Fixed overrides (--set)</summary>" + _table(spec["sets"])
+                             + "</details>")
+    failed = runs[runs["status"] == "failed"] if len(runs) else runs
+    for _, row in failed.iterrows():
+        info = read_json(sweep_dir / row["run"] / "FAILED")
+        overview.body.append(
+            f"<details><summary>FAILED {html.escape(row['run'])}: {html.escape(str(info.get('error')))}</summary>"
+            f"<pre>{html.escape(str(info.get('traceback', '')))}</pre></details>")
+    sections = [overview]
+
+    agg = Section(f"{prefix}table", f"{experiment}: summary over seeds (mean ± s.e.)", group=experiment)
+    if len(table):
+        agg.body.append("<p class='muted'>Each cell: mean ± standard error over the finished seeds of the grid "
+                        "point (n seeds). Tidy form in <code>table.csv</code>, one row per run in "
+                        "<code>runs.csv</code>.</p>")
+        agg.body.append(_frame_html(_mean_se_wide(table, keys)))
+        for fig in sweep_figures(experiment, table, manifest, fig_dir):
+            agg.body.append(_figure(fig, fig_dir))
+    else:
+        agg.body.append("<p>No finished runs yet.</p>")
+    sections.append(agg)
+
+    module = plots.module_for(experiment)
+    done = runs[runs["status"] == "done"] if len(runs) else runs
+    if module is not None and len(done):
+        points = done.groupby(keys, sort=True) if keys else [((), done)]
+        for i, (values, group) in enumerate(points):
+            if i >= MAX_POINT_FIGURES:
+                break
+            values = values if isinstance(values, tuple) else (values,)
+            label = ", ".join(f"{k}={v}" for k, v in zip(keys, values)) or "all runs"
+            frames = [read_metrics(sweep_dir / r) for r in group["run"]]
+            frames = [f for f in frames if len(f)]
+            if not frames:
+                continue
+            metrics = pd.concat(frames, ignore_index=True)
+            record = read_json(sweep_dir / group["run"].iloc[0] / "config.json")
+            out_dir = fig_dir / f"point{i}"
+            sec = Section(f"{prefix}point{i}", f"{experiment}: {label}", group=experiment)
+            seeds = ", ".join(str(s) for s in sorted(group["seed"]))
+            for fig in module.figures(metrics, record["config"], {}, out_dir):
+                sec.body.append(_figure(fig, out_dir, f"[{label}; runs of seeds {seeds} pooled] "))
+            sections.append(sec)
+
+    listing = Section(f"{prefix}runs", f"{experiment}: runs", group=experiment)
+    if len(runs):
+        shown = runs[["run", "seed", "status", *keys]].copy()
+        shown["run"] = [f"{r}" for r in shown["run"]]
+        listing.body.append(_frame_html(shown))
+    sections.append(listing)
+    return sections
+
+
 def build_report(run_dir: str | Path) -> Path:
-    """Write ``figures/*.png`` and ``report.html`` in ``run_dir``; returns the page's path."""
+    """Write figures and ``report.html`` in a run, sweep or folder-of-runs directory; returns the page."""
     run_dir = Path(run_dir)
     if (run_dir / "config.json").exists():
         sections = [run_section(run_dir)]
         title = sections[0].title
+    elif (run_dir / "sweep.json").exists():
+        sections = sweep_sections(run_dir)
+        title = sections[0].title
+    elif any(run_dir.glob("*/sweep.json")):
+        return build_index(run_dir)  # a folder holding sweeps: index them (and any single runs)
     else:
         runs = sorted(p.parent for p in run_dir.glob("*/config.json"))
         if not runs:
@@ -115,13 +251,36 @@ def build_report(run_dir: str | Path) -> Path:
     return page
 
 
-def build_index(root: str | Path) -> Path:
-    """One page with a section for every run directory found anywhere under ``root``."""
+def find_studies(root: str | Path) -> tuple[list[Path], list[Path]]:
+    """``(sweep directories, run directories outside any sweep)`` anywhere under ``root``."""
     root = Path(root)
-    runs = sorted(p.parent for p in root.rglob("config.json"))
-    if not runs:
-        raise DataError(f"telescope report --all: no run directories under {root}")
-    sections = [run_section(r, anchor=f"run{i}") for i, r in enumerate(runs)]
+    sweeps = sorted(p.parent for p in root.rglob("sweep.json"))
+    runs = sorted(p.parent for p in root.rglob("config.json") if not any(s in p.parents for s in sweeps))
+    return sweeps, runs
+
+
+def build_index(root: str | Path) -> Path:
+    """One page for everything under ``root``: each sweep (aggregated) and each single run, by study.
+
+    Each sweep and run also gets its own ``report.html``; the index links to them and
+    embeds the same sections, with a table of contents grouped by study.
+    """
+    root = Path(root)
+    sweeps, runs = find_studies(root)
+    if not sweeps and not runs:
+        raise DataError(f"telescope report --all: no runs or sweeps (config.json / sweep.json) under {root}")
+    sections: list[Section] = []
+    studies = [(sweep_sections(sweep, prefix=f"s{i}-"), sweep) for i, sweep in enumerate(sweeps)]
+    studies += [([run_section(run, anchor=f"run{i}")], run) for i, run in enumerate(runs)]
+    for secs, directory in studies:
+        page = directory / "report.html"
+        page.write_text(render_page(secs[0].title, secs), encoding="utf-8")
+        link = html.escape(page.relative_to(root).as_posix())
+        secs[0].body.insert(0, f"<p class='muted'>own page: <a href='{link}'>{link}</a></p>")
+        sections.extend(secs)
+    sections.sort(key=lambda s: s.group)  # stable: keeps each sweep's sections together
+    intro = (f"<p class='muted'>{len(sweeps)} sweep(s) and {len(runs)} single run(s) under "
+             f"<code>{html.escape(str(root))}</code>.</p>")
     page = root / "report.html"
-    page.write_text(render_page(f"telescope — all runs under {root}", sections), encoding="utf-8")
+    page.write_text(render_page(f"telescope — all runs under {root}", sections, intro), encoding="utf-8")
     return page
