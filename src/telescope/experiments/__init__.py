@@ -18,6 +18,7 @@ _MODULES: dict[str, str] = {
     "deep-grokking": "telescope.experiments.deep_grokking",
     "kernel-stages": "telescope.experiments.kernel_stages",
     "lmc": "telescope.experiments.lmc",
+    "trees-vs-nets": "telescope.experiments.trees_vs_nets",
 }
 
 

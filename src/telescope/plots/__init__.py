@@ -23,6 +23,7 @@ _MODULES: dict[str, str] = {
     "deep-grokking": "telescope.plots.deep_grokking",
     "kernel-stages": "telescope.plots.kernel_stages",
     "lmc": "telescope.plots.lmc",
+    "trees-vs-nets": "telescope.plots.trees_vs_nets",
 }
 
 
