@@ -15,6 +15,8 @@ from telescope.errors import ConfigError
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
+    "grokking-control": "telescope.experiments.grokking_control",
+    "grokking-mnist": "telescope.experiments.grokking_mnist",
 }
 
 

@@ -20,6 +20,8 @@ from types import ModuleType
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.plots.approximation",
+    "grokking-control": "telescope.plots.grokking_control",
+    "grokking-mnist": "telescope.plots.grokking_mnist",
 }
 
 
