@@ -1,7 +1,7 @@
 """Smoother cost per step: the general p×(nk+1) path against its arithmetic floor, and the
 SGD kernel shortcut against the general path, measured in the same run.
 
-    PYTHONPATH=src python benchmarks/smoother.py [--n 256] [--m 256] [--width 64] [--batch 64]
+    PYTHONPATH=src python benchmarks/smoother.py [--n 512] [--m 512] [--width 64] [--batch 128]
         [--steps 5] [--dtype float64] [--device cpu] [--threads 1]
 
 * general path (AdamW, λ > 0: step, momentum and θ buffers): time of the tracker's
@@ -12,6 +12,9 @@ SGD kernel shortcut against the general path, measured in the same run.
   shapes and dtype: (p × |B|)(|B| × (n+1)) and (N × p)(p × (n+1)) (in the same chunks);
   reported as floor time / step time = the fraction of the floor's throughput reached;
 * kernel shortcut vs general path, both under plain SGD (the only case the shortcut covers).
+
+Times are the best of ``--steps`` steps; on CPU they are process CPU time, so other jobs on
+a shared machine do not distort them (use ``--threads 1`` there).
 """
 
 from __future__ import annotations
@@ -25,17 +28,23 @@ from telescope.lens import Lens, SmootherSpec, smoother_of
 from telescope.models import MLP
 
 
-def timed(fn, steps: int, device: str) -> float:
-    fn()                                         # warm-up (allocation, first-step setup)
+def clock(device: str) -> float:
+    """CPU: this process's CPU time (robust to other load on a shared machine; sums threads,
+    so compare like with like); CUDA: wall time after a synchronize."""
     if device == "cuda":
         torch.cuda.synchronize()
+        return time.perf_counter()
+    return time.process_time()
+
+
+def timed(fn, steps: int, device: str) -> float:
+    """Best of ``steps`` calls after one warm-up call."""
+    fn()
     best = float("inf")
     for _ in range(steps):
-        t = time.perf_counter()
+        t = clock(device)
         fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, clock(device) - t)
     return best
 
 
@@ -69,19 +78,15 @@ def tracker_step_time(args, optimizer: str, path: str) -> tuple[float, object]:
     def step():
         tracker.after_step(lens, state["before"], state["delta"], state["idx"], opt)
 
-    total = 0.0
+    best = float("inf")
     prepare()
     step()                                       # first step allocates the buffers
     for _ in range(args.steps):
         prepare()
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
+        t = clock(dev)
         step()
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        total += time.perf_counter() - t
-    return total / args.steps, tracker
+        best = min(best, clock(dev) - t)
+    return best, tracker
 
 
 def floor_time(args, tracker) -> float:
@@ -107,10 +112,10 @@ def floor_time(args, tracker) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=256)
-    ap.add_argument("--m", type=int, default=256)
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--m", type=int, default=512)
     ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--chunk", type=int, default=512)
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
