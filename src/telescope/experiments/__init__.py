@@ -17,6 +17,7 @@ _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
     "grokking-control": "telescope.experiments.grokking_control",
     "grokking-mnist": "telescope.experiments.grokking_mnist",
+    "lmc": "telescope.experiments.lmc",
 }
 
 

@@ -22,6 +22,7 @@ _MODULES: dict[str, str] = {
     "approximation": "telescope.plots.approximation",
     "grokking-control": "telescope.plots.grokking_control",
     "grokking-mnist": "telescope.plots.grokking_mnist",
+    "lmc": "telescope.plots.lmc",
 }
 
 
