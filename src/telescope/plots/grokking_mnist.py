@@ -26,9 +26,21 @@ def _label(alpha: float, output: str) -> str:
 
 
 def _panel_pair(plt, metrics, panels, title_prefix):
-    fig, axes = plt.subplots(2, len(panels), figsize=(3.4 * len(panels), 5.4), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(3, len(panels), figsize=(3.4 * len(panels), 7.6), squeeze=False, sharex=True)
     for col, (alpha, output) in enumerate(panels):
         sub = metrics[(metrics["alpha"] == alpha) & (metrics["output"] == output)]
+        ax = axes[2][col]                        # is the smoother a faithful account of f̃?
+        for split, style in (("train", "-"), ("test", "-")):
+            s = _mean_se(sub, split, "smoother/residual")
+            ax.plot(s["step"], s["mean"].clip(lower=1e-8), style, color=COLORS[split], label=f"|s·y + c − f̃|, {split}")
+        s = _mean_se(sub, "test", "telescope/abs_err")
+        ax.plot(s["step"], s["mean"].clip(lower=1e-8), ":", color="black", label="|f − f̃|, test")
+        ax.set_yscale("log")
+        ax.set_xscale("log")
+        ax.set_xlabel("optimization step")
+        if col == 0:
+            ax.set_ylabel("smoother residual")
+            ax.legend(loc="best", fontsize=7)
         for row, (name, ylabel) in enumerate((("error", "misclassification error"),
                                               ("smoother/p_eff", "effective parameters p⁰"))):
             ax = axes[row][col]
@@ -41,8 +53,6 @@ def _panel_pair(plt, metrics, panels, title_prefix):
             ax.set_xscale("log")
             if row == 0:
                 ax.set_title(f"{title_prefix}{_label(alpha, output)}")
-            else:
-                ax.set_xlabel("optimization step")
             if col == 0:
                 ax.set_ylabel(ylabel)
                 ax.legend(loc="best", fontsize=7)
@@ -70,9 +80,11 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
     fig = _panel_pair(plt, metrics, panels, "")
     this_run = "; ".join(_steps_text(summary, a, o) for a, o in panels)
     figs = [Figure(save(fig, out_dir, "grokking_mnist.png"),
-                   "Misclassification error (top) and effective parameters p⁰ of the telescoping smoother (bottom) "
+                   "Misclassification error (top) and effective parameters p⁰ of the telescoping smoother (middle) "
                    "on train (green) and test (blue) over optimization steps, one column per initialization scale α "
-                   "(mean ± s.e. over seeds). The paper (Fig. 4 col. 2, Fig. 12) reports that with a large α the "
+                   "(mean ± s.e. over seeds); bottom: the smoother's self-check |s·y + c − f̃| against the "
+                   "telescoping error |f − f̃| (where the first exceeds the second by far, p⁰ is no longer a "
+                   "faithful account of the network). The paper (Fig. 4 col. 2, Fig. 12) reports that with a large α the "
                    "training error reaches zero early while the test error improves much later (grokking), that "
                    "the late improvement coincides with p_test falling below p_train, and that a larger α gives "
                    f"later grokking and a later gap. This run: {this_run}.",
