@@ -108,7 +108,7 @@ class EMAMomentumSGD(torch.optim.Optimizer):
         return loss
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)          # holds tensors: compare specs by identity
 class SmootherSpec:
     """What the smoother needs: the training set and the loss it is trained with.
 
