@@ -17,6 +17,8 @@ _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
     "deep-grokking": "telescope.experiments.deep_grokking",
     "kernel-stages": "telescope.experiments.kernel_stages",
+    "grokking-control": "telescope.experiments.grokking_control",
+    "grokking-mnist": "telescope.experiments.grokking_mnist",
     "lmc": "telescope.experiments.lmc",
     "trees-vs-nets": "telescope.experiments.trees_vs_nets",
 }

@@ -22,6 +22,8 @@ _MODULES: dict[str, str] = {
     "approximation": "telescope.plots.approximation",
     "deep-grokking": "telescope.plots.deep_grokking",
     "kernel-stages": "telescope.plots.kernel_stages",
+    "grokking-control": "telescope.plots.grokking_control",
+    "grokking-mnist": "telescope.plots.grokking_mnist",
     "lmc": "telescope.plots.lmc",
     "trees-vs-nets": "telescope.plots.trees_vs_nets",
 }
