@@ -12,6 +12,7 @@ model's own parameters are never modified and never accumulate ``.grad``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -241,6 +242,16 @@ def ntk_vp_ntk(
         return jvp(forward_x1, (params,), (tangent,))[1]  # (n1, k_a)
 
     columns = vmap(column)
+    # NOTE [forward-mode warning]: torch's first forward-mode AD call loads its jvp
+    # decompositions through torch.jit.script, which warns DeprecationWarning in
+    # torch >= 2.9. That warning is torch's own business, not the caller's.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+        return _ntk_vp_loop(model, params, x1, x2_, output, k, chunk, columns, dtype)
+
+
+def _ntk_vp_loop(model, params, x1, x2_, output, k, chunk, columns, dtype) -> Tensor:
+    n1, n2 = x1.shape[0], x2_.shape[0]
     out = torch.empty(kernel_shape(n1, n2, k, output), dtype=dtype, device=x1.device)
     for j0 in range(0, n2, chunk):
         j1 = min(j0 + chunk, n2)
