@@ -142,8 +142,8 @@ def jacobian_ntk(
     """Per-example Jacobians (``vmap(jacrev)``) contracted chunk by chunk.
 
     The examples of each side are processed in chunks of ``c`` examples with
-    ``4·c·k·P·itemsize ≤ budget / 2`` (the factor 4 covers ``jacrev``'s own
-    intermediates), so the two sides' Jacobians together stay within ``budget``.
+    ``2·c·k·P·itemsize ≤ budget / 2`` (the factor 2 covers the copy made when
+    ``jacrev``'s rows are reshaped for the contraction), so the two sides' Jacobians together stay within ``budget``.
     When ``x2`` is None only the upper block triangle is computed and mirrored.
     The Jacobians of ``x2`` are kept across chunks of ``x1`` when they fit in one
     chunk; otherwise they are recomputed (time traded for memory).
@@ -151,7 +151,7 @@ def jacobian_ntk(
     params = detached_params(model, names)
     itemsize = next(iter(params.values())).element_size()
     n_params = sum(p.numel() for p in params.values())
-    chunk = _chunk_size(budget // 2, 4 * k * n_params * itemsize)
+    chunk = _chunk_size(budget // 2, 2 * k * n_params * itemsize)
     symmetric = x2 is None
     x2_ = x1 if symmetric else x2
     n1, n2 = x1.shape[0], x2_.shape[0]
