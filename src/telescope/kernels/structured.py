@@ -34,7 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from telescope.kernels.jacobians import contract_rows, jacobian_ntk, kernel_shape, model_outputs
+from telescope.kernels.jacobians import (
+    activation_numel,
+    contract_rows,
+    jacobian_ntk,
+    kernel_shape,
+    model_outputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -144,15 +150,7 @@ def make_plan(model: nn.Module, names: Sequence[str], group_by: str | None) -> P
 class _Call:
     inputs: Tensor
     version: int
-    grads: dict[int, Tensor] = field(default_factory=dict)
-
-
-@dataclass
-class _Features:
-    """One side's captured quantities for one module: A (n, T, d_in) and G (n, k, T, d_out)."""
-
-    A: Tensor
-    G: Tensor
+    G: Tensor | None = None  # (n, k, *output.shape[1:]), filled one output per backward pass
 
 
 def _capture(
@@ -161,13 +159,13 @@ def _capture(
     names: Sequence[str],
     structured_names: set[str],
     x: Tensor,
-) -> tuple[dict[str, list[_Call]], int]:
+) -> dict[str, list[_Call]]:
     """One forward with hooks, then k backward passes filling each call's output gradients."""
     named = dict(model.named_parameters())
     params = {n: named[n].detach().requires_grad_(n in structured_names) for n in names}
     leaves = [p for p in params.values() if p.requires_grad]
     calls: dict[str, list[_Call]] = defaultdict(list)
-    state = {"pass": 0}
+    state = {"pass": 0, "k": 1}
 
     def make_hook(module_name: str):
         def hook(_module, args, kwargs, output):
@@ -177,7 +175,9 @@ def _capture(
             if isinstance(output, Tensor) and output.requires_grad:
 
                 def grad_hook(grad: Tensor) -> None:
-                    call.grads[state["pass"]] = grad.detach()
+                    if call.G is None:
+                        call.G = grad.new_zeros((grad.shape[0], state["k"], *grad.shape[1:]))
+                    call.G[:, state["pass"]] = grad
 
                 output.register_hook(grad_hook)
 
@@ -192,14 +192,14 @@ def _capture(
     finally:
         for h in handles:
             h.remove()
-    k = out.shape[1]
+    k = state["k"] = out.shape[1]
     if out.requires_grad and leaves:
         for c in range(k):
             state["pass"] = c
             torch.autograd.grad(
                 out[:, c].sum(), leaves, retain_graph=c < k - 1, allow_unused=True
             )
-    return calls, k
+    return calls
 
 
 def _runtime_problem(calls: list[_Call], n: int) -> str | None:
@@ -213,7 +213,8 @@ def _runtime_problem(calls: list[_Call], n: int) -> str | None:
     return None
 
 
-def _features(module: nn.Module, call: _Call, k: int, dtype: torch.dtype) -> _Features:
+def _features(module: nn.Module, call: _Call, k: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """A (n, T, d_in) and G (n, k, T, d_out) of one call."""
     inp = call.inputs
     n = inp.shape[0]
     if isinstance(module, nn.Conv2d):
@@ -232,22 +233,14 @@ def _features(module: nn.Module, call: _Call, k: int, dtype: torch.dtype) -> _Fe
         A = inp.reshape(n, -1, module.in_features)
         d_out = module.out_features
     T = A.shape[1]
-    template = None
-    for g in call.grads.values():
-        template = g
-        break
-    grads = []
-    for c in range(k):
-        g = call.grads.get(c)
-        if g is None:
-            g = torch.zeros(n, T * d_out, dtype=dtype, device=inp.device) if template is None else torch.zeros_like(template)
-        grads.append(g)
-    G = torch.stack(grads, dim=1)  # (n, k, *out_shape)
+    G = call.G
+    if G is None:  # the output never reached f: zero gradient
+        G = torch.zeros(n, k, T * d_out, dtype=dtype, device=inp.device)
     if isinstance(module, nn.Conv2d):
         G = G.reshape(n, k, d_out, -1).transpose(2, 3)  # (n, k, L, C_out)
     else:
         G = G.reshape(n, k, -1, d_out)
-    return _Features(A, G)
+    return A, G
 
 
 def _augment(A: Tensor, unit: Unit) -> Tensor:
@@ -260,24 +253,90 @@ def _augment(A: Tensor, unit: Unit) -> Tensor:
     return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
 
-def _contract(A1: Tensor, G1: Tensor, A2: Tensor, G2: Tensor, output: str) -> Tensor:
-    """One module's kernel block from its captured features (see NOTE [structured kernel])."""
-    n1, k = G1.shape[:2]
-    n2 = G2.shape[0]
-    if A1.shape[1] == 1 and A2.shape[1] == 1:
-        AA = A1[:, 0] @ A2[:, 0].T  # (n1, n2)
-        g1, g2 = G1[:, :, 0], G2[:, :, 0]  # (n, k, d_out)
-        if output == "full":
-            d = g1.shape[-1]
-            GG = (g1.reshape(n1 * k, d) @ g2.reshape(n2 * k, d).T).reshape(n1, k, n2, k)
-            return GG.permute(0, 2, 1, 3).mul_(AA[:, :, None, None])
-        if output == "trace":
-            return (g1.reshape(n1, -1) @ g2.reshape(n2, -1).T).mul_(AA)
-        GG = torch.bmm(g1.transpose(0, 1), g2.permute(1, 2, 0))  # (k, n1, n2)
-        return GG.permute(1, 2, 0).mul_(AA[:, :, None])
-    rows1 = torch.einsum("nkto,nti->nkoi", G1, A1)
-    rows2 = rows1 if (A2 is A1 and G2 is G1) else torch.einsum("nkto,nti->nkoi", G2, A2)
-    return contract_rows({"w": rows1}, {"w": rows2}, output)
+@dataclass
+class _Compact:
+    """One unit's side of the contraction: (A (n, d_in), G (n, k, d_out)) if the module
+    acts at one position, else per-example gradient rows (n, k, d_out·d_in)."""
+
+    A: Tensor | None = None
+    G: Tensor | None = None
+    rows: Tensor | None = None
+
+    @staticmethod
+    def of(A: Tensor, G: Tensor) -> _Compact:
+        if A.shape[1] == 1:
+            return _Compact(A=A[:, 0], G=G[:, :, 0])
+        n, k = G.shape[:2]
+        return _Compact(rows=torch.einsum("nkto,nti->nkoi", G, A).reshape(n, k, -1))
+
+    @staticmethod
+    def cat(parts: list[_Compact]) -> _Compact:
+        if len(parts) == 1:
+            return parts[0]
+        if parts[0].rows is not None:
+            return _Compact(rows=torch.cat([p.rows for p in parts]))
+        return _Compact(A=torch.cat([p.A for p in parts]), G=torch.cat([p.G for p in parts]))
+
+    def rows_slice(self, rows: slice) -> _Compact:
+        if self.rows is not None:
+            return _Compact(rows=self.rows[rows])
+        return _Compact(A=self.A[rows], G=self.G[rows])
+
+
+def _contract(s1: _Compact, s2: _Compact, output: str) -> Tensor:
+    """One unit's kernel block from both sides' compact features (NOTE [structured kernel])."""
+    if s1.rows is not None:
+        return contract_rows({"w": s1.rows}, {"w": s2.rows}, output)
+    AA = s1.A @ s2.A.T  # (n1, n2)
+    g1, g2 = s1.G, s2.G  # (n, k, d_out)
+    n1, k, d = g1.shape
+    n2 = g2.shape[0]
+    if output == "full":
+        GG = (g1.reshape(n1 * k, d) @ g2.reshape(n2 * k, d).T).reshape(n1, k, n2, k)
+        return GG.permute(0, 2, 1, 3).mul_(AA[:, :, None, None])
+    if output == "trace":
+        return (g1.reshape(n1, -1) @ g2.reshape(n2, -1).T).mul_(AA)
+    GG = torch.bmm(g1.transpose(0, 1), g2.permute(1, 2, 0))  # (k, n1, n2)
+    return GG.permute(1, 2, 0).mul_(AA[:, :, None])
+
+
+def _side(
+    model: nn.Module,
+    units: list[Unit],
+    names: Sequence[str],
+    x: Tensor,
+    k: int,
+    dtype: torch.dtype,
+    chunk: int,
+    problems: dict[str, str],
+) -> dict[int, _Compact]:
+    """Compact features of every unit on one side, captured ``chunk`` examples at a time."""
+    modules = {u.module_name: u.module for u in units}
+    structured_names = {n for u in units for n in u.names}
+    parts: dict[int, list[_Compact]] = defaultdict(list)
+    seen_in: dict[str, int] = defaultdict(int)
+    n_chunks = 0
+    for i0 in range(0, x.shape[0], chunk):
+        xs = x[i0 : i0 + chunk]
+        n_chunks += 1
+        calls = _capture(model, modules, names, structured_names, xs)
+        for name, module in modules.items():
+            if name in problems or not calls[name]:
+                continue
+            seen_in[name] += 1
+            problem = _runtime_problem(calls[name], xs.shape[0])
+            if problem is not None:
+                problems[name] = problem
+                continue
+            A, G = _features(module, calls[name][0], k, dtype)
+            for index, unit in enumerate(units):
+                if unit.module_name == name:
+                    parts[index].append(_Compact.of(_augment(A, unit), G))
+        del calls
+    for name, count in seen_in.items():
+        if name not in problems and count != n_chunks:
+            problems[name] = "it is called for some examples only (data-dependent control flow)"
+    return {i: _Compact.cat(p) for i, p in parts.items() if units[i].module_name not in problems}
 
 
 def structured_ntk(
@@ -297,7 +356,9 @@ def structured_ntk(
     output; ``k·d_out`` for trace) or, for modules applied at T > 1 positions,
     ``(n1+n2)·k·T·d_in·d_out`` to form per-example gradients and ``n1·n2·k²·d_in·d_out``
     to contract them. Memory: the kernel, one block temporary of the kernel's size
-    (row-chunked to ``budget``), and ``n·k·T·d_out`` captured gradients per module.
+    (row-chunked to ``budget``), ``n·k·d_out`` captured numbers per dense layer (or
+    ``n·k·d_in·d_out`` per-example gradients for T > 1), and the output gradients of a
+    capture chunk of examples, sized to ``budget / 64``.
     """
     plan = make_plan(model, names, group_by)
     dtype = dict(model.named_parameters())[names[0]].dtype
@@ -308,6 +369,9 @@ def structured_ntk(
 
     def add(key: str, value: Tensor, rows: slice | None = None) -> None:
         if key not in result:
+            if rows is None and value.shape == shape:
+                result[key] = value.contiguous() if not value.is_contiguous() else value
+                return
             result[key] = torch.zeros(shape, dtype=dtype, device=x1.device)
         if rows is None:
             result[key] += value
@@ -316,45 +380,30 @@ def structured_ntk(
 
     units = list(plan.units)
     if units:
-        modules = {u.module_name: u.module for u in units}
-        structured_names = {n for u in units for n in u.names}
-        calls1, _ = _capture(model, modules, names, structured_names, x1)
-        calls2 = calls1 if x2 is None else _capture(model, modules, names, structured_names, x2)[0]
-        feats: dict[str, tuple[_Features | None, _Features | None]] = {}
-        for name, module in modules.items():
-            problem = None
-            for calls, n in ((calls1[name], n1), (calls2[name], n2)):
-                if calls and problem is None:
-                    problem = _runtime_problem(calls, n)
-            if problem is not None:
-                plan.reasons[name] = problem
-                continue
-            f1 = _features(module, calls1[name][0], k, dtype) if calls1[name] else None
-            f2 = f1 if x2 is None else (
-                _features(module, calls2[name][0], k, dtype) if calls2[name] else None
-            )
-            feats[name] = (f1, f2)
-        del calls1, calls2
+        per_example = k * activation_numel(model, x1[:1]) * dtype.itemsize
+        capture_chunk = max(1, (budget // 64) // per_example)
+        problems: dict[str, str] = {}
+        side1 = _side(model, units, names, x1, k, dtype, capture_chunk, problems)
+        side2 = side1 if x2 is None else _side(model, units, names, x2, k, dtype, capture_chunk, problems)
+        plan.reasons.update(problems)
         per_row = {"full": k * k, "diagonal": k, "trace": 1}[output] * n2 * dtype.itemsize * 3
         chunk = max(1, budget // per_row)
-        for unit in units:
-            if unit.module_name not in feats:
-                for n in unit.names:
-                    plan.fallback[unit.key].append(n)
+        for index, unit in enumerate(units):
+            if unit.module_name in problems:
+                plan.fallback[unit.key].extend(unit.names)
                 continue
-            f1, f2 = feats[unit.module_name]
-            if f1 is None or f2 is None:  # module unused on one side: its block is zero
-                add(unit.key, torch.zeros((), dtype=dtype, device=x1.device))
+            if index not in side1 or index not in side2:  # unused on a side: zero block
+                add(unit.key, torch.zeros(shape, dtype=dtype, device=x1.device))
                 continue
-            A1, A2 = _augment(f1.A, unit), _augment(f2.A, unit)
-            if x2 is None:
-                A2 = A1
+            s1, s2 = side1.pop(index), side2[index] if x2 is not None else side1.get(index)
+            s2 = s1 if x2 is None else s2
             for i0 in range(0, n1, chunk):
                 rows = slice(i0, min(i0 + chunk, n1))
                 if rows.start == 0 and rows.stop == n1:
-                    add(unit.key, _contract(A1, f1.G, A2, f2.G, output))
+                    add(unit.key, _contract(s1, s2, output))
                 else:
-                    add(unit.key, _contract(A1[rows], f1.G[rows], A2, f2.G, output), rows)
+                    add(unit.key, _contract(s1.rows_slice(rows), s2, output), rows)
+            del s1, s2
     for module_name, reason in plan.reasons.items():
         logger.info("empirical_ntk(structured): module %r uses Jacobian rows: %s", module_name, reason)
     for key, group in plan.fallback.items():
