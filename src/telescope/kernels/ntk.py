@@ -65,11 +65,11 @@ class Implementation(str, enum.Enum):
         outputs and ``JACOBIAN`` otherwise. Why ``STRUCTURED`` is the default: for
         networks made of Linear/Conv2d/Embedding it is exact and removes the ``P``
         factor from the pairwise contraction (``benchmarks/ntk.py``, see
-        docs/benchmarks-ntk.md: 170–270× faster than ``JACOBIAN`` on a 784-200-200-10
-        MLP with ≤ 1/8 of its memory; about 2× faster and ≤ 1/4 of its memory on a
+        docs/benchmarks-ntk.md: ~200× faster than ``JACOBIAN`` on a 784-200-200-10
+        MLP with ≤ 1/9 of its memory; 2.6× faster with < 1/5 of its memory on a
         small CNN); with fallbacks it costs at most one extra forward/backward over
-        ``JACOBIAN`` on the same parameters. ``NTK_VP`` was 3.5× faster than
-        ``JACOBIAN`` on the full 10-output MLP kernel, hence the rule above.
+        ``JACOBIAN`` on the same parameters. ``NTK_VP`` was ~4× faster than
+        ``JACOBIAN`` on full 10-output MLP kernels, hence the rule above.
     """
 
     AUTO = "auto"
