@@ -7,7 +7,8 @@ PyTorch training loop (:class:`Lens`), computes empirical tangent kernels
 """
 
 from telescope.errors import TelescopeError
+from telescope.lens import Lens
 
 __version__ = "0.1.0"
 
-__all__ = ["TelescopeError", "__version__"]
+__all__ = ["Lens", "TelescopeError", "__version__"]

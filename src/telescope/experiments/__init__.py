@@ -15,6 +15,10 @@ from telescope.errors import ConfigError
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
+    "deep-grokking": "telescope.experiments.deep_grokking",
+    "kernel-stages": "telescope.experiments.kernel_stages",
+    "lmc": "telescope.experiments.lmc",
+    "trees-vs-nets": "telescope.experiments.trees_vs_nets",
 }
 
 

@@ -20,6 +20,10 @@ from types import ModuleType
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.plots.approximation",
+    "deep-grokking": "telescope.plots.deep_grokking",
+    "kernel-stages": "telescope.plots.kernel_stages",
+    "lmc": "telescope.plots.lmc",
+    "trees-vs-nets": "telescope.plots.trees_vs_nets",
 }
 
 

@@ -1,0 +1,3 @@
+from telescope.cli import main
+
+main()

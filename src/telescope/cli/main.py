@@ -1,0 +1,169 @@
+"""``telescope list | run | report | demo | data``."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from telescope.errors import ConfigError, TelescopeError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> None:
+    click.echo(f"telescope: error: {message}", err=True)
+    sys.exit(code)
+
+
+def friendly(fn):
+    """Run a command; turn known errors into one line and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TelescopeError as exc:
+            _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except KeyboardInterrupt:
+            _fail("interrupted; finished parts are kept, rerun the same command to resume", EXIT_INTERRUPTED)
+
+    return wrapper
+
+
+def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def cli(verbose: bool) -> None:
+    """telescope: the telescoping lens on neural-network training."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command("list")
+@friendly
+def list_cmd() -> None:
+    """Name every experiment, one line each."""
+    from telescope import experiments
+
+    for name in experiments.names():
+        exp = experiments.get(name)
+        click.echo(f"{name:<18} {exp.description}")
+
+
+def execute(name: str, preset: str, seed: int | None, sets: dict[str, str], out: Path,
+            device: str, data_dir: str | None, *, force: bool = False, quiet: bool = False) -> Path:
+    """Resolve, run and store one experiment (see :func:`telescope.sweeps.runner.run_one`)."""
+    from telescope.sweeps.runner import run_one
+
+    outcome = run_one(name, preset, seed, sets, out, device, data_dir, force=force, show_progress=not quiet)
+    if outcome.status == "skipped" and not quiet:
+        click.echo(f"already done (same config): {outcome.path}")
+    return outcome.path
+
+
+@cli.command("run")
+@click.argument("experiment")
+@click.option("--preset", default="quick", show_default=True, help="tiny | quick | paper")
+@click.option("--seed", type=int, default=None, help="Base seed (part of the run's identity).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+              show_default=True, help="Folder that receives the run directory.")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda")
+@click.option("--data-dir", default=None, help="Data folder (default: $TELESCOPE_DATA or ~/.cache/telescope).")
+@click.option("--force", is_flag=True, help="Discard a finished run of the same config and run again.")
+@click.option("--report/--no-report", default=False, help="Write figures and report.html when done.")
+@friendly
+def run_cmd(experiment, preset, seed, sets, out, device, data_dir, force, report) -> None:
+    """Run EXPERIMENT and store its results in a run directory."""
+    path = execute(experiment, preset, seed, _parse_sets(sets), out, device, data_dir, force=force)
+    click.echo(f"run directory: {path}")
+    if report:
+        from telescope.report import build_report
+
+        click.echo(f"report: {build_report(path)}")
+
+
+@cli.command("report")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--all", "index_all", is_flag=True, help="Index every run and sweep under DIRECTORY.")
+@friendly
+def report_cmd(directory: Path, index_all: bool) -> None:
+    """Write figures (PNG) and a self-contained report.html for a run directory."""
+    from telescope.report import build_index, build_report
+
+    path = build_index(directory) if index_all else build_report(directory)
+    click.echo(f"report: {path}")
+
+
+@cli.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--data-dir", default=None)
+@friendly
+def demo_cmd(out: Path, data_dir: str | None) -> None:
+    """The default main job: the approximation study's quick preset on CPU, then its report."""
+    from telescope.data import data_dir as resolve_dir
+    from telescope.report import build_report
+
+    sets: dict[str, str] = {}
+    mnist = resolve_dir(data_dir) / "mnist"
+    if not (mnist / "t10k-images-idx3-ubyte.gz").exists():
+        click.echo(f"MNIST not found under {mnist}; the demo uses scikit-learn's 8x8 digits instead "
+                   "(set TELESCOPE_DATA for the paper's data).")
+        sets = {"dataset": "digits", "n_train": "500", "n_test": "200"}
+    click.echo("running: telescope run approximation --preset quick  (about 5 minutes on 2 CPU cores)")
+    path = execute("approximation", "quick", None, sets, out, "cpu", data_dir)
+    report = build_report(path)
+    click.echo(f"run directory: {path}")
+    click.echo(f"report: {report}")
+
+
+@cli.group("data")
+def data_group() -> None:
+    """Datasets: where they are looked for, and downloads on request."""
+
+
+@data_group.command("download")
+@click.argument("dataset", type=click.Choice(["mnist"]))
+@click.option("--data-dir", default=None)
+@friendly
+def data_download(dataset: str, data_dir: str | None) -> None:
+    """Download DATASET's canonical files (checksums verified)."""
+    from telescope.data.images import download_mnist
+
+    click.echo(f"downloaded to {download_mnist(data_dir)}")
+
+
+@data_group.command("where")
+@click.option("--data-dir", default=None)
+def data_where(data_dir: str | None) -> None:
+    """Print the data folder in use."""
+    from telescope.data import data_dir as resolve_dir
+
+    click.echo(str(resolve_dir(data_dir)))
+
+
+from telescope.cli.sweep import sweep_cmd  # noqa: E402  (telescope sweep: src/telescope/cli/sweep.py)
+
+cli.add_command(sweep_cmd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="telescope", standalone_mode=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

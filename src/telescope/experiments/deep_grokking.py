@@ -1,0 +1,457 @@
+"""Deep grokking: MNIST grokking in deep MLPs and feature-rank collapse (Fan, Pascanu & Jaggi 2024).
+
+Omnigrok's recipe on deeper nets: a depth-L ReLU MLP (784 → width → … → 10) whose every
+initial parameter is multiplied by α, AdamW, MSE on one-hot targets with 10 raw outputs,
+batch 200, a small training set. The net fits the training set early, test accuracy rises
+much later, and the rise coincides with a drop of the feature rank of the later layers
+while the weight norm decays smoothly. At log-spaced steps it logs train/test accuracy
+(``accuracy``, ``error``) and loss, ``weight_norm`` and ``weight_norm/last_layer``,
+``feature_rank/<l>`` for every linear layer l = 1..L (and robust variants), the tunnel
+length, and at a coarser cadence linear-probe accuracy per layer and the NTK alignment of
+the last hidden layer. Digest: shared/papers/grokking-and-kernel-dynamics.md (a).
+
+# NOTE [deep grokking data]
+# The paper trains on the *first* N MNIST training images (``Subset(train, range(N))``).
+# The shared offline data hold a 5,000-image subset sorted by class, where "first N" would
+# be a few digits only. ``subset="balanced"`` (default) takes N/10 images per class, drawn
+# under ``data_seed`` and shuffled (the first N of MNIST are close to balanced, so this is
+# the same kind of sample); ``subset="first"`` takes the first N images of the full
+# 60k training file and needs it in the data directory. Pixels in [0, 1], no normalisation
+# (as the authors). Per-step test metrics use the first ``n_test`` test images (the test
+# set is not sorted; 2,000 images keep float64 ranks and probes cheap); the final step is
+# also evaluated on all 10,000 test images (split ``test_full``).
+
+# NOTE [deep grokking deviations]
+# * Ranks: pre-activations (outputs of each ``nn.Linear``) of a float64 copy of the net on
+#   the test images, NOTE [feature rank tolerance] in telescope/lens/rank.py.
+# * Tunnel length counts the width-w layers 1..L−1 with rank < 0.75·w (the output layer's
+#   rank is at most 10 and is left out); ``tunnel_length`` uses the authors' rank,
+#   ``tunnel_length_rel`` the rank at relative tolerance ``rank_rtol``.
+# * Linear probes: a ridge-regression classifier on one-hot targets, fit in closed form on
+#   the standardised layer features of the training set, accuracy on the test images. The
+#   authors train a softmax head with Adam for 30 epochs; the closed form needs no
+#   learning rate and is deterministic, and measures the same thing (linear decodability).
+# * NTK alignment: the trace tangent kernel Σ_k ∇θ f_k(x)·∇θ f_k(x') restricted to the
+#   parameters (weight and bias) of the last hidden layer (``last_hidden_ntk``: torch.func
+#   for ∂f/∂z, then the outer-product structure of a linear layer; checked against the full
+#   torch.func Jacobian) on the first ``ntk_points`` test images, centred-aligned with the
+#   one-hot label kernel.
+# * Not included: the smoother's effective parameters p_train/p_test. With 10 outputs and
+#   N ≥ 1000 the exact smoother tracks an (N·10)-column matrix per probe point through
+#   every step; that is beyond a CPU-minutes preset (see docs/deep-grokking.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from telescope.data import load_digits, load_mnist
+from telescope.errors import ConfigError, DataError
+from telescope.experiments.base import RunContext
+from telescope.lens.rank import centered_alignment, effective_rank, numerical_rank, tunnel_length
+from telescope.models import MLP, scale_init
+from telescope.train import fit, make_optimizer, squared_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str = "mnist"
+    subset: str = "balanced"
+    n_trains: tuple[int, ...] = (1000, 2000)
+    n_test: int = 2000
+    depths: tuple[int, ...] = (6,)
+    width: int = 128
+    alpha: float = 6.0
+    lr: float = 1e-3
+    weight_decays: tuple[float, ...] = (0.1,)
+    batch_size: int = 200
+    steps: int = 20000
+    seeds: int = 1
+    seed: int = 0
+    data_seed: int = 0
+    log_points: int = 80
+    probe_points: int = 16
+    probe_ridge: float = 1e-3
+    ntk_points: int = 100
+    rank_rtol: float = 1e-3
+    tunnel_fraction: float = 0.75
+    dtype: str = "float32"
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(dataset="digits", n_trains=(300,), n_test=300, depths=(4,), width=32, alpha=2.0,
+                     weight_decays=(0.1,), batch_size=100, steps=300, log_points=12, probe_points=3,
+                     ntk_points=40),
+        "quick": dict(),
+        "paper": dict(n_trains=(2000, 5000), n_test=10000, depths=(12,), width=400, alpha=8.0,
+                      weight_decays=(0.01,),
+                      steps=100_000, log_points=150, probe_points=30, ntk_points=200, dtype="float64"),
+    }
+
+    def validate(self) -> None:
+        if self.dataset not in ("mnist", "digits"):
+            raise ConfigError(f"deep-grokking: dataset={self.dataset!r}; choose 'mnist' or 'digits'")
+        if self.subset not in ("balanced", "first"):
+            raise ConfigError(f"deep-grokking: subset={self.subset!r}; choose 'balanced' (N/10 per class "
+                              "under data_seed) or 'first' (first N images of the full MNIST training file)")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"deep-grokking: dtype={self.dtype!r}; choose float32 or float64")
+        if not self.depths or min(self.depths) < 2:
+            raise ConfigError(f"deep-grokking: depths={self.depths}; need at least 2 linear layers each")
+        if not self.n_trains or min(self.n_trains) < 10:
+            raise ConfigError(f"deep-grokking: n_trains={self.n_trains}; need at least 10 training images")
+        if self.subset == "balanced" and any(n % 10 for n in self.n_trains):
+            raise ConfigError(f"deep-grokking: n_trains={self.n_trains}; with subset='balanced' each N must "
+                              "be a multiple of 10 (N/10 images per class)")
+        if self.steps < 1 or self.seeds < 1 or self.width < 1 or self.batch_size < 1:
+            raise ConfigError("deep-grokking: steps, seeds, width and batch_size must be at least 1")
+        if self.n_test < 2 or self.log_points < 2 or self.probe_points < 0 or self.ntk_points < 0:
+            raise ConfigError("deep-grokking: need n_test >= 2, log_points >= 2, probe_points >= 0, "
+                              "ntk_points >= 0")
+        if not self.weight_decays or min(self.weight_decays) < 0:
+            raise ConfigError(f"deep-grokking: weight_decays={self.weight_decays}; need values >= 0")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Digits:
+    """Training and test images, flattened to (n, d) in [0, 1], with integer labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    x_test_full: torch.Tensor
+    y_test_full: torch.Tensor
+
+
+def _balanced(y: np.ndarray, n: int, rng: np.random.Generator, what: str) -> np.ndarray:
+    per = n // 10
+    parts = []
+    for c in range(10):
+        pool = np.flatnonzero(y == c)
+        if len(pool) < per:
+            raise DataError(f"deep-grokking: asked for {n} {what} images ({per} per class), only {len(pool)} "
+                            f"of digit {c} are available; lower n_trains or use the full MNIST files")
+        parts.append(rng.permutation(pool)[:per])
+    return rng.permutation(np.concatenate(parts))
+
+
+def load_data(cfg: Config, n_train: int, root=None) -> Digits:
+    """The training subset of size ``n_train`` and the test images (NOTE [deep grokking data])."""
+    rng = np.random.default_rng(cfg.data_seed)
+    if cfg.dataset == "mnist":
+        xtr, ytr = load_mnist("train", root)
+        xte, yte = load_mnist("test", root)
+        if cfg.subset == "first":
+            if len(ytr) < 60000:
+                raise DataError("deep-grokking: subset='first' needs the full MNIST training files "
+                                "(train-*-idx*.gz) in the data directory; only the 5k subset was found. Use "
+                                "subset=balanced or fetch them with `telescope data download mnist`")
+            itr = np.arange(n_train)
+        else:
+            itr = _balanced(ytr, n_train, rng, "training")
+        if n_train > len(ytr):
+            raise DataError(f"deep-grokking: n_trains has {n_train} but only {len(ytr)} training images exist")
+        x_train, y_train = xtr[itr] / 255.0, ytr[itr]
+        x_full, y_full = xte / 255.0, yte
+        x_test, y_test = x_full[:cfg.n_test], y_full[:cfg.n_test]
+    else:  # scikit-learn's 8x8 digits: disjoint train / test draws
+        x, y = load_digits()
+        perm = rng.permutation(len(y))
+        test_idx, rest = perm[:cfg.n_test], perm[cfg.n_test:]
+        itr = _balanced_from(y, rest, n_train, rng)
+        x_train, y_train = x[itr], y[itr]
+        x_test, y_test = x[test_idx], y[test_idx]
+        x_full, y_full = x_test, y_test
+    as_x = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(len(a), -1))  # noqa: E731
+    as_y = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64))  # noqa: E731
+    return Digits(as_x(x_train), as_y(y_train), as_x(x_test), as_y(y_test), as_x(x_full), as_y(y_full))
+
+
+def _balanced_from(y: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    chosen = _balanced(y[pool], n, rng, "training (digits)")
+    return pool[chosen]
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def log_steps(total: int, points: int) -> list[int]:
+    """0 plus about ``points`` log-spaced steps in [1, total], always ending at ``total``."""
+    grid = np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), points)).astype(int))
+    return sorted({0, *grid.tolist(), total})
+
+
+@torch.no_grad()
+def layer_features(model: MLP, x: torch.Tensor) -> list[torch.Tensor]:
+    """The output of every ``nn.Linear`` of ``model`` on ``x``: L tensors (n, d_l), pre-activation."""
+    feats = []
+    h = x
+    for module in model:
+        h = module(h)
+        if isinstance(module, nn.Linear):
+            feats.append(h)
+    return feats
+
+
+def as_float64(model: MLP) -> MLP:
+    """A float64 copy of ``model`` (NOTE [feature rank tolerance]: ranks need float64 arithmetic)."""
+    if all(p.dtype == torch.float64 for p in model.parameters()):
+        return model
+    return copy.deepcopy(model).double()
+
+
+def weight_norms(model: MLP) -> dict[str, float]:
+    """L2 norm of all parameters and of the last linear layer (weight and bias)."""
+    total = math.sqrt(sum(float((p.detach().double() ** 2).sum()) for p in model.parameters()))
+    last = model.linear_layers()[-1]
+    last_norm = math.sqrt(sum(float((p.detach().double() ** 2).sum()) for p in last.parameters()))
+    return {"weight_norm": total, "weight_norm/last_layer": last_norm}
+
+
+def probe_accuracy(train_feats: torch.Tensor, y_train: torch.Tensor, test_feats: torch.Tensor,
+                   y_test: torch.Tensor, ridge: float = 1e-3) -> float:
+    """Test accuracy of a ridge classifier on one-hot targets fit to (N, d) training features.
+
+    Features are standardised with the training mean and std (constant columns dropped),
+    an intercept is added, and W = (XᵀX + λI)⁻¹XᵀY with λ = ridge·tr(XᵀX)/d, in float64.
+    Cost O(N d² + d³). (NOTE [deep grokking deviations].)
+    """
+    xtr, xte = train_feats.double(), test_feats.double()
+    mean, std = xtr.mean(0), xtr.std(0)
+    keep = std > 1e-12 * max(float(std.max()), 1e-300)
+    xtr = (xtr[:, keep] - mean[keep]) / std[keep]
+    xte = (xte[:, keep] - mean[keep]) / std[keep]
+    ones = lambda a: torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], 1)  # noqa: E731
+    xtr, xte = ones(xtr), ones(xte)
+    targets = torch.nn.functional.one_hot(y_train, 10).double()
+    gram = xtr.T @ xtr
+    lam = ridge * float(torch.trace(gram)) / gram.shape[0]
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    w = torch.linalg.solve(gram + lam * eye, xtr.T @ targets)
+    return float(((xte @ w).argmax(1) == y_test).double().mean())
+
+
+def last_hidden_ntk(model: MLP, x: torch.Tensor, implementation: str = "structured") -> torch.Tensor:
+    """Trace tangent kernel of the last hidden layer's parameters: (n, d) → (n, n) float64.
+
+    K(x, x') = Σ_k Σ_θ ∂f_k(x)/∂θ · ∂f_k(x')/∂θ over θ = weight and bias of linear layer L−1
+    (the layer z = W h + b that feeds the last ReLU), on a float64 copy of ``model``.
+
+    * ``"structured"`` (default): ∂f_k/∂W_ij = g_ki h_j with g = ∂f/∂z, so
+      K = (Σ_k G_k G_kᵀ) ⊙ (H Hᵀ + 1); g by ``torch.func.jacrev`` of the layers after z,
+      vmapped over inputs. Time O(n k w² + n² (k w + d)), memory O(n k w + n²).
+    * ``"reference"``: the full parameter Jacobian by ``torch.func.jacrev`` through
+      ``functional_call``, then J Jᵀ. Memory O(n k P) with P = w·d + w: a check only.
+    """
+    from torch.func import functional_call, jacrev, vmap
+
+    net = as_float64(model)
+    modules = list(net)
+    layer = net.linear_layers()[-2]
+    where = next(i for i, m in enumerate(modules) if m is layer)
+    xs = x.double()
+    if implementation == "structured":
+        before, after = nn.Sequential(*modules[:where]), nn.Sequential(*modules[where + 1:])
+        with torch.no_grad():
+            h = before(xs)
+            z = layer(h)
+        g = vmap(jacrev(lambda zi: after(zi[None])[0]))(z).detach()  # (n, k, w)
+        return torch.einsum("nkw,mkw->nm", g, g) * (h @ h.T + 1.0)
+    if implementation == "reference":
+        prefix = next(name for name, m in net.named_modules() if m is layer)
+        params = {f"{prefix}.{k}": v.detach() for k, v in layer.named_parameters()}
+        others = {k: v.detach() for k, v in net.named_parameters() if k not in params}
+
+        def f(p, xi):
+            return functional_call(net, {**others, **p}, (xi[None],))[0]
+
+        jac = vmap(jacrev(f), in_dims=(None, 0))(params, xs)
+        flat = torch.cat([j.reshape(xs.shape[0], j.shape[1], -1) for j in jac.values()], dim=2)  # (n, k, P)
+        return torch.einsum("nkp,mkp->nm", flat, flat).detach()
+    raise ConfigError(f"last_hidden_ntk(implementation={implementation!r}): choose 'structured' or 'reference'")
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def run_unit(cfg: Config, data: Digits, depth: int, weight_decay: float, seed: int, sink,
+             device: str = "cpu", progress=None) -> None:
+    dtype = getattr(torch, cfg.dtype)
+    torch.manual_seed(seed)
+    model = MLP(data.x_train.shape[1], cfg.width, depth, 10)
+    scale_init(model, cfg.alpha)
+    model = model.to(device=device, dtype=dtype)
+    x, y = data.x_train.to(device, dtype), data.y_train.to(device)
+    onehot = torch.nn.functional.one_hot(y, 10).to(dtype)
+    x_test, y_test = data.x_test.to(device, dtype), data.y_test.to(device)
+    opt = make_optimizer("adamw", model.parameters(), lr=cfg.lr, weight_decay=weight_decay)
+    loss_fn = squared_loss("mse")
+    probes = set(log_steps(cfg.steps, cfg.probe_points)) if cfg.probe_points else set()
+    checkpoints = set(log_steps(cfg.steps, cfg.log_points)) | probes
+    hidden = depth - 1  # the width-w layers
+    losses: list[float] = []
+
+    def evaluate(split: str, xs: torch.Tensor, ys: torch.Tensor, step: int) -> None:
+        with torch.no_grad():
+            out = model(xs).double()
+        target = torch.nn.functional.one_hot(ys, 10).double()
+        acc = float((out.argmax(1) == ys).double().mean())
+        sink.log_dict(step, split, {"accuracy": acc, "error": 1.0 - acc,
+                                    "mse": float(((out - target) ** 2).mean()),
+                                    "loss_sum": float(((out - target) ** 2).sum(1).mean())})
+
+    def record(step: int) -> None:
+        evaluate("train", x, y, step)
+        evaluate("test", x_test, y_test, step)
+        sink.log_dict(step, "train", weight_norms(model))
+        if losses:
+            sink.log(step, "train", "loss", float(np.mean(losses)))
+            losses.clear()
+        net64 = as_float64(model)
+        feats = layer_features(net64, x_test.double())
+        ranks, rel = [], []
+        for layer, a in enumerate(feats, start=1):
+            r, rr = numerical_rank(a), numerical_rank(a, rtol=cfg.rank_rtol)
+            ranks.append(r)
+            rel.append(rr)
+            sink.log_dict(step, "test", {f"feature_rank/{layer}": r, f"feature_rank_rel/{layer}": rr,
+                                         f"effective_rank/{layer}": effective_rank(a)})
+        sink.log_dict(step, "test", {
+            "tunnel_length": tunnel_length(ranks[:hidden], cfg.width, cfg.tunnel_fraction),
+            "tunnel_length_rel": tunnel_length(rel[:hidden], cfg.width, cfg.tunnel_fraction)})
+        if step in probes:
+            train_feats = layer_features(net64, x.double())
+            for layer, (a_tr, a_te) in enumerate(zip(train_feats, feats), start=1):
+                sink.log(step, "test", f"probe_accuracy/{layer}",
+                         probe_accuracy(a_tr, y, a_te, y_test, cfg.probe_ridge))
+            if cfg.ntk_points:
+                xs = x_test[:cfg.ntk_points]
+                kernel = last_hidden_ntk(model, xs)
+                sink.log(step, "test", "ntk/alignment",
+                         centered_alignment(kernel, torch.nn.functional.one_hot(y_test[:len(xs)], 10)))
+
+    def on_step(step: int, loss: float) -> None:
+        losses.append(loss)
+        if step in checkpoints:
+            record(step)
+
+    record(0)
+    gen = torch.Generator().manual_seed(seed)
+    fit(model, opt, loss_fn, x, onehot, steps=cfg.steps, batch_size=cfg.batch_size, generator=gen,
+        callbacks=[on_step], progress=progress)
+    if cfg.dataset == "mnist" and len(data.y_test_full) > len(data.y_test):
+        evaluate("test_full", data.x_test_full.to(device, dtype), data.y_test_full.to(device), cfg.steps)
+
+
+def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
+    units = [(n, d, wd, cfg.seed + k) for n in cfg.n_trains for d in cfg.depths for wd in cfg.weight_decays
+             for k in range(cfg.seeds)]
+    bar = sink.progress(len(units) * cfg.steps, "deep-grokking")
+    cache: dict[int, Digits] = {}
+    for n, depth, wd, seed in units:
+        key = f"n={n}/depth={depth}/wd={wd:g}/seed={seed}"
+        if sink.unit_done(key):
+            bar.update(cfg.steps)
+            continue
+        if n not in cache:
+            cache[n] = load_data(cfg, n, ctx.data_dir)
+        log.info("deep-grokking: training %s", key)
+        with sink.unit(key, n_train=int(n), depth=int(depth), weight_decay=float(wd), seed=int(seed)) as unit:
+            run_unit(cfg, cache[n], depth, wd, seed, unit, ctx.device, progress=bar)
+    bar.close()
+    return summarize(sink.metrics(), cfg)
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _first_step(steps: np.ndarray, values: np.ndarray, threshold: float) -> float:
+    hit = np.flatnonzero(values >= threshold)
+    return float(steps[hit[0]]) if len(hit) else float("nan")
+
+
+def _curve(frame, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    part = frame[(frame["split"] == split) & (frame["name"] == name)].sort_values("step")
+    return part["step"].to_numpy(), part["value"].to_numpy()
+
+
+def transition(frame, depth: int) -> dict[str, float]:
+    """Times and values that describe one run's grokking (all steps are logged steps).
+
+    * ``fit_step``: first step with train accuracy ≥ 0.95;
+    * ``grok_step``: first step test accuracy reaches the midpoint between its value at
+      ``fit_step`` and its final value (the time of the test-accuracy rise);
+    * ``rank_drop_step/<l>``: first step after ``fit_step`` at which layer l's rank is below the
+      midpoint between its value at ``fit_step`` and its final value (NaN if it did not drop
+      by at least max(1.5, 2%)); ``rank_rel_*`` and ``erank_*`` the same for the
+      relative-tolerance and effective ranks;
+    * ranks, test accuracy and weight norm at ``fit_step``, ``grok_step`` and the end;
+    * ``weight_norm_slope_ratio``: d log‖θ‖/dt over [grok, 1.5·grok] divided by that over
+      [grok/1.5, grok] — about 1 when the norm shows no kink at the transition.
+    """
+    out: dict[str, float] = {}
+    s_tr, acc_tr = _curve(frame, "train", "accuracy")
+    s_te, acc_te = _curve(frame, "test", "accuracy")
+    fit_step = _first_step(s_tr, acc_tr, 0.95)
+    out["fit_step"] = fit_step
+    out["final_train_accuracy"] = float(acc_tr[-1])
+    out["final_test_accuracy"] = float(acc_te[-1])
+    out["max_test_accuracy"] = float(acc_te.max())
+    full = frame[(frame["split"] == "test_full") & (frame["name"] == "accuracy")]
+    if len(full):
+        out["final_test_accuracy_full"] = float(full["value"].iloc[-1])
+    s_wn, wn = _curve(frame, "train", "weight_norm")
+    out["weight_norm_init"] = float(wn[0])
+    out["weight_norm_final"] = float(wn[-1])
+    if math.isnan(fit_step):
+        out["grok_step"] = float("nan")
+        return out
+    at_fit = int(np.searchsorted(s_te, fit_step))
+    out["test_accuracy_at_fit"] = float(acc_te[at_fit])
+    mid = 0.5 * (acc_te[at_fit] + acc_te[-1])
+    later = s_te >= fit_step
+    grok_step = _first_step(s_te[later], acc_te[later], mid) if acc_te[-1] - acc_te[at_fit] > 0.05 else float("nan")
+    out["grok_step"] = grok_step
+    out["weight_norm_at_fit"] = float(np.interp(fit_step, s_wn, wn))
+    if not math.isnan(grok_step):
+        out["weight_norm_at_grok"] = float(np.interp(grok_step, s_wn, wn))
+        # d log(weight norm)/d step just after vs just before the rise: 1 = no kink
+        lo, hi = grok_step / 1.5, min(1.5 * grok_step, float(s_wn[-1]))
+        lw = lambda t: float(np.interp(t, s_wn, np.log(wn)))  # noqa: E731
+        before = (lw(grok_step) - lw(lo)) / (grok_step - lo)
+        after = (lw(hi) - lw(grok_step)) / max(hi - grok_step, 1e-12)
+        out["weight_norm_slope_ratio"] = after / before if before != 0 else float("nan")
+    for metric, short in (("feature_rank", "rank"), ("feature_rank_rel", "rank_rel"), ("effective_rank", "erank")):
+        for layer in range(1, depth + 1):
+            s_r, r = _curve(frame, "test", f"{metric}/{layer}")
+            i_fit = int(np.searchsorted(s_r, fit_step))
+            out[f"{short}_at_fit/{layer}"] = float(r[i_fit])
+            out[f"{short}_final/{layer}"] = float(r[-1])
+            drop_mid = 0.5 * (r[i_fit] + r[-1])
+            after_fit = s_r >= fit_step
+            dropped = r[i_fit] - r[-1] >= max(1.5, 0.02 * r[i_fit])
+            below = np.flatnonzero(r[after_fit] <= drop_mid) if dropped else np.array([], dtype=int)
+            out[f"{short}_drop_step/{layer}"] = float(s_r[after_fit][below[0]]) if len(below) else float("nan")
+    return out
+
+
+def summarize(frame, cfg: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {"steps": cfg.steps}
+    for (n, depth, wd, seed), g in frame.groupby(["n_train", "depth", "weight_decay", "seed"]):
+        prefix = f"n={n}/depth={depth}/wd={wd:g}/seed={seed}"
+        for key, value in transition(g, int(depth)).items():
+            out[f"{prefix}/{key}"] = None if isinstance(value, float) and math.isnan(value) else value
+    return out

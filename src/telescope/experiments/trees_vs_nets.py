@@ -1,0 +1,438 @@
+"""Neural networks vs gradient-boosted trees on irregular test data (paper Fig. 5, 14).
+
+Per dataset: the 10% of rows farthest from the median along the first principal
+component are "irregular"; the rest give train / validation / regular test rows. Test
+sets of ``n_test`` rows hold a proportion p of irregular rows (``p_grid``). A GBT
+(scikit-learn, random search over the Grinsztajn space) and a 3-layer width-64 ReLU MLP
+(Adam, batch 128, learning rate searched) are tuned on validation, retrained on
+train ∪ validation for ``n_seeds`` seeds and evaluated on every test set.
+
+Metrics per p: test MSE of both models, rel_p = (MSE^p_NN − MSE^p_GBT)/(MSE^0_NN −
+MSE^0_GBT), and the normalised maximum kernel-weight norm
+R = mean_t max_test ‖k_t(x)‖₂ / mean_t max_train ‖k_t(x)‖₂ for both models.
+
+# NOTE [network kernel weights]
+For the network, k_t(x)_i = 1{i ∈ B_t}/|B_t| · K_t(x, x_i): only the batch is non-zero, so
+‖k_t(x)‖₂ = ‖K_t(x, x_B)‖₂ / |B_t| needs kernel rows against the batch only. K_t is taken
+at θ_{t−1} (the parameters the step's gradients were computed at). Two kernels are
+logged: the plain tangent kernel ∇f(x)ᵀ∇f(x_i) (``kernel/max_weight_norm_ntk``) and, with
+Adam, the preconditioned kernel ∇f(x)ᵀ diag(1/φ_t) ∇f(x_i) with φ_t = √v̂_t + ε, the
+bias-corrected second moment after step t (``kernel/max_weight_norm``, the headline
+R_NN; equal to the plain kernel for SGD). The learning rate γ_t is NOT included (it is
+constant here and cancels in R); Adam's momentum mixing is not included either. Norms
+are recorded at ``kernel_records`` evenly spaced steps, and R's mean over t is taken
+over those steps. For the GBT, k_t is the tree kernel (``telescope.trees``), also
+without γ.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from telescope.errors import ConfigError, DivergenceError
+from telescope.experiments.base import RunContext
+
+log = logging.getLogger(__name__)
+
+KERNEL = "kernel/max_weight_norm"
+KERNEL_NTK = "kernel/max_weight_norm_ntk"
+_MAX_DEPTHS = (None, 2, 3, 4, 5)                     # GOV22 GBT space (digest Sec. 6.4)
+_MAX_DEPTH_P = (0.1, 0.1, 0.6, 0.1, 0.1)
+
+
+@dataclass(frozen=True)
+class Config:
+    datasets: tuple[str, ...] = ("houses",)
+    p_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5)
+    irregular_frac: float = 0.1
+    skew_threshold: float = 2.0             # |skewness| above which a feature is logged (inf: never)
+    n_val: int = 2000
+    n_test: int = 4000
+    max_train: int = 0                      # 0: all remaining regular rows
+    gbt_trials: int = 25
+    gbt_estimators: tuple[float, ...] = (10.5, 1000.5)   # LogUniformInt bounds
+    nn_trials: int = 6
+    nn_lr: tuple[float, ...] = (1e-5, 1e-2)               # LogUniform bounds
+    nn_epochs: int = 20
+    nn_search_epochs: int = 10
+    batch_size: int = 128
+    width: int = 64
+    depth: int = 3                          # hidden layers (4 nn.Linear)
+    optimizer: str = "adam"                 # "adam" | "sgd"
+    kernel_records: int = 20
+    n_seeds: int = 2
+    seed: int = 0
+
+    PRESETS: ClassVar[dict] = {
+        "tiny": {"max_train": 600, "n_val": 200, "n_test": 400, "gbt_trials": 2,
+                 "gbt_estimators": (10.5, 30.5), "nn_trials": 2, "nn_epochs": 2,
+                 "nn_search_epochs": 1, "kernel_records": 3, "n_seeds": 1,
+                 "p_grid": (0.0, 0.25, 0.5)},
+        "quick": {},
+        "paper": {"datasets": ("houses", "california", "house_sales", "house_16H"),
+                  "nn_trials": 25, "nn_epochs": 60, "nn_search_epochs": 30,
+                  "kernel_records": 50, "n_seeds": 4},
+    }
+
+    def validate(self) -> None:
+        from telescope.data.tabular import DATASETS
+
+        bad = [d for d in self.datasets if d not in DATASETS]
+        if bad or not self.datasets:
+            raise ConfigError(f"trees-vs-nets: datasets={self.datasets}: choose from {', '.join(DATASETS)}")
+        if not self.p_grid or self.p_grid[0] != 0.0 or list(self.p_grid) != sorted(set(self.p_grid)) \
+                or self.p_grid[-1] >= 1:
+            raise ConfigError(f"trees-vs-nets: p_grid={self.p_grid}: give increasing proportions "
+                              "starting at 0 and below 1, e.g. 0,0.125,0.25,0.375,0.5")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"trees-vs-nets: optimizer={self.optimizer!r}: use 'adam' or 'sgd'")
+        for name in ("gbt_trials", "nn_trials", "nn_epochs", "nn_search_epochs", "kernel_records",
+                     "n_seeds", "batch_size", "width", "depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"trees-vs-nets: {name}={getattr(self, name)}: must be >= 1")
+        if len(self.gbt_estimators) != 2 or len(self.nn_lr) != 2:
+            raise ConfigError("trees-vs-nets: gbt_estimators and nn_lr take two bounds: low,high")
+
+
+def _p_split(p: float) -> str:
+    return f"p={p:g}"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Data:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_fit: np.ndarray              # train ∪ val (final models)
+    y_fit: np.ndarray
+    x_test: np.ndarray             # regular test pool then irregular pool (unique rows)
+    y_test: np.ndarray
+    test_rows: dict = field(default_factory=dict)   # split name -> row indices into x_test
+
+
+def _load(name: str, config: Config, ctx: RunContext) -> _Data:
+    from telescope.data.tabular import irregular_split, load_tabular, preprocess
+
+    x, y, _ = load_tabular(name, ctx.data_dir)
+    x, y, info = preprocess(x, y, skew_threshold=config.skew_threshold)
+    sp = irregular_split(x, seed=config.seed, irregular_frac=config.irregular_frac, n_val=config.n_val,
+                         n_test=config.n_test, max_p=max(config.p_grid), max_train=config.max_train or None)
+    k_irr = int(round(max(config.p_grid) * config.n_test))
+    pool = np.concatenate([sp.test_regular, sp.irregular[:k_irr]])
+    where = {int(r): i for i, r in enumerate(pool)}
+    fit = np.concatenate([sp.train, sp.val])
+    data = _Data(x[sp.train], y[sp.train], x[sp.val], y[sp.val], x[fit], y[fit], x[pool], y[pool])
+    for p in config.p_grid:
+        data.test_rows[_p_split(p)] = np.array([where[int(r)] for r in sp.test(p)])
+    log.info("trees-vs-nets %s: train %d, val %d, test pool %d, logged features %s",
+             name, len(sp.train), len(sp.val), len(pool), info["logged"])
+    return data
+
+
+# ----------------------------------------------------------------------------- GBT
+
+
+def _gbt_space(rng: np.random.Generator, config: Config) -> dict:
+    lo, hi = config.gbt_estimators
+    return {
+        "learning_rate": float(np.exp(rng.normal(np.log(0.01), np.log(10.0)))),
+        "n_estimators": int(round(np.exp(rng.uniform(np.log(lo), np.log(hi))))),
+        "max_depth": _MAX_DEPTHS[rng.choice(len(_MAX_DEPTHS), p=_MAX_DEPTH_P)],
+    }
+
+
+def _gbt(hp: dict, seed: int):
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    return GradientBoostingRegressor(loss="squared_error", subsample=1.0, random_state=seed, **hp)
+
+
+def _gbt_search(data: _Data, config: Config, unit) -> None:
+    rng = np.random.default_rng([config.seed, 1])
+    for trial in range(config.gbt_trials):
+        hp = _gbt_space(rng, config)
+        gbr = _gbt(hp, config.seed).fit(data.x_train, data.y_train)
+        mse = float(np.mean((gbr.predict(data.x_val) - data.y_val) ** 2))
+        unit.log_dict(trial, "val", {"mse": mse if np.isfinite(mse) else math.inf,
+                                     "hp/learning_rate": hp["learning_rate"],
+                                     "hp/n_estimators": hp["n_estimators"],
+                                     "hp/max_depth": 0 if hp["max_depth"] is None else hp["max_depth"]})
+
+
+def _gbt_final(data: _Data, hp: dict, seed: int, unit) -> None:
+    from telescope.trees import tree_kernel_weight_norms
+
+    gbr = _gbt(hp, seed).fit(data.x_fit, data.y_fit)
+    pred = gbr.predict(data.x_test)
+    norms_train = tree_kernel_weight_norms(gbr, data.x_fit)              # (T, n)
+    norms_test = tree_kernel_weight_norms(gbr, data.x_fit, data.x_test)  # (T, m)
+    max_train = norms_train.max(axis=1)
+    for t in range(norms_train.shape[0]):
+        unit.log(t + 1, "train", KERNEL, max_train[t])
+    for split, rows in data.test_rows.items():
+        unit.log(0, split, "mse", float(np.mean((pred[rows] - data.y_test[rows]) ** 2)))
+        m = norms_test[:, rows].max(axis=1)
+        for t in range(len(m)):
+            unit.log(t + 1, split, KERNEL, m[t])
+    unit.log(0, "train", "mse", float(np.mean((gbr.predict(data.x_fit) - data.y_fit) ** 2)))
+
+
+# ----------------------------------------------------------------------------- network
+
+
+def _mlp(d: int, config: Config) -> torch.nn.Module:
+    """``config.depth`` hidden ReLU layers of ``config.width`` units, scalar output (n,)."""
+    from telescope.models import MLP
+
+    return MLP(d, config.width, config.depth + 1)
+
+
+def _kernel_rows(model: torch.nn.Module, params: dict, x: torch.Tensor, x_batch: torch.Tensor,
+                 precond: torch.Tensor | None, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tangent-kernel rows against a batch: K(x, x_B) and K^φ(x, x_B), each (n, |B|).
+
+    K(x, x_i) = ∇_θ f(x)ᵀ ∇_θ f(x_i) at ``params``; K^φ uses diag(1/φ) in between
+    (``precond``: (P,) flattened like the parameters; None gives K^φ = K). Per-example
+    Jacobians by ``torch.func.vmap(jacrev)``, ``chunk`` rows of x at a time: memory
+    O(chunk · P), time O(n · P · |B|).
+    # TODO(lead): point at telescope.kernels.empirical_ntk(model, x, x_B, output="trace")
+    # once it lands on main; the preconditioned kernel still needs this path.
+    """
+    from torch.func import functional_call, jacrev, vmap
+
+    def f(p, xi):
+        return functional_call(model, p, (xi.unsqueeze(0),)).reshape(())
+
+    jac = vmap(jacrev(f), in_dims=(None, 0))
+
+    def flat(rows: torch.Tensor) -> torch.Tensor:
+        j = jac(params, rows)
+        return torch.cat([j[k].reshape(rows.shape[0], -1) for k in params], dim=1)
+
+    jb = flat(x_batch)                                               # (B, P)
+    rhs = jb.T if precond is None else torch.cat([jb.T, (jb / precond).T], dim=1)
+    outs = [flat(xc) @ rhs for xc in x.split(chunk)]
+    out = torch.cat(outs)
+    b = x_batch.shape[0]
+    return (out, out) if precond is None else (out[:, :b], out[:, b:])
+
+
+def _adam_precond(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """φ_t = √(v_t / (1 − β₂^t)) + ε, flattened like the parameters (torch Adam semantics)."""
+    group = opt.param_groups[0]
+    beta2, eps = group["betas"][1], group["eps"]
+    parts = []
+    for p in params:
+        st = opt.state[p]
+        step = float(st["step"])
+        parts.append((st["exp_avg_sq"] / (1 - beta2 ** step)).sqrt().reshape(-1) + eps)
+    return torch.cat(parts)
+
+
+def _train_nn(data: _Data, config: Config, lr: float, seed: int, epochs: int, device: str,
+              x_fit: np.ndarray, y_fit: np.ndarray, unit=None, record: bool = False) -> torch.nn.Module:
+    """Plain mini-batch training; with ``record``, logs kernel-weight norms (NOTE above)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    dt = torch.float32
+    x = torch.as_tensor(x_fit, dtype=dt, device=device)
+    y = torch.as_tensor(y_fit, dtype=dt, device=device).reshape(-1)
+    model = _mlp(x.shape[1], config).to(device=device, dtype=dt)
+    params = list(model.parameters())
+    opt = (torch.optim.Adam(params, lr=lr) if config.optimizer == "adam"
+           else torch.optim.SGD(params, lr=lr))
+    n, bs = x.shape[0], config.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    total = epochs * steps_per_epoch
+    rec_steps = set(np.unique(np.linspace(1, total, min(config.kernel_records, total)).round().astype(int)).tolist()) \
+        if record else set()
+    x_test = torch.as_tensor(data.x_test, dtype=dt, device=device) if record else None
+    step = 0
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=gen).to(device)
+        running = 0.0
+        for b in range(steps_per_epoch):
+            idx = perm[b * bs:(b + 1) * bs]
+            step += 1
+            before = ({k: v.detach().clone() for k, v in model.named_parameters()}
+                      if step in rec_steps else None)
+            loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+            if not torch.isfinite(loss):
+                raise DivergenceError(f"trees-vs-nets: the network diverged at step {step} (lr={lr:g})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.item() * idx.numel()
+            if before is not None:
+                precond = _adam_precond(opt, params) if config.optimizer == "adam" else None
+                _record_kernels(model, before, x, x_test, x[idx], precond, data.test_rows, step, unit)
+        if unit is not None:
+            unit.log(step, "train", "loss", running / n)
+    return model
+
+
+def _record_kernels(model, params, x_train, x_test, x_batch, precond, test_rows, step, unit) -> None:
+    """Log max_x ‖k_t(x)‖₂ = max_x ‖K(x, x_B)‖₂ / |B| on train and every test split."""
+    nb = x_batch.shape[0]
+    train_ntk, train_opt = _kernel_rows(model, params, x_train, x_batch, precond)
+    test_ntk, test_opt = _kernel_rows(model, params, x_test, x_batch, precond)
+    norms = {"train": (train_ntk.norm(dim=1), train_opt.norm(dim=1))}
+    tn, to = test_ntk.norm(dim=1), test_opt.norm(dim=1)
+    for split, rows in test_rows.items():
+        r = torch.as_tensor(rows, device=tn.device)
+        norms[split] = (tn[r], to[r])
+    for split, (ntk, opt) in norms.items():
+        unit.log(step, split, KERNEL_NTK, float(ntk.max()) / nb)
+        unit.log(step, split, KERNEL, float(opt.max()) / nb)
+
+
+def _nn_predict(model: torch.nn.Module, x: np.ndarray, device: str) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.as_tensor(x, dtype=torch.float32, device=device)).reshape(-1).double().cpu().numpy()
+
+
+def _nn_search(data: _Data, config: Config, device: str, unit) -> None:
+    rng = np.random.default_rng([config.seed, 2])
+    lo, hi = config.nn_lr
+    for trial in range(config.nn_trials):
+        lr = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        try:
+            model = _train_nn(data, config, lr, config.seed, config.nn_search_epochs, device,
+                              data.x_train, data.y_train)
+            mse = float(np.mean((_nn_predict(model, data.x_val, device) - data.y_val) ** 2))
+        except DivergenceError:
+            mse = math.inf
+        unit.log_dict(trial, "val", {"mse": mse if np.isfinite(mse) else math.inf, "hp/learning_rate": lr})
+
+
+def _nn_final(data: _Data, config: Config, lr: float, seed: int, device: str, unit) -> None:
+    model = _train_nn(data, config, lr, seed, config.nn_epochs, device, data.x_fit, data.y_fit,
+                      unit=unit, record=True)
+    pred = _nn_predict(model, data.x_test, device)
+    for split, rows in data.test_rows.items():
+        unit.log(0, split, "mse", float(np.mean((pred[rows] - data.y_test[rows]) ** 2)))
+    unit.log(0, "train", "mse", float(np.mean((_nn_predict(model, data.x_fit, device) - data.y_fit) ** 2)))
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _best(frame: pd.DataFrame, ds: str, model: str) -> dict:
+    rows = frame[(frame["dataset"] == ds) & (frame["model"] == model) & (frame["phase"] == "search")]
+    wide = rows.pivot_table(index="step", columns="name", values="value", aggfunc="first")
+    best = wide.sort_values(["mse"], kind="stable").iloc[0]
+    if model == "nn":
+        return {"learning_rate": float(best["hp/learning_rate"])}
+    depth = int(best["hp/max_depth"])
+    return {"learning_rate": float(best["hp/learning_rate"]), "n_estimators": int(best["hp/n_estimators"]),
+            "max_depth": None if depth == 0 else depth}
+
+
+def summarise(frame: pd.DataFrame, config: dict) -> dict:
+    """Per dataset and p: mean test MSEs, rel_p and R for both models, from stored metrics.
+
+    rel_p uses the seed-mean MSEs (its sign flips if the network wins at p = 0, so the
+    gap MSE_NN − MSE_GBT is reported too); R is computed per seed (over its recorded steps or
+    trees) and averaged over seeds; ``*_se`` are standard errors over seeds.
+    """
+    out: dict = {}
+    final = frame[frame["phase"] == "final"]
+    p_grid = list(config["p_grid"])
+    for ds in config["datasets"]:
+        d = final[final["dataset"] == ds]
+        if d.empty:
+            continue
+        res: dict = {}
+        for model in ("gbt", "nn"):
+            m = d[d["model"] == model]
+            for p in p_grid:
+                sp = _p_split(p)
+                mse = m[(m["split"] == sp) & (m["name"] == "mse")].groupby("seed")["value"].first()
+                res[(model, "mse", p)] = (float(mse.mean()), float(mse.std(ddof=1) / np.sqrt(len(mse)))
+                                          if len(mse) > 1 else 0.0)
+                for name, key in ((KERNEL, "R"), (KERNEL_NTK, "R_ntk")):
+                    k = m[m["name"] == name]
+                    if k.empty:
+                        continue
+                    rs = []
+                    for _, ks in k.groupby("seed"):
+                        tr = ks[ks["split"] == "train"].set_index("step")["value"]
+                        te = ks[ks["split"] == sp].set_index("step")["value"]
+                        rs.append(float(te.mean() / tr.loc[te.index].mean()))
+                    res[(model, key, p)] = (float(np.mean(rs)), float(np.std(rs, ddof=1) / np.sqrt(len(rs)))
+                                            if len(rs) > 1 else 0.0)
+        denom = res[("nn", "mse", 0.0)][0] - res[("gbt", "mse", 0.0)][0]
+        for p in p_grid:
+            tag = f"{ds}/p={p:g}"
+            out[f"{tag}/mse_gbt"], out[f"{tag}/mse_gbt_se"] = res[("gbt", "mse", p)]
+            out[f"{tag}/mse_nn"], out[f"{tag}/mse_nn_se"] = res[("nn", "mse", p)]
+            diff = res[("nn", "mse", p)][0] - res[("gbt", "mse", p)][0]
+            out[f"{tag}/mse_gap"] = float(diff)
+            out[f"{tag}/rel"] = float(diff / denom) if denom != 0 else float("nan")
+            out[f"{tag}/R_nn"], out[f"{tag}/R_nn_se"] = res[("nn", "R", p)]
+            out[f"{tag}/R_nn_ntk"], _ = res[("nn", "R_ntk", p)]
+            out[f"{tag}/R_gbt"], _ = res[("gbt", "R", p)]
+        rel = [out[f"{ds}/p={p:g}/rel"] for p in p_grid]
+        r_nn = [out[f"{ds}/p={p:g}/R_nn"] for p in p_grid]
+        r_gbt = [out[f"{ds}/p={p:g}/R_gbt"] for p in p_grid]
+        out[f"{ds}/check/gbt_beats_nn_at_p0"] = bool(denom > 0)
+        gap = [out[f"{ds}/p={p:g}/mse_gap"] for p in p_grid]
+        out[f"{ds}/check/rel_increases"] = bool(rel[-1] > rel[0])        # meaningful when denom > 0
+        out[f"{ds}/check/gap_increases"] = bool(gap[-1] > gap[0])        # NN degrades faster than GBT
+        out[f"{ds}/check/R_nn_increases"] = bool(r_nn[-1] > r_nn[0])
+        out[f"{ds}/check/R_nn_exceeds_R_gbt"] = bool(min(a - b for a, b in zip(r_nn, r_gbt)) > 0)
+        out[f"{ds}/check/R_gbt_le_1"] = bool(max(r_gbt) <= 1 + 1e-12)
+    return out
+
+
+def run(config: Config, sink, ctx: RunContext = RunContext()) -> dict:
+    device = ctx.device
+    seeds = [config.seed * 1000 + k for k in range(config.n_seeds)]
+    units = []
+    for ds in config.datasets:
+        units += [(f"{ds}/gbt/search", dict(dataset=ds, model="gbt", phase="search", seed=config.seed)),
+                  (f"{ds}/nn/search", dict(dataset=ds, model="nn", phase="search", seed=config.seed))]
+        units += [(f"{ds}/{m}/seed{s}", dict(dataset=ds, model=m, phase="final", seed=s))
+                  for s in seeds for m in ("gbt", "nn")]
+    bar = sink.progress(len(units), "trees-vs-nets")
+    loaded: dict[str, _Data] = {}
+    for key, tags in units:
+        if sink.unit_done(key):
+            bar.update()
+            continue
+        ds, model = tags["dataset"], tags["model"]
+        if ds not in loaded:
+            loaded.clear()
+            loaded[ds] = _load(ds, config, ctx)
+        data = loaded[ds]
+        log.info("trees-vs-nets: unit %s", key)
+        with sink.unit(key, **tags) as unit:
+            if tags["phase"] == "search":
+                if model == "gbt":
+                    _gbt_search(data, config, unit)
+                else:
+                    _nn_search(data, config, device, unit)
+            else:
+                hp = _best(sink.metrics(), ds, model)
+                if model == "gbt":
+                    _gbt_final(data, hp, tags["seed"], unit)
+                else:
+                    _nn_final(data, config, hp["learning_rate"], tags["seed"], device, unit)
+                for name, value in hp.items():
+                    unit.log(0, "config", f"hp/{name}", 0 if value is None else value)
+        bar.update()
+    bar.close()
+    from telescope.experiments.base import config_to_dict
+
+    return summarise(sink.metrics(), config_to_dict(config))

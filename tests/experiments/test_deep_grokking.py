@@ -1,0 +1,172 @@
+"""Deep grokking: α scaling, the measurements on a small net, and the tiny preset end to end."""
+
+import math
+
+import pytest
+import torch
+
+from telescope.errors import ConfigError
+from telescope.experiments import deep_grokking as dg
+from telescope.experiments import get
+from telescope.experiments.base import RunContext, resolve_config
+from telescope.models import MLP, scale_init
+from telescope.store import MemorySink
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny nets: intra-op threads only add synchronisation (and stall on a busy machine)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_alpha_scaling_touches_every_parameter():
+    torch.manual_seed(0)
+    model = MLP(20, 16, 5, 10)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    scale_init(model, 8.0)
+    names = [k for k, _ in model.named_parameters()]
+    assert len(names) == 10 and sum(k.endswith("bias") for k in names) == 5  # 5 weights, 5 biases
+    for k, v in model.named_parameters():
+        assert torch.equal(v, 8.0 * before[k]), k
+    norm0 = math.sqrt(sum(float((p ** 2).sum()) for p in before.values()))
+    assert dg.weight_norms(model)["weight_norm"] == pytest.approx(8.0 * norm0, rel=1e-6)
+
+
+def test_layer_features_are_the_linear_outputs():
+    torch.manual_seed(1)
+    model = MLP(6, 5, 3, 10).double()
+    x = torch.randn(7, 6, dtype=torch.float64)
+    feats = dg.layer_features(model, x)
+    assert [tuple(f.shape) for f in feats] == [(7, 5), (7, 5), (7, 10)]
+    lin = model.linear_layers()
+    assert torch.allclose(feats[0], lin[0](x))
+    assert torch.allclose(feats[1], lin[1](torch.relu(feats[0])))
+    assert torch.allclose(feats[2], model(x))
+
+
+def test_float64_copy_leaves_the_model_alone():
+    model = MLP(4, 3, 2, 10)
+    copy64 = dg.as_float64(model)
+    assert copy64 is not model and next(copy64.parameters()).dtype == torch.float64
+    assert next(model.parameters()).dtype == torch.float32
+    model64 = model.double()
+    assert dg.as_float64(model64) is model64
+
+
+def test_last_hidden_ntk_matches_the_closed_form():
+    # f = W_L relu(z) + b_L, z = W_{L-1} h + b_{L-1}: the kernel of (W_{L-1}, b_{L-1}) is
+    # K(x, x') = Σ_i ||W_L[:, i]||² relu'(z_i(x)) relu'(z_i(x')) (h(x)·h(x') + 1).
+    torch.manual_seed(2)
+    model = MLP(8, 6, 4, 10).double()
+    x = torch.randn(9, 8, dtype=torch.float64)
+    lin = model.linear_layers()
+    h = x
+    for layer in lin[:-2]:
+        h = torch.relu(layer(h))
+    d = (lin[-2](h) > 0).double()
+    w2 = (lin[-1].weight ** 2).sum(0)
+    expected = ((d * w2) @ d.T) * (h @ h.T + 1.0)
+    for implementation in ("structured", "reference"):
+        kernel = dg.last_hidden_ntk(model, x, implementation)
+        assert torch.allclose(kernel, expected, rtol=1e-10, atol=1e-12), implementation
+    with pytest.raises(ConfigError, match="implementation"):
+        dg.last_hidden_ntk(model, x, "fast")
+
+
+def test_structured_ntk_agrees_with_the_full_jacobian_on_a_deeper_net():
+    torch.manual_seed(6)
+    model = scale_init(MLP(12, 7, 5, 10), 3.0)  # float32 model: both paths use a float64 copy
+    x = torch.rand(11, 12)
+    ref = dg.last_hidden_ntk(model, x, "reference")
+    assert ref.dtype == torch.float64 and not ref.requires_grad
+    assert torch.allclose(dg.last_hidden_ntk(model, x), ref, rtol=1e-10, atol=1e-9 * float(ref.abs().max()))
+
+
+def test_probe_separates_linearly_separable_classes():
+    g = torch.Generator().manual_seed(3)
+    y = torch.arange(400) % 10
+    centers = 10.0 * torch.randn(10, 12, generator=g, dtype=torch.float64)
+    x = centers[y] + torch.randn(400, 12, generator=g, dtype=torch.float64)
+    assert dg.probe_accuracy(x[:300], y[:300], x[300:], y[300:]) == 1.0
+    noise = torch.randn(400, 12, generator=g, dtype=torch.float64)
+    assert dg.probe_accuracy(noise[:300], y[:300], noise[300:], y[300:]) < 0.35
+
+
+def test_balanced_subset_has_n_over_10_per_class(data_dir):
+    cfg = dg.Config()
+    data = dg.load_data(cfg, 200, data_dir)
+    assert torch.equal(torch.bincount(data.y_train, minlength=10), torch.full((10,), 20))
+    assert data.x_train.shape == (200, 784) and 0.0 <= float(data.x_train.min()) and float(data.x_train.max()) <= 1.0
+    assert data.x_test.shape == (cfg.n_test, 784) and data.x_test_full.shape == (10000, 784)
+    assert not torch.equal(data.y_train[:10], data.y_train.sort().values[:10])  # shuffled
+    again = dg.load_data(cfg, 200, data_dir)
+    assert torch.equal(again.x_train, data.x_train)
+
+
+def test_bad_configs_are_rejected():
+    exp = get("deep-grokking")
+    with pytest.raises(ConfigError, match="subset"):
+        resolve_config("deep-grokking", exp.config_cls, "tiny", overrides={"subset": "random"})
+    with pytest.raises(ConfigError, match="multiple of 10"):
+        resolve_config("deep-grokking", exp.config_cls, "tiny", overrides={"n_trains": "305"})
+    with pytest.raises(ConfigError, match="depths"):
+        resolve_config("deep-grokking", exp.config_cls, "tiny", overrides={"depths": "1"})
+
+
+def test_tiny_preset_end_to_end():
+    exp = get("deep-grokking")
+    cfg = resolve_config("deep-grokking", exp.config_cls, "tiny")
+    sink = MemorySink()
+    summary = exp.run(cfg, sink, RunContext())
+    frame = sink.metrics()
+    depth = cfg.depths[0]
+    names = set(frame["name"])
+    expected = {"accuracy", "error", "loss", "mse", "weight_norm", "weight_norm/last_layer", "tunnel_length",
+                "tunnel_length_rel", "ntk/alignment"}
+    expected |= {f"{m}/{layer}" for m in ("feature_rank", "feature_rank_rel", "effective_rank", "probe_accuracy")
+                 for layer in range(1, depth + 1)}
+    assert expected <= names, expected - names
+    prefix = f"n={cfg.n_trains[0]}/depth={depth}/wd={cfg.weight_decays[0]:g}/seed={cfg.seed}"
+    # the net fits its training set and generalizes; ranks stay within their bounds
+    assert summary[f"{prefix}/final_train_accuracy"] >= 0.95
+    assert summary[f"{prefix}/final_test_accuracy"] > 0.8
+    assert 0 < summary[f"{prefix}/fit_step"] <= cfg.steps
+    ranks = frame[frame["name"].str.startswith("feature_rank/")]
+    assert ranks["value"].between(0, cfg.width).all()
+    out_rank = frame[frame["name"] == f"feature_rank/{depth}"]["value"]
+    assert out_rank.max() <= 10
+    align = frame[frame["name"] == "ntk/alignment"]["value"]
+    assert align.between(-1, 1).all() and len(align) == len(set(dg.log_steps(cfg.steps, cfg.probe_points)))
+    # a weight norm logged at step 0 equals the α-scaled initial norm (the net was scaled)
+    torch.manual_seed(cfg.seed)
+    ref = scale_init(MLP(64, cfg.width, depth, 10), cfg.alpha)
+    assert summary[f"{prefix}/weight_norm_init"] == pytest.approx(dg.weight_norms(ref)["weight_norm"], rel=1e-6)
+
+
+def test_transition_reads_fit_rise_and_rank_drop_from_curves():
+    import numpy as np
+    import pandas as pd
+
+    steps = np.array([0, 10, 100, 1000, 2000, 4000, 8000, 16000])
+    train = [0.1, 0.2, 0.5, 0.97, 1.0, 1.0, 1.0, 1.0]
+    test = [0.1, 0.1, 0.12, 0.15, 0.16, 0.3, 0.8, 0.9]      # midpoint (0.15 + 0.9)/2 = 0.525 at 8000
+    rank = [100, 100, 100, 100, 100, 90, 40, 20]           # midpoint 60, first reached at 8000
+    wn = 50.0 * np.exp(-steps / 8000.0)                     # a pure exponential: no kink
+    rows = []
+    for i, s in enumerate(steps):
+        rows += [(s, "train", "accuracy", train[i]), (s, "test", "accuracy", test[i]),
+                 (s, "train", "weight_norm", wn[i])]
+        for layer in (1, 2):
+            for name in ("feature_rank", "feature_rank_rel", "effective_rank"):
+                rows.append((s, "test", f"{name}/{layer}", rank[i] if layer == 1 else 100.0))
+    frame = pd.DataFrame(rows, columns=["step", "split", "name", "value"])
+    out = dg.transition(frame, depth=2)
+    assert out["fit_step"] == 1000 and out["test_accuracy_at_fit"] == 0.15
+    assert out["grok_step"] == 8000
+    assert out["rank_drop_step/1"] == 8000 and out["rank_at_fit/1"] == 100 and out["rank_final/1"] == 20
+    assert math.isnan(out["rank_drop_step/2"])  # a flat layer did not drop
+    assert out["weight_norm_slope_ratio"] == pytest.approx(1.0, rel=1e-9)
+    assert out["weight_norm_at_grok"] == pytest.approx(50.0 * math.exp(-1.0))

@@ -1,0 +1,132 @@
+"""trees-vs-nets: the network kernel rows, Adam's preconditioner, and the tiny study."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from telescope.errors import ConfigError
+from telescope.experiments import get
+from telescope.experiments import trees_vs_nets as tvn
+from telescope.experiments.base import RunContext, resolve_config
+from telescope.store import MemorySink
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(d=3):
+    torch.manual_seed(0)
+    return tvn._mlp(d, tvn.Config(width=8, depth=2)).double()
+
+
+def _grads(model, x):
+    """Reference: one autograd backward per example, flattened (n, P)."""
+    rows = []
+    for xi in x:
+        model.zero_grad()
+        model(xi[None]).sum().backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    return torch.stack(rows)
+
+
+def test_kernel_rows_match_per_example_gradients():
+    model = _model()
+    x = torch.randn(11, 3, dtype=torch.float64)
+    xb = torch.randn(4, 3, dtype=torch.float64)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    phi = torch.rand(sum(p.numel() for p in model.parameters()), dtype=torch.float64) + 0.5
+    J, JB = _grads(model, x), _grads(model, xb)
+    k, kphi = tvn._kernel_rows(model, params, x, xb, phi, chunk=4)
+    torch.testing.assert_close(k, J @ JB.T, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(kphi, J @ (JB / phi).T, rtol=1e-12, atol=1e-12)
+    k2, k2b = tvn._kernel_rows(model, params, x, xb, None)
+    torch.testing.assert_close(k2, J @ JB.T, rtol=1e-12, atol=1e-12)
+    assert k2b is k2
+
+
+def test_adam_preconditioner_is_the_one_adam_divides_by():
+    model = _model()
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=1e-2)
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    for _ in range(3):
+        before = torch.cat([p.detach().reshape(-1).clone() for p in params])
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        after = torch.cat([p.detach().reshape(-1) for p in params])
+        step = opt.state[params[0]]["step"]
+        m_hat = torch.cat([opt.state[p]["exp_avg"].reshape(-1) for p in params]) / (1 - 0.9 ** float(step))
+        torch.testing.assert_close((before - after) / 1e-2, m_hat / tvn._adam_precond(opt, params),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_config_is_validated():
+    with pytest.raises(ConfigError, match="p_grid"):
+        resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"p_grid": "0.1,0.2"})
+    with pytest.raises(ConfigError, match="datasets"):
+        resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"datasets": "superconductor"})
+    with pytest.raises(ConfigError, match="optimizer"):
+        resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"optimizer": "lbfgs"})
+    assert get("trees-vs-nets").config_cls is tvn.Config
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    env = os.environ.get("TELESCOPE_DATA")
+    root = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    if not (root / "tabular" / "houses.csv.gz").exists():
+        pytest.skip("no tabular data: set TELESCOPE_DATA to the shared data folder")
+    torch.set_num_threads(1)
+    config = resolve_config("trees-vs-nets", tvn.Config, "tiny")
+    sink = MemorySink()
+    summary = tvn.run(config, sink, RunContext(data_dir=root))
+    return config, sink, summary
+
+
+def test_tiny_run_logs_the_metrics_and_shows_bounded_tree_kernels(tiny_run):
+    config, sink, summary = tiny_run
+    frame = sink.metrics()
+    assert {"dataset", "model", "phase", "seed"} <= set(frame.columns)
+    final = frame[frame["phase"] == "final"]
+    for model in ("gbt", "nn"):
+        m = final[final["model"] == model]
+        assert set(m[m["name"] == "mse"]["split"]) == {"train"} | {f"p={p:g}" for p in config.p_grid}
+        assert (m["name"] == tvn.KERNEL).any()
+    for p in config.p_grid:
+        key = f"houses/p={p:g}"
+        assert summary[f"{key}/R_gbt"] <= 1.0                     # trees: bounded by construction
+        assert np.isfinite(summary[f"{key}/mse_nn"]) and np.isfinite(summary[f"{key}/mse_gbt"])
+    assert summary["houses/p=0/rel"] == pytest.approx(1.0)
+    # irregular inputs push the network's kernel weights beyond anything seen in training
+    assert summary["houses/p=0.5/R_nn"] > summary["houses/p=0/R_nn"]
+    assert summary["houses/p=0.5/R_nn"] > 1.0
+    # GBT kernel norms per tree are 1/sqrt(leaf size): within [1/sqrt(n), 1]
+    g = final[(final["model"] == "gbt") & (final["name"] == tvn.KERNEL)]
+    assert g["value"].max() <= 1.0 and g["value"].min() >= 1 / np.sqrt(config.max_train + config.n_val)
+
+
+def test_resume_skips_finished_units_and_gives_the_same_summary(tiny_run):
+    config, sink, summary = tiny_run
+    again = tvn.run(config, sink, RunContext(data_dir=None))   # no data needed: every unit is done
+    assert again == summary
+
+
+def test_figures_read_stored_results(tiny_run, tmp_path):
+    from telescope.experiments.base import config_to_dict
+    from telescope.plots import module_for
+
+    config, sink, summary = tiny_run
+    figs = module_for("trees-vs-nets").figures(sink.metrics(), config_to_dict(config), summary, tmp_path)
+    assert len(figs) == 3
+    for f in figs:
+        assert (tmp_path / f.filename).stat().st_size > 1000
+        assert "paper" in f.caption

@@ -1,0 +1,102 @@
+"""The command line end to end on the tiny preset, and its one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+
+def telescope(*args, env=None, cwd=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "telescope", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=600)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_list_names_every_experiment():
+    proc = telescope("list")
+    assert proc.returncode == 0
+    assert any(line.startswith("approximation") for line in proc.stdout.splitlines())
+
+
+def test_tiny_run_end_to_end_then_skip_and_report(tmp_path):
+    proc = telescope("run", "approximation", "--preset", "tiny", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = list(tmp_path.iterdir())
+    for name in ("config.json", "metrics.parquet", "summary.json", "DONE"):
+        assert (run_dir / name).exists(), name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["experiment"] == "approximation" and config["meta"]["preset"] == "tiny"
+    frame = pd.read_parquet(run_dir / "metrics.parquet")
+    assert {"telescope/abs_err", "linearized/abs_err", "error", "telescope/error",
+            "linearized/error"} <= set(frame[frame["split"] == "test"]["name"])
+    assert (run_dir / "DONE").stat().st_mtime >= (run_dir / "summary.json").stat().st_mtime
+    again = telescope("run", "approximation", "--preset", "tiny", "--out", str(tmp_path))
+    assert again.returncode == 0 and "already done" in again.stdout
+    rep = telescope("report", str(run_dir))
+    assert rep.returncode == 0, rep.stderr
+    assert (run_dir / "report.html").exists() and (run_dir / "figures" / "approximation_error.png").exists()
+
+
+def test_unknown_experiment_lists_choices():
+    assert_one_line_error(telescope("run", "nope", "--preset", "tiny"), "unknown experiment 'nope'", "approximation")
+
+
+def test_unknown_set_key_lists_valid_keys(tmp_path):
+    proc = telescope("run", "approximation", "--preset", "tiny", "--set", "widht=3", "--out", str(tmp_path))
+    assert_one_line_error(proc, "unknown key 'widht'", "width")
+    assert_one_line_error(telescope("run", "approximation", "--preset", "tiny", "--set", "width=wide",
+                                    "--out", str(tmp_path)), "expects int")
+    assert_one_line_error(telescope("run", "approximation", "--preset", "huge"), "unknown preset")
+
+
+def test_missing_data_is_one_line(tmp_path):
+    proc = telescope("run", "approximation", "--preset", "tiny", "--set", "dataset=mnist", "--out",
+                     str(tmp_path / "runs"), "--data-dir", str(tmp_path / "empty"))
+    assert_one_line_error(proc, "MNIST files not found", "telescope data download mnist")
+
+
+def test_divergence_stops_with_message_and_keeps_metrics(tmp_path):
+    proc = telescope("run", "approximation", "--preset", "tiny", "--set", "sgd_lrs=100000",
+                     "--set", "settings=sgd", "--out", str(tmp_path))
+    assert_one_line_error(proc, "diverged")
+    (run_dir,) = list(tmp_path.iterdir())
+    assert not (run_dir / "DONE").exists()
+    frame = pd.read_parquet(run_dir / "metrics.parquet")
+    assert len(frame) > 0 and (frame["step"] == 0).any()
+
+
+def test_interrupted_run_resumes_without_redoing_finished_units(tmp_path, monkeypatch):
+    from telescope.cli.main import execute
+    from telescope.experiments import approximation
+
+    calls = []
+    original = approximation.run_unit
+
+    def flaky(cfg, data, setting, lr, seed, sink, device, progress=None):
+        calls.append(setting)
+        if setting == "adamw" and calls.count("adamw") == 1:
+            raise KeyboardInterrupt  # the user presses Ctrl-C during the second unit
+        return original(cfg, data, setting, lr, seed, sink, device, progress)
+
+    monkeypatch.setattr(approximation, "run_unit", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        execute("approximation", "tiny", None, {}, tmp_path, "cpu", None, quiet=True)
+    (run_dir,) = list(tmp_path.iterdir())
+    (finished,) = list((run_dir / "parts").glob("*.parquet"))
+    stamp = finished.stat().st_mtime_ns
+    assert not (run_dir / "DONE").exists()
+    execute("approximation", "tiny", None, {}, tmp_path, "cpu", None, quiet=True)
+    assert calls == ["sgd", "adamw", "adamw"]  # sgd was not trained again
+    assert finished.stat().st_mtime_ns == stamp and (run_dir / "DONE").exists()

@@ -1,0 +1,83 @@
+"""Tabular data: preprocessing and the irregular split (paper App. C.2)."""
+
+import numpy as np
+import pytest
+
+from telescope.data.tabular import irregular_split, irregularity, load_tabular, preprocess
+from telescope.errors import ConfigError, DataError
+
+
+def _x(n=3000, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    x[:, 0] = rng.lognormal(sigma=1.5, size=n)       # heavy-tailed
+    return x
+
+
+def test_preprocess_logs_heavy_tails_and_standardises():
+    x = _x()
+    y = np.random.default_rng(1).normal(3.0, 2.0, size=len(x))
+    xs, ys, info = preprocess(x, y)
+    assert info["logged"] == [0]
+    np.testing.assert_allclose(xs.mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(xs.std(0), 1, atol=1e-12)
+    np.testing.assert_allclose(ys.mean(), 0, atol=1e-12)
+    np.testing.assert_allclose(ys.std(), 1, atol=1e-12)
+    assert abs(((xs[:, 0] - xs[:, 0].mean()) ** 3).mean()) < 2.0   # no longer heavy-tailed (was > 2)
+
+
+def test_irregular_split_is_deterministic_disjoint_and_sized():
+    x, _, _ = preprocess(_x(), np.zeros(3000))
+    kw = dict(irregular_frac=0.1, n_val=500, n_test=800, max_p=0.375)
+    a, b = irregular_split(x, seed=3, **kw), irregular_split(x, seed=3, **kw)
+    c = irregular_split(x, seed=4, **kw)
+    for name in ("train", "val", "test_regular", "irregular"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert not np.array_equal(a.train, c.train)
+    np.testing.assert_array_equal(np.sort(a.irregular), np.sort(c.irregular))   # irregularity has no seed
+    assert len(a.irregular) == 300 and len(a.val) == 500 and len(a.test_regular) == 800
+    assert len(a.train) == 3000 - 300 - 500 - 800
+    every = np.concatenate([a.train, a.val, a.test_regular, a.irregular])
+    assert len(np.unique(every)) == len(every) == 3000
+    # the irregular rows are the farthest from the median along the first PC
+    dist = irregularity(x)
+    assert dist[a.irregular].min() >= dist[np.concatenate([a.train, a.val, a.test_regular])].max()
+    irr = set(a.irregular.tolist())
+    previous = set()
+    for p in (0.0, 0.125, 0.25, 0.375):
+        t = a.test(p)
+        assert len(t) == 800 and len(np.unique(t)) == 800
+        assert sum(int(i) in irr for i in t) == round(p * 800)
+        assert not set(t.tolist()) & set(a.train.tolist())
+        irr_now = {int(i) for i in t if int(i) in irr}
+        assert previous <= irr_now                       # nested in p
+        previous = irr_now
+    assert len(irregular_split(x, seed=3, max_train=100, **kw).train) == 100
+
+
+def test_irregular_split_refuses_impossible_sizes():
+    x = _x(n=500)
+    with pytest.raises(ConfigError, match="irregular rows"):
+        irregular_split(x, seed=0, n_val=50, n_test=400, max_p=0.5)
+    with pytest.raises(ConfigError, match="regular rows"):
+        irregular_split(x, seed=0, n_val=300, n_test=200, max_p=0.1)
+
+
+def test_missing_file_names_the_file_and_the_openml_id(tmp_path):
+    with pytest.raises(DataError, match=r"tabular/houses\.csv\.gz.*OpenML dataset 44138"):
+        load_tabular("houses", tmp_path)
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        load_tabular("nope", tmp_path)
+
+
+def test_houses_split_has_the_papers_sizes(data_dir):
+    if not (data_dir / "tabular" / "houses.csv.gz").exists():
+        pytest.skip(f"houses.csv.gz not in {data_dir}/tabular")
+    x, y, names = load_tabular("houses", data_dir)
+    assert x.shape == (20640, 8) and names[0] == "median_income"
+    assert 9.0 < y.min() and y.max() < 13.2           # already a log price: not logged again
+    xs, ys, info = preprocess(x, y)
+    sp = irregular_split(xs, seed=0)
+    assert len(sp.irregular) == 2064 and len(sp.val) == 2000 and len(sp.test_regular) == 4000
+    assert len(sp.train) == 20640 - 2064 - 2000 - 4000
+    assert len(sp.test(0.5)) == 4000
