@@ -6,9 +6,11 @@ PyTorch training loop (:class:`Lens`), computes empirical tangent kernels
 (:func:`empirical_ntk`) and reproduces the studies built on them (``telescope list``).
 """
 
+from telescope import trees
 from telescope.errors import TelescopeError
+from telescope.kernels import empirical_ntk, empirical_ntk_by_layer
 from telescope.lens import Lens, SmootherSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["Lens", "SmootherSpec", "TelescopeError", "__version__"]
+__all__ = ["Lens", "SmootherSpec", "TelescopeError", "__version__", "empirical_ntk", "empirical_ntk_by_layer", "trees"]
