@@ -15,6 +15,7 @@ from telescope.errors import ConfigError
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
+    "lazy-rich": "telescope.experiments.lazy_rich",
 }
 
 
