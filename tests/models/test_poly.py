@@ -137,3 +137,16 @@ def test_modular_addition_task_and_model():
     torch.testing.assert_close(m(x), 4.0 * (h ** 2) @ m.w2.T / (14 * 6))
     with pytest.raises(ConfigError):
         modular_addition(7, 1.0, generator=g)
+
+
+def test_directional_derivative_equals_jvp():
+    from torch.func import jvp
+
+    model = _moved(_model(centred=True))
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(model.weight.shape, generator=g, dtype=torch.float64)
+    buffers = {"weight0": model.weight0}
+    _, tangent = jvp(lambda w: functional_call(model, ({"weight": w}, buffers), (x,)),
+                     (model.weight.detach(),), (v,))
+    torch.testing.assert_close(model.directional_derivative(x, v), tangent, rtol=1e-12, atol=1e-14)

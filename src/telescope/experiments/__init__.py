@@ -16,6 +16,7 @@ from telescope.errors import ConfigError
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
     "lazy-rich": "telescope.experiments.lazy_rich",
+    "grokking-poly": "telescope.experiments.grokking_poly",
 }
 
 

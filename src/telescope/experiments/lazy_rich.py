@@ -59,7 +59,7 @@ class Config:
     epsilons: tuple[float, ...] = (0.02, 0.1)
     lr: float = 1.0
     epochs: int = 30000
-    eval_every: int = 10
+    eval_every: int = 50
     log_points: int = 60
     grok_threshold: float = 0.5
     centred: bool = True

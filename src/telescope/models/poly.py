@@ -99,6 +99,15 @@ class CommitteeMachine(nn.Module):
         scale = (self.alpha / self.width) ** 2
         return scale * (g1 @ g2.T) * (x1 @ x2.T)
 
+    def directional_derivative(self, x: torch.Tensor, direction: torch.Tensor, *,
+                               weight: torch.Tensor | None = None) -> torch.Tensor:
+        """∇_W f(W, x) · ΔW for ΔW = ``direction`` (N, D), at W = ``weight`` (default: current); (n,).
+
+        = (α/N) Σ_i φ'(w_i·x) (Δw_i·x). Cost: two (n, D, N) matrix products.
+        """
+        w = (self.weight if weight is None else weight).detach()
+        return (self.alpha / self.width) * ((1.0 + self.epsilon * (x @ w.T)) * (x @ direction.T)).sum(dim=1)
+
     def mse_gradient(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """∂/∂W of mean_μ r_μ² where r = f(x) − y is ``residual`` (n,); returns (N, D).
 

@@ -21,6 +21,7 @@ from types import ModuleType
 _MODULES: dict[str, str] = {
     "approximation": "telescope.plots.approximation",
     "lazy-rich": "telescope.plots.lazy_rich",
+    "grokking-poly": "telescope.plots.grokking_poly",
 }
 
 
