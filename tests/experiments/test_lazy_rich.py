@@ -155,3 +155,13 @@ def test_tiny_figures(tiny, tmp_path):
     assert {"lazy_rich_headline.png", "lazy_rich_alpha.png", "lazy_rich_epsilon.png", "lazy_rich_modular.png"} <= names
     for f in figs:
         assert (tmp_path / f.filename).stat().st_size > 10_000 and "paper" in f.caption
+
+
+def test_tiny_logs_effective_parameters(tiny):
+    cfg, sink, _ = tiny
+    frame = sink.metrics()
+    p = frame[(frame["name"] == "smoother/p_eff") & (frame["model"] == "committee")]
+    assert set(p["split"]) == {"train", "test"}
+    assert (p[p["step"] == 0]["value"] == 0).all()
+    last = p[p["step"] == p["step"].max()]
+    assert (last["value"] > 1).all() and (last[last["split"] == "train"]["value"] <= cfg.n_train + 1e-6).all()

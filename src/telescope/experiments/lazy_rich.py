@@ -12,6 +12,10 @@ squared error, η = lr·N/α², no weight decay; x ~ N(0, I/D), y = ½(β·x)².
   ``ntk/alignment_code`` as in the authors' code), ``weight_norm``,
   ``param/relative_change``, ``feature/alignment`` (D·β̂ᵀMβ̂/Tr M);
 * once: the initial-kernel ridgeless regression test MSE (``kernel_regression/mse``);
+* with ``smoother_test_points`` > 0: the telescoping lens's effective parameters
+  ``smoother/p_eff`` on train and on that many test points (the closed-form smoother of
+  :mod:`telescope.experiments.grokking_poly`; it costs about as much as the training
+  itself, so ``quick`` leaves it off and ``grokking-poly`` is the study of it);
 * in the summary: time to grok and the quantities of the paper's figures.
 
 Sweeps: ``alphas`` at ``epsilon`` (Fig. 3a), ``epsilons`` at ``alpha`` (Fig. 3b), a
@@ -63,6 +67,7 @@ class Config:
     log_points: int = 60
     grok_threshold: float = 0.5
     centred: bool = True
+    smoother_test_points: int = 0
     phase_alphas: tuple[float, ...] = ()
     phase_epsilons: tuple[float, ...] = ()
     phase_epochs: int = 10000
@@ -77,6 +82,7 @@ class Config:
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(d=16, width=40, n_train=64, n_test=200, epsilon=0.05, alpha=0.5, alphas=(0.5, 2.0),
+                     smoother_test_points=50,
                      epsilons=(0.05, 0.2), epochs=2500, eval_every=5, log_points=15, modular_p=11,
                      modular_width=40, modular_scales=(1.0,), modular_epochs=800, modular_eval_every=20),
         "quick": dict(),
@@ -87,6 +93,8 @@ class Config:
     }
 
     def validate(self) -> None:
+        if self.smoother_test_points < 0:
+            raise ConfigError(f"lazy-rich: smoother_test_points={self.smoother_test_points}; use 0 (off) or a count")
         for name in ("d", "width", "n_train", "n_test", "epochs", "eval_every", "log_points", "phase_epochs",
                      "modular_width", "modular_epochs", "modular_eval_every"):
             if getattr(self, name) < 1:
@@ -218,6 +226,11 @@ def run_committee(cfg: Config, data, alpha: float, epsilon: float, epochs: int, 
         sink.log(0, "test", "kernel/initial_alignment", kernel_alignment(k0_test, yt, centring="column"))
 
     grid = set(log_grid(epochs, cfg.log_points))
+    smoother = None
+    if cfg.smoother_test_points > 0:
+        from telescope.experiments.grokking_poly import ClosedFormSmoother
+
+        smoother = ClosedFormSmoother(model, x, y, xt[: cfg.smoother_test_points], lr)
     steps, tr, te = [], [], []
     l0 = float(((f0_test - yt) ** 2).mean())
 
@@ -235,6 +248,10 @@ def run_committee(cfg: Config, data, alpha: float, epsilon: float, epochs: int, 
                 k = model.tangent_kernel(xt)
                 sink.log_dict(ep, "test", {"ntk/alignment": kernel_alignment(k, yt),
                                            "ntk/alignment_code": kernel_alignment(k, yt, centring="column")})
+                if smoother is not None:
+                    p = smoother.effective_parameters()
+                    sink.log(ep, "train", "smoother/p_eff", p["train"])
+                    sink.log(ep, "test", "smoother/p_eff", p["test"])
                 sink.log_dict(ep, "train", {"weight_norm": float(model.weight.detach().norm()),
                                             "param/relative_change": model.relative_change(),
                                             "feature/alignment": model.feature_alignment(beta)})
@@ -250,7 +267,10 @@ def run_committee(cfg: Config, data, alpha: float, epsilon: float, epochs: int, 
                 record(ep, train_mse)
             if ep == epochs:
                 break
-            model.weight -= lr * model.mse_gradient(x, r)
+            delta = -lr * model.mse_gradient(x, r)
+            if smoother is not None:
+                smoother.step(model.weight.detach().clone(), delta)
+            model.weight += delta
             if progress is not None and ep % 100 == 99:
                 progress.update(100)
     steps_a, tr_a, te_a = np.array(steps), np.array(tr), np.array(te)

@@ -130,7 +130,8 @@ def _sweep(plt, metrics, config, out_dir, role: str, key: str, symbol: str) -> F
         return None
     values = sorted(c[key].unique())
     cmap = plt.cm.viridis(np.linspace(0.05, 0.9, len(values)))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    has_p = bool((c["name"] == "smoother/p_eff").any())
+    fig, axes = plt.subplots(1, 3 if has_p else 2, figsize=(15 if has_p else 10, 3.6))
     lines = []
     for v, color in zip(values, cmap):
         unit = c[np.isclose(c[key], v)]
@@ -141,6 +142,11 @@ def _sweep(plt, metrics, config, out_dir, role: str, key: str, symbol: str) -> F
                          label=f"{symbol}={v:g}" if split == "test" else None)
         wn = _series(unit, "train", "weight_norm")
         axes[1].plot(wn["step"].clip(lower=1), wn["value"] / wn["value"].iloc[0], color=color, label=f"{symbol}={v:g}")
+        if has_p:
+            for split, style in (("train", "--"), ("test", "-")):
+                p = _pos(_series(unit, split, "smoother/p_eff"))
+                axes[2].plot(p["step"], p["value"], style, color=color,
+                             label=f"{symbol}={v:g}" if split == "test" else None)
         lines.append(f"{symbol}={v:g}: train<½L₀ at {_fmt(_summary_value(unit, 'epoch_train_below'))}, "
                      f"test<½L₀ at {_fmt(_summary_value(unit, 'epoch_test_below'))} (delay "
                      f"{_fmt(_summary_value(unit, 'delay'))}), final test/L₀ "
@@ -155,6 +161,11 @@ def _sweep(plt, metrics, config, out_dir, role: str, key: str, symbol: str) -> F
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("‖W‖ / ‖W₀‖")
     axes[1].legend(fontsize=7)
+    if has_p:
+        axes[2].set_xscale("log")
+        axes[2].set_xlabel("epoch")
+        axes[2].set_ylabel("effective parameters (solid p^test, dashed p^train)")
+        axes[2].legend(fontsize=7)
     fixed = (f"ε={config['epsilon']:g}" if key == "alpha" else f"α={config['alpha']:g}")
     if key == "alpha":
         paper = ("The paper (Fig. 3a) reports that the train–test delay grows continuously with α, vanishes for "
