@@ -68,21 +68,21 @@ class Config:
     grok_threshold: float = 0.5
     centred: bool = True
     smoother_test_points: int = 0
-    phase_alphas: tuple[float, ...] = ()
-    phase_epsilons: tuple[float, ...] = ()
+    phase_alphas: tuple[float, ...] = (0.5, 1.0, 2.0)
+    phase_epsilons: tuple[float, ...] = (0.02, 0.05, 0.1)
     phase_epochs: int = 10000
     modular_p: int = 23
     modular_width: int = 100
     modular_train_fraction: float = 0.9
-    modular_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
+    modular_scales: tuple[float, ...] = (0.25, 0.5, 0.7)
     modular_lr: float = 100.0
-    modular_epochs: int = 10000
+    modular_epochs: int = 15000
     modular_eval_every: int = 50
     seed: int = 0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(d=16, width=40, n_train=64, n_test=200, epsilon=0.05, alpha=0.5, alphas=(0.5, 2.0),
-                     smoother_test_points=50,
+                     smoother_test_points=50, phase_alphas=(), phase_epsilons=(),
                      epsilons=(0.05, 0.2), epochs=2500, eval_every=5, log_points=15, modular_p=11,
                      modular_width=40, modular_scales=(1.0,), modular_epochs=800, modular_eval_every=20),
         "quick": dict(),

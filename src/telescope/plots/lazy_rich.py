@@ -226,11 +226,9 @@ def _modular(plt, metrics, config, out_dir) -> Figure | None:
         lines.append(f"scale {s:g}: train acc ≥ 90% at {_fmt(_summary_value(unit, 'epoch_train_acc_90'))}, "
                      f"test at {_fmt(_summary_value(unit, 'epoch_test_acc_90'))}, final test acc "
                      f"{_summary_value(unit, 'final_test_acc'):.2f}")
-    axes[0].set_xscale("log")
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("accuracy (solid test, dashed train)")
     axes[0].legend(fontsize=7)
-    axes[1].set_xscale("log")
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("weight norm (all parameters)")
     caption = (f"Quadratic MLP on a + b mod {config['modular_p']} (width {config['modular_width']}, "
