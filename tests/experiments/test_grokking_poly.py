@@ -1,7 +1,6 @@
 """grokking-poly: the closed-form smoother against the library's Lens + SmootherSpec, and the
 paper's ordering in ε on the tiny preset."""
 
-import dataclasses
 import json
 
 import pytest

@@ -4,7 +4,6 @@ alignment formulas, and the paper's phenomena on the tiny preset."""
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch.func import functional_call, jacrev
