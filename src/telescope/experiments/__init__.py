@@ -15,6 +15,8 @@ from telescope.errors import ConfigError
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
+    "kernel-stages": "telescope.experiments.kernel_stages",
+    "lmc": "telescope.experiments.lmc",
     "lazy-rich": "telescope.experiments.lazy_rich",
     "grokking-poly": "telescope.experiments.grokking_poly",
 }

@@ -20,6 +20,8 @@ from types import ModuleType
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.plots.approximation",
+    "kernel-stages": "telescope.plots.kernel_stages",
+    "lmc": "telescope.plots.lmc",
     "lazy-rich": "telescope.plots.lazy_rich",
     "grokking-poly": "telescope.plots.grokking_poly",
 }

@@ -1,0 +1,398 @@
+"""Three stages of kernel learning dynamics (Ghosh, Mei & Yu, ICLR 2022): oracle vs empirical world.
+
+Gradient flow on kernel least squares, in closed form (:mod:`telescope.flow`), with inputs
+uniform on the sphere of radius √d, inner-product kernels h(⟨x, x'⟩/d) and a target built
+from products of distinct coordinates (default f = x1 + x2·x3, label noise σ). Three studies,
+each a set of units:
+
+* ``stages/<kernel>``: train, test and oracle error on a log grid of times up to ``t_max``
+  for each kernel in ``kernels``; stage windows detected on the curves (NOTE [stage
+  detection] in :mod:`telescope.flow.stages`) next to the theory's boundaries.
+* ``speed/c=<mult>``: "faster training is not better generalisation" — the exp kernel plus a
+  nugget c = mult · n · λ_{d,1} on the training Gram (our construction, digest b.6, not the
+  paper's two kernels): a larger nugget interpolates sooner and generalises worse.
+* ``bridge``: a wide two-layer ReLU net trained by full-batch GD on the same kind of data
+  (smaller d, n) against the empirical-world flow of its own initial tangent kernel, and
+  online SGD on fresh samples against the oracle-world curve of the ReLU NTK.
+
+Metrics (long format). For ``stages`` and ``speed`` units ``step`` is the flow time t itself
+(integers on a log grid, so the column plots on a log axis); for the ``bridge`` unit ``step``
+is the GD/SGD iteration and the flow time is ``bridge_lr · step``. Splits ``train``,
+``test``, ``oracle``; names ``mse`` and ``learned/deg<k>`` (the fraction of the target's
+degree-k part held by the predictor: ⟨f̂_t, P_k f⟩ / ‖P_k f‖² on the test set, exact
+1 − e^{−λ_k t} for the oracle). In the bridge unit ``mse`` is the network under full-batch GD,
+``kernel_flow/mse`` the exact closed form of GD with the net's initial tangent kernel (same
+step), ``online_sgd/mse`` (split ``test``) the network under online SGD and split ``oracle``
+the oracle world of the infinite-width ReLU NTK. ``oracle``/``mse_on_test`` is the oracle
+predictor's error on the test points (shares their sampling noise; ``oracle``/``mse`` is exact). Tag columns: ``study``, ``kernel``, ``nugget``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from telescope.errors import ConfigError
+from telescope.flow import (
+    EmpiricalFlow,
+    ProductTarget,
+    TwoLayerReLU,
+    detect_stages,
+    funk_hecke_eigenvalues,
+    inner_product_kernel,
+    log_time_grid,
+    oracle_learned_fraction,
+    oracle_mse,
+    predicted_boundaries,
+    sample_sphere,
+)
+from telescope.flow.inner_product import INNER_PRODUCT_KERNELS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Config:
+    d: int = 200
+    n: int = 2000
+    n_test: int = 2000
+    noise: float = 0.3
+    target: str = "x1+x2*x3"
+    kernels: tuple[str, ...] = ("exp", "ntk_relu", "rf_relu")
+    t_max: float = 1e7
+    points_per_decade: int = 8
+    threshold: float = 0.5
+    # "faster training is not better generalisation": nuggets in units of n·λ_{d,1}
+    nuggets: tuple[float, ...] = (0.0, 1.0, 10.0)
+    fit_tol: float = 0.01
+    # the neural bridge
+    bridge: bool = True
+    bridge_d: int = 20
+    bridge_n: int = 200
+    bridge_n_test: int = 4000
+    bridge_width: int = 1024
+    bridge_scale: float = 4.0
+    bridge_lr: float = 2.0
+    bridge_steps: int = 1000
+    bridge_batch: int = 50
+    seed: int = 0
+
+    PRESETS: ClassVar[dict] = {
+        "tiny": {"d": 100, "n": 1000, "n_test": 500, "kernels": ("exp",), "points_per_decade": 6,
+                 "bridge_d": 10, "bridge_n": 60, "bridge_n_test": 500, "bridge_width": 256,
+                 "bridge_steps": 200, "bridge_batch": 20},
+        "quick": {},
+        "paper": {"d": 400, "n": 4000, "n_test": 4000, "points_per_decade": 10,
+                  "bridge_d": 40, "bridge_n": 400, "bridge_n_test": 4000, "bridge_width": 4096,
+                  "bridge_steps": 3000},
+    }
+
+    def validate(self) -> None:
+        for name in ("d", "bridge_d"):
+            if getattr(self, name) < 3:
+                raise ConfigError(f"kernel-stages: {name}={getattr(self, name)} must be >= 3 "
+                                  "(the Funk–Hecke eigenvalues need d >= 3)")
+        for name in ("n", "n_test", "bridge_n", "bridge_n_test", "bridge_steps", "bridge_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"kernel-stages: {name}={getattr(self, name)} must be >= 1")
+        if not self.bridge_scale > 0 or not self.bridge_lr > 0:
+            raise ConfigError(f"kernel-stages: bridge_scale={self.bridge_scale} and bridge_lr={self.bridge_lr} "
+                              "must be > 0")
+        if self.bridge_width < 2 or self.bridge_width % 2:
+            raise ConfigError(f"kernel-stages: bridge_width={self.bridge_width} must be even and >= 2")
+        if not self.kernels:
+            raise ConfigError("kernel-stages: kernels is empty; name at least one of "
+                              f"{', '.join(sorted(INNER_PRODUCT_KERNELS))}")
+        for k in self.kernels:
+            inner_product_kernel(k)
+        if any(c < 0 for c in self.nuggets):
+            raise ConfigError(f"kernel-stages: nuggets={self.nuggets} must be >= 0")
+        if self.noise < 0 or self.t_max < 1 or not 0 < self.threshold < 1:
+            raise ConfigError(f"kernel-stages: need noise >= 0 (got {self.noise}), t_max >= 1 (got "
+                              f"{self.t_max}) and 0 < threshold < 1 (got {self.threshold})")
+        target = ProductTarget.parse(self.target)
+        target.check_dim(min(self.d, self.bridge_d))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Problem:
+    d: int
+    x: np.ndarray        # (n, d)
+    y: np.ndarray        # (n,)  noisy labels
+    x_test: np.ndarray   # (m, d)
+    f_test: np.ndarray   # (m,)  clean targets
+    parts: dict[int, np.ndarray]   # degree -> P_k f on the test points
+
+
+def _problem(target: ProductTarget, d: int, n: int, n_test: int, noise: float, seed: int,
+             stream: int) -> _Problem:
+    rng = np.random.default_rng([seed, stream])
+    x = sample_sphere(n, d, rng)
+    x_test = sample_sphere(n_test, d, rng)
+    y = target(x) + noise * rng.standard_normal(n)
+    parts = {k: target.degree_part(x_test, k) for k in target.degrees()}
+    return _Problem(d, x, y, x_test, target(x_test), parts)
+
+
+def _log_curves(s, steps, train, test, oracle, learned_emp=None, learned_or=None) -> None:
+    for i, step in enumerate(steps):
+        s.log(int(step), "train", "mse", train[i])
+        s.log(int(step), "test", "mse", test[i])
+        s.log(int(step), "oracle", "mse", oracle[i])
+        for k, arr in (learned_emp or {}).items():
+            s.log(int(step), "test", f"learned/deg{k}", arr[i])
+        for k, arr in (learned_or or {}).items():
+            s.log(int(step), "oracle", f"learned/deg{k}", arr[i])
+
+
+def _oracle_on_test(lam: np.ndarray, times: np.ndarray, parts: dict[int, np.ndarray]) -> np.ndarray:
+    """The oracle predictor's MSE on the test points: mean_x (Σ_k e^{−λ_k t} P_k f(x))²: (T,).
+
+    Same points as the empirical test error, so the two share the test set's sampling noise
+    in ‖f‖² (the closed-form ``mse`` of split ``oracle`` is the exact population value).
+    """
+    resid = sum(np.outer(np.exp(-lam[k] * times), p) for k, p in parts.items())
+    return np.mean(resid ** 2, axis=1)
+
+
+def _learned(pred: np.ndarray, parts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """⟨f̂_t, P_k f⟩ / ‖P_k f‖² on the test set for each degree k: {k: (T,)}."""
+    return {k: pred @ p / max(float(p @ p), 1e-300) for k, p in parts.items()}
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def _stage_unit(s, config: Config, kernel_name: str, problem: _Problem, target: ProductTarget,
+                times: np.ndarray) -> EmpiricalFlow:
+    kernel = inner_product_kernel(kernel_name)
+    kmax = target.max_degree + 1
+    lam = funk_hecke_eigenvalues(kernel.h, config.d, kmax)
+    energies = target.energies(config.d, kmax)
+    flow = EmpiricalFlow(kernel(problem.x), problem.y)
+    cross = kernel(problem.x_test, problem.x)
+    pred = flow.predict(cross, times)
+    test = np.mean((pred - problem.f_test) ** 2, axis=1)
+    frac = oracle_learned_fraction(lam, times)
+    _log_curves(s, times, flow.train_mse(times), test, oracle_mse(lam, energies, times),
+                _learned(pred, problem.parts), {k: frac[:, k] for k in problem.parts})
+    for step, value in zip(times, _oracle_on_test(lam, times.astype(float), problem.parts)):
+        s.log(int(step), "oracle", "mse_on_test", value)
+    return flow
+
+
+def _speed_unit(s, base: EmpiricalFlow, nugget: float, problem: _Problem, cross: np.ndarray,
+                oracle: np.ndarray, times: np.ndarray) -> None:
+    flow = base.with_nugget(nugget)
+    _log_curves(s, times, flow.train_mse(times), flow.test_mse(cross, problem.f_test, times), oracle)
+
+
+def _bridge_unit(s, config: Config, target: ProductTarget, progress, device: str = "cpu") -> None:
+    d, n = config.bridge_d, config.bridge_n
+    problem = _problem(target, d, n, config.bridge_n_test, config.noise, config.seed, stream=7)
+    gen = torch.Generator().manual_seed(config.seed)
+    net = TwoLayerReLU(d, config.bridge_width, scale=config.bridge_scale, generator=gen)
+    online = TwoLayerReLU(d, config.bridge_width, scale=config.bridge_scale)
+    online.load_state_dict(net.state_dict())
+    steps = np.concatenate([[0], log_time_grid(config.bridge_steps, config.points_per_decade)])
+    times = config.bridge_lr * steps   # flow time; step η/α² on the α-scaled net moves f like η on α = 1
+
+    # the empirical world of the network's own initial tangent kernel, as the exact discrete-GD
+    # version of the closed form (the α-scaled kernel α²K with step η/α²; flow time η·step)
+    lr = config.bridge_lr / config.bridge_scale ** 2
+    try:
+        flow = EmpiricalFlow(net.tangent_kernel(problem.x), problem.y, lr=lr)
+    except ConfigError as exc:
+        raise ConfigError(f"kernel-stages bridge: bridge_lr={config.bridge_lr} is too large for this "
+                          f"tangent kernel ({exc}); lower bridge_lr") from None
+    cross = net.tangent_kernel(problem.x_test, problem.x)
+    k_train, k_test = flow.train_mse(lr * steps), flow.test_mse(cross, problem.f_test, lr * steps)
+    # the oracle world of the infinite-width ReLU NTK
+    kmax = target.max_degree + 1
+    lam = funk_hecke_eigenvalues(inner_product_kernel("ntk_relu").h, d, kmax)
+    oracle = oracle_mse(lam, target.energies(d, kmax), times)
+    oracle_test = _oracle_on_test(lam, times.astype(float), problem.parts)
+
+    # the networks may train on an accelerator (--device); the closed forms stay in float64 numpy
+    net.to(device)
+    online.to(device)
+    x = torch.as_tensor(problem.x, device=device)
+    y = torch.as_tensor(problem.y, device=device)
+    x_test = torch.as_tensor(problem.x_test, device=device)
+    f_test = torch.as_tensor(problem.f_test, device=device)
+    rng = np.random.default_rng([config.seed, 8])
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    opt_online = torch.optim.SGD(online.parameters(), lr=lr)
+    record = {int(v): i for i, v in enumerate(steps)}
+    for step in range(config.bridge_steps + 1):
+        if step in record:
+            i = record[step]
+            with torch.no_grad():
+                train_mse = torch.mean((net(x) - y) ** 2).item()
+                test_mse = torch.mean((net(x_test) - f_test) ** 2).item()
+                online_mse = torch.mean((online(x_test) - f_test) ** 2).item()
+            if not all(map(math.isfinite, (train_mse, test_mse, online_mse))):
+                raise ConfigError(f"kernel-stages bridge: GD diverged at step {step}; lower bridge_lr "
+                                  f"(got {config.bridge_lr})")
+            if step > 0:   # step 0 cannot sit on a log axis; all curves start equal there anyway
+                s.log(step, "train", "mse", train_mse)
+                s.log(step, "test", "mse", test_mse)
+                s.log(step, "train", "kernel_flow/mse", k_train[i])
+                s.log(step, "test", "kernel_flow/mse", k_test[i])
+                s.log(step, "test", "online_sgd/mse", online_mse)
+                s.log(step, "oracle", "mse", oracle[i])
+                s.log(step, "oracle", "mse_on_test", oracle_test[i])
+        if step == config.bridge_steps:
+            break
+        # full-batch GD on (1/2n) Σ (y − f)² — NOTE [flow convention]
+        opt.zero_grad()
+        (0.5 * torch.mean((net(x) - y) ** 2)).backward()
+        opt.step()
+        # online SGD: a fresh batch every step, the same objective in expectation as R(f)
+        xb_np = sample_sphere(config.bridge_batch, d, rng)
+        xb = torch.as_tensor(xb_np, device=device)
+        yb = torch.as_tensor(target(xb_np) + config.noise * rng.standard_normal(config.bridge_batch),
+                             device=device)
+        opt_online.zero_grad()
+        (0.5 * torch.mean((online(xb) - yb) ** 2)).backward()
+        opt_online.step()
+        progress.update()
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run(config: Config, sink, ctx=None) -> dict[str, Any]:
+    config.validate()
+    target = ProductTarget.parse(config.target)
+    times = log_time_grid(config.t_max, config.points_per_decade)
+    problem = _problem(target, config.d, config.n, config.n_test, config.noise, config.seed, stream=1)
+    flows: dict[str, EmpiricalFlow] = {}
+
+    for name in config.kernels:
+        key = f"stages/{name}"
+        if sink.unit_done(key):
+            continue
+        with sink.unit(key, study="stages", kernel=name, nugget=0.0) as s:
+            flows[name] = _stage_unit(s, config, name, problem, target, times)
+        log.info("kernel-stages: finished %s", key)
+
+    if config.nuggets:
+        exp = inner_product_kernel("exp")
+        lam = funk_hecke_eigenvalues(exp.h, config.d, target.max_degree + 1)
+        oracle = oracle_mse(lam, target.energies(config.d, target.max_degree + 1), times)
+        cross = None
+        for mult in config.nuggets:
+            key = f"speed/c={mult:g}"
+            if sink.unit_done(key):
+                continue
+            if "exp" not in flows:
+                flows["exp"] = EmpiricalFlow(exp(problem.x), problem.y)
+            if cross is None:
+                cross = exp(problem.x_test, problem.x)
+            nugget = mult * config.n * lam[1]
+            with sink.unit(key, study="speed", kernel="exp", nugget=float(nugget)) as s:
+                _speed_unit(s, flows["exp"], nugget, problem, cross, oracle, times)
+
+    if config.bridge and not sink.unit_done("bridge"):
+        progress = sink.progress(config.bridge_steps, "kernel-stages bridge")
+        try:
+            with sink.unit("bridge", study="bridge", kernel=f"net width {config.bridge_width}",
+                           nugget=0.0) as s:
+                _bridge_unit(s, config, target, progress, getattr(ctx, "device", None) or "cpu")
+        finally:
+            progress.close()
+
+    return summarize(sink.metrics(), config)
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _curve(frame: pd.DataFrame, split: str, name: str = "mse") -> tuple[np.ndarray, np.ndarray]:
+    rows = frame[(frame["split"] == split) & (frame["name"] == name)].sort_values("step")
+    return rows["step"].to_numpy(dtype=np.float64), rows["value"].to_numpy(dtype=np.float64)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def summarize(frame: pd.DataFrame, config: Config) -> dict[str, Any]:
+    """The summary from stored metrics: stage windows, predicted boundaries, speed and bridge gaps."""
+    out: dict[str, Any] = {}
+    target = ProductTarget.parse(config.target)
+    kmax = target.max_degree + 1
+    energies = target.energies(config.d, kmax)
+    all_in_order = True
+    for name in config.kernels:
+        unit = frame[(frame["study"] == "stages") & (frame["kernel"] == name)] if len(frame) else frame
+        if not len(unit):
+            continue
+        t, train = _curve(unit, "train")
+        _, test = _curve(unit, "test")
+        _, oracle = _curve(unit, "oracle")
+        report = detect_stages(t, train, test, oracle, noise_var=config.noise ** 2, threshold=config.threshold)
+        p = f"{name}/"
+        out[p + "stages_in_order"] = report.in_order
+        all_in_order &= report.in_order
+        for w in report.windows:
+            out[p + f"stage{w.stage}_start"] = w.start
+            out[p + f"stage{w.stage}_end"] = w.end
+        kernel = inner_product_kernel(name)
+        lam = funk_hecke_eigenvalues(kernel.h, config.d, kmax)
+        pred = predicted_boundaries(lam, energies, config.d, config.n, float(kernel.h(np.array(1.0))))
+        for key, value in pred.items():
+            out[p + "predicted/" + key] = _finite(value)
+        w3 = report.window(3)
+        if w3 is not None:   # how frozen the empirical test error is across stage 3
+            in3 = (t >= w3.start) & (t <= w3.end)
+            out[p + "stage3_test_change"] = float(np.ptp(test[in3]) / test[in3].mean())
+        for label, when in (("t=d", config.d), ("t=n", config.n), ("end", t[-1])):
+            i = int(np.argmin(np.abs(t - when)))
+            out[p + f"{label}/train"] = float(train[i])
+            out[p + f"{label}/test"] = float(test[i])
+            out[p + f"{label}/oracle"] = float(oracle[i])
+    out["stages_in_order"] = all_in_order
+
+    speed = frame[frame["study"] == "speed"] if len(frame) else frame
+    if len(speed):
+        fits, finals = [], []
+        for nugget in sorted(speed["nugget"].unique()):
+            unit = speed[speed["nugget"] == nugget]
+            t, train = _curve(unit, "train")
+            _, test = _curve(unit, "test")
+            below = np.flatnonzero(train < config.fit_tol)
+            t_fit = float(t[below[0]]) if below.size else math.inf
+            p = f"speed/c={nugget:.4g}/"
+            out[p + "t_fit"] = _finite(t_fit)
+            out[p + "final_test"] = float(test[-1])
+            fits.append(t_fit)
+            finals.append(float(test[-1]))
+        out["speed/faster_fit_worse_test"] = bool(
+            len(fits) > 1 and all(a > b for a, b in zip(fits, fits[1:]))
+            and all(a < b for a, b in zip(finals, finals[1:])))
+
+    bridge = frame[frame["study"] == "bridge"] if len(frame) else frame
+    if len(bridge):
+        for split in ("train", "test"):
+            _, net = _curve(bridge, split)
+            _, ker = _curve(bridge, split, "kernel_flow/mse")
+            out[f"bridge/{split}_max_gap"] = float(np.max(np.abs(net - ker)) / ker[0])
+            out[f"bridge/{split}_final_net"] = float(net[-1])
+            out[f"bridge/{split}_final_kernel"] = float(ker[-1])
+        _, online = _curve(bridge, "test", "online_sgd/mse")
+        _, oracle = _curve(bridge, "oracle", "mse_on_test")
+        out["bridge/online_vs_oracle_max_gap"] = float(np.max(np.abs(online - oracle)) / oracle[0])
+        out["bridge/final_online"] = float(online[-1])
+        out["bridge/final_oracle"] = float(oracle[-1])
+    return out
