@@ -37,10 +37,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Config:
-    d: int = 30
-    width: int = 100
-    n_train: int = 165
-    n_test: int = 200
+    d: int = 50
+    width: int = 200
+    n_train: int = 275
+    n_test: int = 275
     epsilons: tuple[float, ...] = (0.05, 0.2, 0.5)
     alpha: float = 1.0
     lr: float = 1.0
@@ -49,6 +49,7 @@ class Config:
     log_points: int = 60
     centred: bool = True
     smoother: str = "closed_form"
+    gap_ratio: float = 0.8
     seeds: int = 1
     seed: int = 0
 
@@ -67,6 +68,8 @@ class Config:
         if self.smoother not in ("closed_form", "lens"):
             raise ConfigError(f"grokking-poly: smoother={self.smoother!r}; choose 'closed_form' or 'lens' "
                               "(NOTE [two smoother paths])")
+        if not 0 < self.gap_ratio <= 1:
+            raise ConfigError(f"grokking-poly: gap_ratio={self.gap_ratio}; choose a ratio in (0, 1]")
         if not self.alpha > 0 or not self.epsilons:
             raise ConfigError(f"grokking-poly: alpha={self.alpha}, epsilons={self.epsilons}; need alpha > 0 and "
                               "at least one ε")
@@ -177,15 +180,15 @@ def run_unit(cfg: Config, epsilon: float, seed: int, sink, progress=None) -> dic
                 smoother.step(before, delta)
         if progress is not None and ep % 100 == 99:
             progress.update(100)
-    return summarize_unit({k: np.array(v) for k, v in rows.items()}, l0)
+    return summarize_unit({k: np.array(v) for k, v in rows.items()}, l0, cfg.gap_ratio)
 
 
-def summarize_unit(r: dict[str, np.ndarray], l0: float) -> dict[str, float]:
+def summarize_unit(r: dict[str, np.ndarray], l0: float, gap_ratio: float = 0.8) -> dict[str, float]:
     """Crossing epochs of the losses (½L₀) and of the effective parameters.
 
-    ``p_gap_epoch``: first step after which p_test stays below ½·p_train for the rest of
-    training (the divergence of the paper's Fig. 4); ``p_test_over_train_max``: the largest
-    p_test/p_train before that step (> 1 means p_test first exceeded p_train).
+    ``p_gap_epoch``: first step after which p_test stays below ``gap_ratio``·p_train for the
+    rest of training (the divergence of the paper's Fig. 4); ``p_test_over_train_max``: the
+    largest p_test/p_train before that step (> 1 means p_test first exceeded p_train).
     """
     steps = r["step"]
 
@@ -194,7 +197,7 @@ def summarize_unit(r: dict[str, np.ndarray], l0: float) -> dict[str, float]:
         return float(steps[hit[0]]) if hit.size else float("nan")
 
     ratio = r["p_test"] / np.maximum(r["p_train"], 1e-300)
-    below = ratio < 0.5
+    below = ratio < gap_ratio
     stays = np.flip(np.logical_and.accumulate(np.flip(below)))
     gap = first(stays & (steps > 0))
     before = ratio[(steps > 0) & ((steps < gap) if math.isfinite(gap) else True)]
@@ -205,7 +208,8 @@ def summarize_unit(r: dict[str, np.ndarray], l0: float) -> dict[str, float]:
             "epoch_train_below": t_train, "epoch_test_below": t_test,
             "delay": t_test - t_train if math.isfinite(t_test) and math.isfinite(t_train) else float("nan"),
             "p_gap_epoch": gap, "p_test_over_train_max": float(before.max()) if before.size else float("nan"),
-            "final_p_train": float(r["p_train"][-1]), "final_p_test": float(r["p_test"][-1])}
+            "final_p_train": float(r["p_train"][-1]), "final_p_test": float(r["p_test"][-1]),
+            "final_p_ratio": float(ratio[-1])}
 
 
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
                      f"{_fmt(summary.get(f'{k}/epoch_test_below'))}, final test MSE "
                      f"{summary.get(f'{k}/final_test', float('nan')):.3g}; final p_train "
                      f"{summary.get(f'{k}/final_p_train', float('nan')):.1f}, p_test "
-                     f"{summary.get(f'{k}/final_p_test', float('nan')):.1f}; p_test stays below ½p_train from step "
+                     f"{summary.get(f'{k}/final_p_test', float('nan')):.1f}; p_test stays below {config['gap_ratio']:g}·p_train from step "
                      f"{_fmt(gap)}; max p_test/p_train before that {ratio if ratio is None else round(ratio, 2)}")
     caption = (f"Committee machine (d={config['d']}, n_h={config['width']}, n={config['n_train']}, "
                f"{config['n_test']} test points), full-batch GD, γ = {config['lr']:g}·n_h, "
