@@ -49,7 +49,7 @@ class Config:
     log_points: int = 60
     centred: bool = True
     smoother: str = "closed_form"
-    gap_ratio: float = 0.8
+    gap_ratio: float = 1.0
     seeds: int = 1
     seed: int = 0
 
@@ -183,7 +183,7 @@ def run_unit(cfg: Config, epsilon: float, seed: int, sink, progress=None) -> dic
     return summarize_unit({k: np.array(v) for k, v in rows.items()}, l0, cfg.gap_ratio)
 
 
-def summarize_unit(r: dict[str, np.ndarray], l0: float, gap_ratio: float = 0.8) -> dict[str, float]:
+def summarize_unit(r: dict[str, np.ndarray], l0: float, gap_ratio: float = 1.0) -> dict[str, float]:
     """Crossing epochs of the losses (½L₀) and of the effective parameters.
 
     ``p_gap_epoch``: first step after which p_test stays below ``gap_ratio``·p_train for the
