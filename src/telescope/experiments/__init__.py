@@ -20,6 +20,8 @@ _MODULES: dict[str, str] = {
     "grokking-control": "telescope.experiments.grokking_control",
     "grokking-mnist": "telescope.experiments.grokking_mnist",
     "lmc": "telescope.experiments.lmc",
+    "grokking-poly": "telescope.experiments.grokking_poly",
+    "lazy-rich": "telescope.experiments.lazy_rich",
     "trees-vs-nets": "telescope.experiments.trees_vs_nets",
 }
 

@@ -11,9 +11,13 @@ import torch.nn as nn
 
 from telescope.errors import ConfigError
 from telescope.models.mlp import MLP, scale_init
+from telescope.models.modular import ModularQuadraticMLP
+from telescope.models.poly import CommitteeMachine
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
+    "committee": CommitteeMachine,
+    "modular_quadratic": ModularQuadraticMLP,
 }
 
 
@@ -27,4 +31,4 @@ def build(name: str, **kwargs) -> nn.Module:
     return _REGISTRY[name](**kwargs)
 
 
-__all__ = ["MLP", "scale_init", "build", "register"]
+__all__ = ["MLP", "CommitteeMachine", "ModularQuadraticMLP", "scale_init", "build", "register"]

@@ -25,6 +25,8 @@ _MODULES: dict[str, str] = {
     "grokking-control": "telescope.plots.grokking_control",
     "grokking-mnist": "telescope.plots.grokking_mnist",
     "lmc": "telescope.plots.lmc",
+    "grokking-poly": "telescope.plots.grokking_poly",
+    "lazy-rich": "telescope.plots.lazy_rich",
     "trees-vs-nets": "telescope.plots.trees_vs_nets",
 }
 

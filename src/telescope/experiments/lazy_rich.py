@@ -1,0 +1,366 @@
+"""Grokking as the lazy-to-rich transition (Kumar, Bordelon, Gershman & Pehlevan, ICLR 2024).
+
+The committee machine f(W, x) = (α/N) Σ φ(w_i·x), φ(h) = h + (ε/2)h², readout fixed,
+trained on the centred predictor f(W, x) − f(W₀, x) with full-batch GD on the mean
+squared error, η = lr·N/α², no weight decay; x ~ N(0, I/D), y = ½(β·x)². Per (α, ε):
+
+* dense (every ``eval_every`` epochs): train/test ``mse`` of the network and
+  ``linearized/mse`` of the same GD on the network linearized at init (closed form);
+* on a log grid: the exact population loss decomposition (split ``population``:
+  ``decomposition/variance|misalignment|linear|total``), the NTK alignment of the
+  current tangent kernel on the test set (``ntk/alignment`` centred as Cortes et al.;
+  ``ntk/alignment_code`` as in the authors' code), ``weight_norm``,
+  ``param/relative_change``, ``feature/alignment`` (D·β̂ᵀMβ̂/Tr M);
+* once: the initial-kernel ridgeless regression test MSE (``kernel_regression/mse``);
+* with ``smoother_test_points`` > 0: the telescoping lens's effective parameters
+  ``smoother/p_eff`` on train and on that many test points (the closed-form smoother of
+  :mod:`telescope.experiments.grokking_poly`; it costs about as much as the training
+  itself, so ``quick`` leaves it off and ``grokking-poly`` is the study of it);
+* in the summary: time to grok and the quantities of the paper's figures.
+
+Sweeps: ``alphas`` at ``epsilon`` (Fig. 3a), ``epsilons`` at ``alpha`` (Fig. 3b), a
+``phase_alphas`` × ``phase_epsilons`` grid of time to grok over ``phase_epochs`` (Fig. 3e),
+and the quadratic MLP on modular addition (p = 23) over ``modular_scales`` (Fig. 2).
+Digest: shared/papers/grokking-and-kernel-dynamics.md (c).
+
+# NOTE [time to grok]
+# The paper's Fig. 3e code uses an absolute threshold (first epoch with test loss < 0.1
+# minus first epoch with train loss < 0.1, at an initial loss ≈ 0.9). Loss scales move
+# with D, β and the seed, so we use a threshold relative to the initial test loss L₀:
+# delay = first epoch with test < q·L₀ − first epoch with train < q·L₀, q = grok_threshold
+# (default ½, the digest's scaled-down reproduction). A run whose test loss never
+# crosses reports NaN (did not grok within the epochs run). Crossings are read on the
+# dense ``eval_every`` grid, so they are exact to that resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from telescope.errors import ConfigError, DivergenceError
+from telescope.experiments.base import RunContext
+from telescope.models.modular import ModularQuadraticMLP, modular_addition
+from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Config:
+    d: int = 50
+    width: int = 200
+    n_train: int = 275
+    n_test: int = 1000
+    epsilon: float = 0.02
+    alpha: float = 1.0
+    alphas: tuple[float, ...] = (0.25, 1.0, 4.0)
+    epsilons: tuple[float, ...] = (0.02, 0.1)
+    lr: float = 1.0
+    epochs: int = 30000
+    eval_every: int = 50
+    log_points: int = 60
+    grok_threshold: float = 0.5
+    centred: bool = True
+    smoother_test_points: int = 0
+    phase_alphas: tuple[float, ...] = (0.5, 1.0, 2.0)
+    phase_epsilons: tuple[float, ...] = (0.02, 0.05, 0.1)
+    phase_epochs: int = 10000
+    modular_p: int = 23
+    modular_width: int = 100
+    modular_train_fraction: float = 0.9
+    modular_scales: tuple[float, ...] = (0.25, 0.5, 0.7)
+    modular_lr: float = 100.0
+    modular_epochs: int = 15000
+    modular_eval_every: int = 50
+    seed: int = 0
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(d=16, width=40, n_train=64, n_test=200, epsilon=0.05, alpha=0.5, alphas=(0.5, 2.0),
+                     smoother_test_points=50, phase_alphas=(), phase_epsilons=(),
+                     epsilons=(0.05, 0.2), epochs=2500, eval_every=5, log_points=15, modular_p=11,
+                     modular_width=40, modular_scales=(1.0,), modular_epochs=800, modular_eval_every=20),
+        "quick": dict(),
+        "paper": dict(d=100, width=500, n_train=550, n_test=1000, alphas=(0.25, 0.5, 1.0, 2.0, 4.0),
+                      epsilons=(0.02, 0.05, 0.1, 0.25), epochs=100000, log_points=100,
+                      phase_alphas=(0.4, 1.2, 2.0, 2.8, 4.0, 5.6), phase_epsilons=(0.02, 0.06, 0.12, 0.2, 0.28),
+                      phase_epochs=110000, modular_scales=(0.5, 1.0, 1.5, 2.0), modular_epochs=100000),
+    }
+
+    def validate(self) -> None:
+        if self.smoother_test_points < 0:
+            raise ConfigError(f"lazy-rich: smoother_test_points={self.smoother_test_points}; use 0 (off) or a count")
+        for name in ("d", "width", "n_train", "n_test", "epochs", "eval_every", "log_points", "phase_epochs",
+                     "modular_width", "modular_epochs", "modular_eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"lazy-rich: {name}={getattr(self, name)}; it must be at least 1")
+        bad = [a for a in (self.alpha, *self.alphas, *self.phase_alphas, *self.modular_scales) if not a > 0]
+        if bad:
+            raise ConfigError(f"lazy-rich: alphas/scales must be positive; received {bad}")
+        if not 0 < self.grok_threshold < 1:
+            raise ConfigError(f"lazy-rich: grok_threshold={self.grok_threshold}; choose a fraction in (0, 1)")
+        if self.modular_p < 2:
+            raise ConfigError(f"lazy-rich: modular_p={self.modular_p}; use a modulus ≥ 2 (the paper uses 23)")
+
+    def units(self) -> list[tuple[float, float, int, tuple[str, ...]]]:
+        """(α, ε, epochs, roles) for every committee-machine run, duplicates merged."""
+        runs: dict[tuple[float, float, int], list[str]] = {}
+        for a in self.alphas:
+            runs.setdefault((float(a), float(self.epsilon), self.epochs), []).append("alpha_sweep")
+        for e in self.epsilons:
+            runs.setdefault((float(self.alpha), float(e), self.epochs), []).append("epsilon_sweep")
+        for a in self.phase_alphas:
+            for e in self.phase_epsilons:
+                key = (float(a), float(e), self.epochs)
+                if key not in runs:
+                    key = (float(a), float(e), self.phase_epochs)
+                runs.setdefault(key, []).append("phase")
+        return [(a, e, t, tuple(roles)) for (a, e, t), roles in runs.items()]
+
+
+# ----------------------------------------------------------------------------- kernel tools
+
+
+def kernel_alignment(kernel: torch.Tensor, y: torch.Tensor, *, centring: str = "double") -> float:
+    """Kernel–target alignment y_cᵀ K_c y_c / (‖K_c‖_F ‖y_c‖²), y_c = y − mean(y).
+
+    ``centring="double"``: K_c = HKH, H = I − 11ᵀ/n (Cortes, Mohri & Rostamizadeh's
+    centred alignment; the contract's ``ntk/alignment``). ``"column"``: K_c = K − column
+    means, as the authors' code computes it (the numerator is the same; the norm differs).
+    Cost O(n²). Shapes: kernel (n, n), y (n,).
+    """
+    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or y.shape != (kernel.shape[0],):
+        raise ConfigError(f"kernel_alignment: kernel {tuple(kernel.shape)} and y {tuple(y.shape)} "
+                          "must be (n, n) and (n,)")
+    yc = y - y.mean()
+    kc = kernel - kernel.mean(dim=0, keepdim=True)
+    if centring == "double":
+        kc = kc - kc.mean(dim=1, keepdim=True)
+    elif centring != "column":
+        raise ConfigError(f"kernel_alignment(centring={centring!r}): choose 'double' or 'column'")
+    return float((yc @ kc @ yc) / (kc.norm() * (yc @ yc)))
+
+
+class LinearizedGD:
+    """Full-batch GD on mean((f − y)²) of a model linearized at init, in closed form.
+
+    With the initial tangent kernel K = V diag(λ) Vᵀ on the training inputs, step size
+    η and c = 2η/n, the train residual after t steps is r_t = (I − cK)^t r₀ and the
+    prediction at any x is f_t(x) = f₀(x) − k(x)ᵀ V diag(g_t(λ)) Vᵀ r₀ with
+    g_t(λ) = (1 − (1 − cλ)^t)/λ (→ c·t as λ → 0). t = ∞ gives ridgeless kernel
+    regression (g = 1/λ on the numerical range of K, 0 off it).
+    Cost: one eigendecomposition O(n³) at construction, then O(n² + m·n) per time.
+    Shapes: k_train (n, n), k_test (m, n), f0_* and y (n,) / (m,).
+    """
+
+    def __init__(self, k_train: torch.Tensor, k_test: torch.Tensor, y: torch.Tensor,
+                 f0_train: torch.Tensor, f0_test: torch.Tensor, lr: float):
+        lam, v = torch.linalg.eigh(k_train)
+        self.lam, self.v = lam, v
+        self.c = 2.0 * lr / k_train.shape[0]
+        self.r0 = v.T @ (f0_train - y)          # residual in the eigenbasis
+        self.kv = k_test @ v                    # (m, n)
+        self.f0_test, self.y = f0_test, y
+        self.range_mask = lam > lam.abs().max() * k_train.shape[0] * torch.finfo(lam.dtype).eps
+        if bool((self.c * lam.max()) >= 2.0):
+            log.warning("LinearizedGD: step size η=%g is beyond the stability edge 2/(c·λ_max)", lr)
+
+    def _g(self, t: float) -> torch.Tensor:
+        if math.isinf(t):
+            return torch.where(self.range_mask, 1.0 / self.lam, torch.zeros_like(self.lam))
+        x = self.c * self.lam
+        safe = x.abs() > 1e-300
+        with torch.no_grad():
+            one_minus_q = torch.where(x < 1.0, -torch.expm1(t * torch.log1p(-x.clamp(max=1 - 1e-16))),
+                                      1.0 - torch.pow(1.0 - x, t))
+            lam_safe = torch.where(safe, self.lam, torch.ones_like(self.lam))
+            return torch.where(safe, one_minus_q / lam_safe, torch.full_like(self.lam, self.c * t))
+
+    def train_residual(self, t: float) -> torch.Tensor:
+        """f_t − y on the training inputs, (n,)."""
+        if math.isinf(t):
+            return self.v @ torch.where(self.range_mask, torch.zeros_like(self.r0), self.r0)
+        return self.v @ (torch.pow(1.0 - self.c * self.lam, t) * self.r0)
+
+    def test_prediction(self, t: float) -> torch.Tensor:
+        """f_t on the test inputs, (m,)."""
+        return self.f0_test - self.kv @ (self._g(t) * self.r0)
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def log_grid(total: int, points: int) -> list[int]:
+    """0 plus about ``points`` log-spaced epochs in [1, total], ending at ``total``."""
+    grid = np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), points)).astype(int))
+    return sorted({0, *grid.tolist(), total})
+
+
+def first_below(steps: np.ndarray, values: np.ndarray, level: float) -> float:
+    """The first step whose value is below ``level`` (NaN if none)."""
+    hit = np.nonzero(values < level)[0]
+    return float(steps[hit[0]]) if hit.size else float("nan")
+
+
+def run_committee(cfg: Config, data, alpha: float, epsilon: float, epochs: int, sink,
+                  progress=None) -> dict[str, float]:
+    """Train one committee machine by full-batch GD; log its metrics; return crossing epochs."""
+    x, y, xt, yt, beta = data
+    gen = torch.Generator().manual_seed(cfg.seed + 1)       # the same W₀ for every (α, ε)
+    model = CommitteeMachine(cfg.d, cfg.width, epsilon=epsilon, alpha=alpha, centred=cfg.centred,
+                             generator=gen)
+    lr = cfg.lr * cfg.width / alpha ** 2
+    with torch.no_grad():
+        f0_train, f0_test = model(x), model(xt)
+        k0_train = model.tangent_kernel(x)
+        k0_test_train = model.tangent_kernel(xt, x)
+        lin = LinearizedGD(k0_train, k0_test_train, y, f0_train, f0_test, lr)
+        kreg = float(((lin.test_prediction(math.inf) - yt) ** 2).mean())
+        sink.log(0, "test", "kernel_regression/mse", kreg)
+        k0_test = model.tangent_kernel(xt)
+        sink.log(0, "test", "kernel/initial_alignment", kernel_alignment(k0_test, yt, centring="column"))
+
+    grid = set(log_grid(epochs, cfg.log_points))
+    smoother = None
+    if cfg.smoother_test_points > 0:
+        from telescope.experiments.grokking_poly import ClosedFormSmoother
+
+        smoother = ClosedFormSmoother(model, x, y, xt[: cfg.smoother_test_points], lr)
+    steps, tr, te = [], [], []
+    l0 = float(((f0_test - yt) ** 2).mean())
+
+    def record(ep: int, train_mse: float) -> None:
+        with torch.no_grad():
+            test_mse = float(((model(xt) - yt) ** 2).mean())
+            steps.append(ep), tr.append(train_mse), te.append(test_mse)
+            sink.log_dict(ep, "train", {"mse": train_mse,
+                                        "linearized/mse": float((lin.train_residual(ep) ** 2).mean())})
+            sink.log_dict(ep, "test", {"mse": test_mse,
+                                       "linearized/mse": float(((lin.test_prediction(ep) - yt) ** 2).mean())})
+            if ep in grid:
+                dec = model.loss_decomposition(beta)
+                sink.log_dict(ep, "population", {f"decomposition/{k}": v for k, v in dec.items()})
+                k = model.tangent_kernel(xt)
+                sink.log_dict(ep, "test", {"ntk/alignment": kernel_alignment(k, yt),
+                                           "ntk/alignment_code": kernel_alignment(k, yt, centring="column")})
+                if smoother is not None:
+                    p = smoother.effective_parameters()
+                    sink.log(ep, "train", "smoother/p_eff", p["train"])
+                    sink.log(ep, "test", "smoother/p_eff", p["test"])
+                sink.log_dict(ep, "train", {"weight_norm": float(model.weight.detach().norm()),
+                                            "param/relative_change": model.relative_change(),
+                                            "feature/alignment": model.feature_alignment(beta)})
+
+    with torch.no_grad():
+        for ep in range(epochs + 1):
+            r = model(x) - y
+            if ep % cfg.eval_every == 0 or ep in grid:
+                train_mse = float((r * r).mean())
+                if not math.isfinite(train_mse):
+                    raise DivergenceError(f"lazy-rich: α={alpha:g}, ε={epsilon:g} diverged at epoch {ep} "
+                                          f"(η = {lr:g}); lower lr (now {cfg.lr:g}·N/α²)")
+                record(ep, train_mse)
+            if ep == epochs:
+                break
+            delta = -lr * model.mse_gradient(x, r)
+            if smoother is not None:
+                smoother.step(model.weight.detach().clone(), delta)
+            model.weight += delta
+            if progress is not None and ep % 100 == 99:
+                progress.update(100)
+    steps_a, tr_a, te_a = np.array(steps), np.array(tr), np.array(te)
+    level = cfg.grok_threshold * l0
+    t_train, t_test = first_below(steps_a, tr_a, level), first_below(steps_a, te_a, level)
+    return {"initial_test": l0, "max_test": float(te_a.max()), "max_test_epoch": float(steps_a[te_a.argmax()]),
+            "final_train": float(tr_a[-1]), "final_test": float(te_a[-1]),
+            "epoch_train_below": t_train, "epoch_test_below": t_test,
+            "delay": max(0.0, t_test - t_train) if math.isfinite(t_test) else float("nan"),
+            "kernel_regression_mse": kreg,
+            "weight_norm_ratio": float(model.weight.detach().norm() / model.weight0.norm()),
+            "final_linearized_test": float(((lin.test_prediction(epochs) - yt) ** 2).mean())}
+
+
+def run_modular(cfg: Config, scale: float, sink, progress=None) -> dict[str, float]:
+    """The quadratic MLP on a + b mod p: full-batch GD on MSE/s² at lr/s², no weight decay."""
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    x, y, xt, yt = modular_addition(cfg.modular_p, cfg.modular_train_fraction, generator=gen,
+                                    dtype=torch.float64)
+    model = ModularQuadraticMLP(cfg.modular_p, cfg.modular_width, scale=scale, generator=gen, dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.modular_lr / scale ** 2)
+    steps, acc_tr, acc_te = [], [], []
+    for ep in range(cfg.modular_epochs + 1):
+        out = model(x)
+        loss = ((out - y) ** 2).mean() / scale ** 2
+        if ep % cfg.modular_eval_every == 0:
+            with torch.no_grad():
+                if not math.isfinite(float(loss)):
+                    raise DivergenceError(f"lazy-rich: modular MLP at scale {scale:g} diverged at epoch {ep}; "
+                                          f"lower modular_lr (now {cfg.modular_lr:g})")
+                out_t = model(xt)
+                a_tr = float((out.argmax(1) == y.argmax(1)).double().mean())
+                a_te = float((out_t.argmax(1) == yt.argmax(1)).double().mean())
+                steps.append(ep), acc_tr.append(a_tr), acc_te.append(a_te)
+                sink.log_dict(ep, "train", {"loss": float(loss), "mse": float(((out - y) ** 2).mean()),
+                                            "error": 1 - a_tr,
+                                            "weight_norm": float(torch.sqrt(sum((p ** 2).sum() for p in model.parameters())))})
+                sink.log_dict(ep, "test", {"loss": float(((out_t - yt) ** 2).mean() / scale ** 2),
+                                           "mse": float(((out_t - yt) ** 2).mean()), "error": 1 - a_te})
+        if ep == cfg.modular_epochs:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None and ep % 100 == 99:
+            progress.update(100)
+    s, tr, te = np.array(steps), np.array(acc_tr), np.array(acc_te)
+    t_train, t_test = first_below(s, 1 - tr, 0.1), first_below(s, 1 - te, 0.1)
+    return {"final_train_acc": float(tr[-1]), "final_test_acc": float(te[-1]),
+            "epoch_train_acc_90": t_train, "epoch_test_acc_90": t_test,
+            "delay": max(0.0, t_test - t_train) if math.isfinite(t_test) else float("nan")}
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(cfg.seed)
+    data = gaussian_quadratic_task(cfg.d, cfg.n_train, cfg.n_test, generator=gen)
+    units = cfg.units()
+    total = sum(t for _, _, t, _ in units) + cfg.modular_epochs * len(cfg.modular_scales)
+    bar = sink.progress(total, "lazy-rich")
+    summary: dict[str, Any] = {}
+    for alpha, eps, epochs, roles in units:
+        key = f"committee/alpha={alpha:g}/eps={eps:g}/epochs={epochs}"
+        if sink.unit_done(key):
+            bar.update(epochs)
+            continue
+        with sink.unit(key, model="committee", alpha=alpha, epsilon=eps, epochs=epochs,
+                       roles=",".join(roles)) as unit:
+            out = run_committee(cfg, data, alpha, eps, epochs, unit, progress=bar)
+            for k, v in out.items():
+                unit.log(epochs, "summary", k, v)
+    for scale in cfg.modular_scales:
+        key = f"modular/scale={scale:g}"
+        if sink.unit_done(key):
+            bar.update(cfg.modular_epochs)
+            continue
+        with sink.unit(key, model="modular", alpha=float(scale), epsilon=float("nan"),
+                       epochs=cfg.modular_epochs, roles="modular") as unit:
+            out = run_modular(cfg, float(scale), unit, progress=bar)
+            for k, v in out.items():
+                unit.log(cfg.modular_epochs, "summary", k, v)
+    bar.close()
+    frame = sink.metrics()
+    rows = frame[frame["split"] == "summary"]
+    for (model, alpha, eps, epochs), g in rows.groupby(["model", "alpha", "epsilon", "epochs"], dropna=False):
+        prefix = (f"modular/scale={alpha:g}" if model == "modular"
+                  else f"alpha={alpha:g}/eps={eps:g}" + ("" if epochs == cfg.epochs else f"/epochs={epochs}"))
+        for name, value in zip(g["name"], g["value"]):
+            summary[f"{prefix}/{name}"] = float(value) if math.isfinite(value) else None
+    summary["grok_threshold"] = cfg.grok_threshold
+    return summary

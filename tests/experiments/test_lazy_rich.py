@@ -1,0 +1,166 @@
+"""lazy-rich: the closed-form linearized dynamics against GD on the linearized network, the
+alignment formulas, and the paper's phenomena on the tiny preset."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call, jacrev
+
+from telescope.errors import ConfigError
+from telescope.experiments import get
+from telescope.experiments import lazy_rich as L
+from telescope.experiments.base import RunContext, config_to_dict, resolve_config
+from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
+from telescope.store import MemorySink
+
+
+def test_closed_form_linearized_gd_equals_gd_on_the_linearized_network():
+    g = torch.Generator().manual_seed(0)
+    x, y, xt, yt, _ = gaussian_quadratic_task(5, 12, 7, generator=g)
+    model = CommitteeMachine(5, 6, epsilon=0.3, alpha=1.5, centred=False, generator=g)
+    w0 = model.weight.detach().clone()
+    lr, steps = 0.8 * model.width / model.alpha ** 2, 40
+
+    def f(w, inp):
+        return functional_call(model, ({"weight": w}, {"weight0": model.weight0}), (inp,))
+
+    jac = {name: jacrev(f)(w0, inp).reshape(inp.shape[0], -1) for name, inp in (("train", x), ("test", xt))}
+    f0 = {"train": f(w0, x).detach(), "test": f(w0, xt).detach()}
+
+    def f_lin(w, split):                     # the network linearized at W₀, in parameter space
+        return f0[split] + jac[split] @ (w - w0).reshape(-1)
+
+    w = w0.clone().requires_grad_(True)
+    for _ in range(steps):
+        loss = ((f_lin(w, "train") - y) ** 2).mean()
+        (grad,) = torch.autograd.grad(loss, w)
+        w = (w - lr * grad).detach().requires_grad_(True)
+    with torch.no_grad():
+        lin = L.LinearizedGD(model.tangent_kernel(x), model.tangent_kernel(xt, x), y, model(x), model(xt), lr)
+        torch.testing.assert_close(lin.train_residual(steps), f_lin(w, "train") - y, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(lin.test_prediction(steps), f_lin(w, "test"), rtol=1e-9, atol=1e-11)
+        # t = 0 is the initial network; t → ∞ is ridgeless kernel regression (interpolates the train set)
+        torch.testing.assert_close(lin.test_prediction(0), model(xt))
+        assert lin.train_residual(math.inf).abs().max() < 1e-9
+        k = model.tangent_kernel(x)
+        ridgeless = model(xt) + model.tangent_kernel(xt, x) @ torch.linalg.solve(k, y - model(x))
+        torch.testing.assert_close(lin.test_prediction(math.inf), ridgeless, rtol=1e-8, atol=1e-10)
+
+
+def test_kernel_alignment_formulas():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    k = a @ a.T
+    y = torch.randn(9, generator=g, dtype=torch.float64)
+    h = torch.eye(9, dtype=torch.float64) - 1 / 9
+    yc = h @ y
+    cortes = float(yc @ (h @ k @ h) @ yc / ((h @ k @ h).norm() * (yc @ yc)))
+    assert L.kernel_alignment(k, y) == pytest.approx(cortes, rel=1e-12)
+    code = float(yc @ (h @ k) @ yc / ((h @ k).norm() * (yc @ yc)))
+    assert L.kernel_alignment(k, y, centring="column") == pytest.approx(code, rel=1e-12)
+    assert L.kernel_alignment(torch.outer(y, y) * 3.0, y) == pytest.approx(1.0, rel=1e-12)
+    assert L.kernel_alignment(5.0 * k, y + 2.0) == pytest.approx(cortes, rel=1e-12)
+    with pytest.raises(ConfigError, match="centring"):
+        L.kernel_alignment(k, y, centring="rows")
+
+
+def test_config_validation_and_units():
+    with pytest.raises(ConfigError, match="grok_threshold"):
+        resolve_config("lazy-rich", L.Config, "tiny", overrides={"grok_threshold": "1.5"})
+    with pytest.raises(ConfigError, match="positive"):
+        resolve_config("lazy-rich", L.Config, "tiny", overrides={"alphas": "0,1"})
+    cfg = L.Config(alpha=1.0, epsilon=0.02, alphas=(0.5, 1.0), epsilons=(0.02, 0.1), phase_alphas=(1.0, 2.0),
+                   phase_epsilons=(0.02,), epochs=100, phase_epochs=50)
+    units = {(a, e, t): roles for a, e, t, roles in cfg.units()}
+    assert units[(1.0, 0.02, 100)] == ("alpha_sweep", "epsilon_sweep", "phase")   # merged, one run
+    assert units[(2.0, 0.02, 50)] == ("phase",)
+    assert len(units) == 4
+    assert get("lazy-rich").config_cls is L.Config
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = resolve_config("lazy-rich", L.Config, "tiny")
+    sink = MemorySink()
+    summary = L.run(cfg, sink, RunContext())
+    return cfg, sink, summary
+
+
+def _unit(frame, alpha, eps):
+    return frame[(frame["model"] == "committee") & np.isclose(frame["alpha"], alpha) & np.isclose(frame["epsilon"], eps)]
+
+
+def test_tiny_larger_alpha_groks_later(tiny):
+    cfg, _, s = tiny
+    small, large = (f"alpha={a:g}/eps={cfg.epsilon:g}" for a in cfg.alphas)
+    assert s[f"{small}/delay"] is not None and s[f"{large}/delay"] is not None
+    assert s[f"{large}/delay"] > 2 * s[f"{small}/delay"] > 0
+    assert s[f"{large}/final_test"] > s[f"{small}/final_test"]            # lazier ends worse (Fig. 3a/7a)
+    for key in (small, large):                                           # the network beats its initial kernel
+        assert s[f"{key}/final_test"] < 0.75 * s[f"{key}/kernel_regression_mse"]
+        assert s[f"{key}/final_linearized_test"] > s[f"{key}/kernel_regression_mse"] * 0.99
+        assert s[f"{key}/weight_norm_ratio"] > 1.5                       # no weight decay, norm grows
+
+
+def test_tiny_smaller_epsilon_groks_later(tiny):
+    cfg, _, s = tiny
+    lo, hi = (f"alpha={cfg.alpha:g}/eps={e:g}" for e in cfg.epsilons)
+    assert s[f"{lo}/delay"] > s[f"{hi}/delay"]
+
+
+def test_tiny_early_test_rise_is_linear_mode_power_and_alignment_rises(tiny):
+    cfg, sink, s = tiny
+    frame = sink.metrics()
+    unit = _unit(frame, cfg.alphas[-1], cfg.epsilon)
+    key = f"alpha={cfg.alphas[-1]:g}/eps={cfg.epsilon:g}"
+    assert s[f"{key}/max_test"] > 1.05 * s[f"{key}/initial_test"]      # the test loss first rises
+    pop = unit[unit["split"] == "population"].pivot_table(index="step", columns="name", values="value")
+    peak = s[f"{key}/max_test_epoch"]
+    near = pop.index[np.argmin(np.abs(pop.index - peak))]
+    assert pop.loc[0, "decomposition/linear"] == 0.0
+    # at the test-loss peak the linear-mode power is what rose; the other two terms did not
+    rise = pop.loc[near] - pop.loc[0]
+    assert rise["decomposition/linear"] > 0.5 * (rise["decomposition/total"])
+    assert rise["decomposition/misalignment"] < rise["decomposition/linear"]
+    # the population loss tracks the test MSE on the same steps (test-set sampling noise only)
+    test = unit[(unit["split"] == "test") & (unit["name"] == "mse")].set_index("step")["value"]
+    common = pop.index.intersection(test.index)
+    rel = (pop.loc[common, "decomposition/total"] - test.loc[common]).abs() / test.loc[common]
+    assert rel.max() < 0.5
+    align = unit[(unit["split"] == "test") & (unit["name"] == "ntk/alignment_code")].sort_values("step")["value"]
+    assert align.iloc[-1] > 1.2 * align.iloc[0]
+
+
+def test_tiny_modular_fits_train_set_and_summary_is_json(tiny):
+    import json
+
+    cfg, sink, s = tiny
+    assert s["modular/scale=1/final_train_acc"] == 1.0
+    json.dumps(s, allow_nan=False)
+    frame = sink.metrics()
+    mod = frame[frame["model"] == "modular"]
+    wn = mod[mod["name"] == "weight_norm"].sort_values("step")["value"]
+    assert wn.iloc[-1] > wn.iloc[0]
+
+
+def test_tiny_figures(tiny, tmp_path):
+    from telescope.plots import module_for
+
+    cfg, sink, s = tiny
+    figs = module_for("lazy-rich").figures(sink.metrics(), config_to_dict(cfg), s, tmp_path)
+    names = {f.filename for f in figs}
+    assert {"lazy_rich_headline.png", "lazy_rich_alpha.png", "lazy_rich_epsilon.png", "lazy_rich_modular.png"} <= names
+    for f in figs:
+        assert (tmp_path / f.filename).stat().st_size > 10_000 and "paper" in f.caption
+
+
+def test_tiny_logs_effective_parameters(tiny):
+    cfg, sink, _ = tiny
+    frame = sink.metrics()
+    p = frame[(frame["name"] == "smoother/p_eff") & (frame["model"] == "committee")]
+    assert set(p["split"]) == {"train", "test"}
+    assert (p[p["step"] == 0]["value"] == 0).all()
+    last = p[p["step"] == p["step"].max()]
+    assert (last["value"] > 1).all() and (last[last["split"] == "train"]["value"] <= cfg.n_train + 1e-6).all()
