@@ -15,6 +15,7 @@ from telescope.errors import ConfigError
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
+    "double-descent": "telescope.experiments.double_descent",
 }
 
 

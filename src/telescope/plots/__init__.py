@@ -20,6 +20,7 @@ from types import ModuleType
 
 _MODULES: dict[str, str] = {
     "approximation": "telescope.plots.approximation",
+    "double-descent": "telescope.plots.double_descent",
 }
 
 
