@@ -1,0 +1,530 @@
+"""The trained network as a smoother of the training labels, and its effective parameters.
+
+For a squared loss the telescoping model is linear in the training labels,
+f̃_t(x) = s_t(x)·y + c_t(x) (digest §4.2–4.3). :class:`SmootherSpec` declares the
+training set and loss; passed to ``Lens(model, probes, smoother=spec)`` it builds a
+:class:`SmootherTracker` that updates s and c after every optimizer step, on the
+training inputs and on every probe set, for the optimizer actually used.
+``lens.effective_parameters()`` then gives p^0 = (n/|I|) Σ_{x∈I} ‖s(x)‖² per split.
+
+# NOTE [label-space state]
+# Every quantity that is linear in the labels is held as one matrix with n·k + 1
+# columns: columns 0..nk−1 multiply the (flattened) labels y, the last column is the
+# constant part. A row r of R (tracked points × (nk+1)) is [s(x), c(x)], so
+# f̃(x) ≈ R[x] @ [y, 1]; a p × (nk+1) matrix V stands for the parameter-space vector
+# V @ [y, 1]. The training objective's gradient is then, with f replaced by f̃ in the
+# residuals (that is the one approximation; it is exact for a model linear in its
+# parameters),
+#     −∇L ≈ G @ [y, 1],   G = a · J_B^T (Ê_B − R_B)            (p × (nk+1))
+# with J_B the batch Jacobian (|B|k × p), Ê_B the batch's label selector with a zero
+# constant column, R_B the batch rows of R and a the loss scale (NOTE [loss scaling]).
+# Each optimizer maps G to the step Δ (Δθ ≈ Δ @ [y, 1]) exactly as it maps a gradient
+# to a step (PyTorch semantics, hyperparameters read from its param_groups every step,
+# Adam's preconditioner φ_t = √v̂_t + ε read from its state after the step and held
+# fixed), carrying p × (nk+1) buffers where the optimizer carries p-vectors: momentum
+# buffer / exp_avg ↔ M, and θ_{t−1} ↔ D (= D^S | D^C of the digest §4.3, corrected
+# forms), needed when weight decay acts. Then R += J_all @ Δ over all tracked points.
+# These are the digest's U^S/U^C/D^S/D^C recursions with γ_t folded into Δ.
+#
+# NOTE [loss scaling]
+# The recursion must mirror the real update, so the scale a of −∇L = a Σ_{i∈B} J_i(y_i − f_i)
+# comes from the declared loss: "mse" (mean over the batch and the k outputs of (f−y)²,
+# torch's mse_loss) a = 2/(|B|k); "half_mse" a = 1/(|B|k) (the paper's ½(y−f)²
+# averaged over the batch); "sum" a = 2.
+#
+# NOTE [multi-output smoother]
+# With k > 1 outputs (e.g. one-hot targets) we keep the full (n·k) smoother: s(x) is a
+# k × (n·k) block, every output of x weighted over every label of every training point.
+# A per-output smoother (output j of x as a function of label column j only) is not
+# exact: a gradient step on output j's residual moves every output through the shared
+# parameters, so f̃ would not equal s·y + c even for a model linear in its parameters.
+# The full form costs k² times the scalar state; it is exact, and for k independent
+# copies of one scalar problem it reduces to S ⊗ I_k. p^0 is reported per output:
+# p^0 = (n/|I|) Σ_{x∈I} ‖s(x)‖_F² / k, which equals the scalar p^0 in that case.
+#
+# NOTE [kernel shortcut]
+# For plain SGD (no momentum, no weight decay) Δ = γ a J_B^T(Ê_B − R_B), so
+# ΔR = a · K(all, B) (Ê_B − R_B) with kernel rows K(x, x_B) = J(x)·diag(γ)·J_B^T (the
+# per-parameter learning rates of the param groups on the diagonal). No p × (nk+1)
+# matrix is formed: cost 2·N·p·|B|k (kernel rows) + 2·N·|B|k·(nk+1) per step instead
+# of 2·|B|k·p·(nk+1) + 2·N·p·(nk+1), and memory drops from p·(nk+1) to N·|B|k.
+# benchmarks/smoother.py measures the speed-up; tests check it equals the general path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch.func import functional_call, jacrev, vmap
+
+from telescope.errors import ConfigError, ShapeError, UnsupportedModelError
+from telescope.lens.recorder import eval_mode
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("mse", "half_mse", "sum")
+PATHS = ("auto", "general", "kernel")
+
+
+class EMAMomentumSGD(torch.optim.Optimizer):
+    """SGD with the paper's bias-corrected EMA momentum (digest §3.1):
+
+        m_t = β m_{t−1} + (1−β)(g_t + λ θ_{t−1}),   θ_t = θ_{t−1} − γ_t m_t / (1 − β^t)
+
+    (Adam's first moment without the second; λ is coupled weight decay.) PyTorch's
+    ``SGD(momentum=β)`` is the other convention (no (1−β), no bias correction); the
+    smoother follows whichever of the two is used.
+    """
+
+    def __init__(self, params, lr: float, beta: float = 0.9, weight_decay: float = 0.0):
+        if lr < 0 or not 0.0 <= beta < 1.0 or weight_decay < 0:
+            raise ConfigError(f"EMAMomentumSGD(lr={lr}, beta={beta}, weight_decay={weight_decay}): "
+                              "need lr ≥ 0, 0 ≤ beta < 1 and weight_decay ≥ 0")
+        super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, beta, wd = group["lr"], group["beta"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                state["step"] += 1
+                g = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
+                state["exp_avg"].mul_(beta).add_(g, alpha=1 - beta)
+                p.add_(state["exp_avg"], alpha=-lr / (1 - beta ** state["step"]))
+        return loss
+
+
+@dataclass(frozen=True)
+class SmootherSpec:
+    """What the smoother needs: the training set and the loss it is trained with.
+
+    Parameters
+    ----------
+    x_train : Tensor (n, *input_shape)
+        The training inputs; ``lens.step(optimizer, batch=idx)`` indexes them.
+    y_train : Tensor (n,) or (n, k)
+        The training targets, shaped like the model's output on ``x_train``.
+    loss : "mse" | "half_mse" | "sum"
+        The user's training loss on a batch (NOTE [loss scaling]).
+    dtype : "float64" | "float32"
+        dtype of the smoother state (s, c and the p × (nk+1) buffers). float64 keeps
+        10^5-step recursions free of round-off; float32 halves memory and is faster on GPUs.
+    path : "auto" | "general" | "kernel"
+        ``"kernel"``: the kernel shortcut (plain SGD only, NOTE [kernel shortcut]);
+        ``"general"``: the p × (nk+1) update matrices (any supported optimizer);
+        ``"auto"``: the shortcut when the optimizer allows it, else the general path.
+    memory_budget_gb : float
+        Refuse (ConfigError) before allocating state larger than this many GB (1e9 bytes);
+        see :meth:`memory_estimate`.
+    chunk_size : int
+        Tracked points per Jacobian chunk (memory: chunk_size · k · p entries).
+
+    Supported optimizers: ``torch.optim.SGD`` (momentum, dampening, nesterov, coupled
+    weight decay), ``Adam``/``AdamW`` (coupled/decoupled weight decay, amsgrad) and
+    :class:`EMAMomentumSGD`; learning-rate schedules and warmup are read each step.
+    Cost per step (general path), N tracked points, L = nk + 1: Jacobians of the batch
+    and of all tracked points (about |B|+N backward passes, vmapped), 2·|B|k·p·L +
+    2·Nk·p·L flops of dense products and a few elementwise passes over p × L buffers.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    loss: str = "mse"
+    dtype: str = "float64"
+    path: str = "auto"
+    memory_budget_gb: float = 4.0
+    chunk_size: int = 512
+
+    def __post_init__(self):
+        if not torch.is_tensor(self.x_train) or self.x_train.ndim < 1 or self.x_train.shape[0] == 0:
+            raise ShapeError(f"SmootherSpec(x_train=...): expected a non-empty tensor (n, ...), got "
+                             f"{getattr(self.x_train, 'shape', type(self.x_train).__name__)}")
+        if not torch.is_tensor(self.y_train) or self.y_train.ndim not in (1, 2) \
+                or self.y_train.shape[0] != self.x_train.shape[0]:
+            raise ShapeError(f"SmootherSpec(y_train=...): expected targets (n,) or (n, k) with n = "
+                             f"{self.x_train.shape[0]}, got {getattr(self.y_train, 'shape', type(self.y_train).__name__)}")
+        if not self.y_train.is_floating_point():
+            raise ShapeError(f"SmootherSpec(y_train=...): targets must be floating point (squared loss), got "
+                             f"{self.y_train.dtype}; convert with .float() or .double()")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"SmootherSpec(loss={self.loss!r}): choose one of {', '.join(LOSSES)} "
+                              "(the smoother exists for squared losses only)")
+        if self.dtype not in ("float64", "float32"):
+            raise ConfigError(f"SmootherSpec(dtype={self.dtype!r}): choose 'float64' or 'float32'")
+        if self.path not in PATHS:
+            raise ConfigError(f"SmootherSpec(path={self.path!r}): choose one of {', '.join(PATHS)}")
+        if not self.memory_budget_gb > 0:
+            raise ConfigError(f"SmootherSpec(memory_budget_gb={self.memory_budget_gb}): give a positive budget")
+        if int(self.chunk_size) < 1:
+            raise ConfigError(f"SmootherSpec(chunk_size={self.chunk_size}): give a positive chunk size")
+
+    @property
+    def n(self) -> int:
+        return int(self.x_train.shape[0])
+
+    def memory_estimate(self, n_points: int, n_params: int, k: int = 1, *, buffers: int = 2,
+                        batch_size: int | None = None, path: str = "general") -> int:
+        """Bytes of smoother state for ``n_points`` tracked points (train + probes), p =
+        ``n_params``, k outputs and ``buffers`` p × (nk+1) matrices (general path: the step
+        Δ, plus one for momentum/Adam and one for weight decay; the kernel path has none).
+
+        = itemsize · [N k (nk+1)  (s, c)  +  buffers · p (nk+1)  +  chunk·k·p + |B|k·p (Jacobians)
+                      + N k · |B| k  (kernel rows, kernel path)]
+        """
+        item = 8 if self.dtype == "float64" else 4
+        L = self.n * k + 1
+        b = self.n if batch_size is None else batch_size
+        total = n_points * k * L + min(self.chunk_size, n_points) * k * n_params + b * k * n_params
+        total += buffers * n_params * L if path == "general" else n_points * k * b * k
+        return int(item * total)
+
+    def build(self, lens) -> "SmootherTracker":
+        return SmootherTracker(self, lens)
+
+
+def _loss_scale(loss: str, batch: int, k: int) -> float:
+    """a in −∇L = a Σ_{i∈B} J_i (y_i − f_i) (NOTE [loss scaling])."""
+    if loss == "mse":
+        return 2.0 / (batch * k)
+    if loss == "half_mse":
+        return 1.0 / (batch * k)
+    return 2.0
+
+
+class SmootherTracker:
+    """Follows training through the lens and keeps R = [s | c] for every tracked point.
+
+    Rows: the n training inputs first, then every probe set of the lens in order, each
+    point contributing k rows (output j of point i is row i·k + j). Columns: the nk
+    labels then the constant (NOTE [label-space state]). Built by ``SmootherSpec.build``.
+    """
+
+    def __init__(self, spec: SmootherSpec, lens):
+        self.spec = spec
+        self.lens = lens
+        self.dtype = torch.float64 if spec.dtype == "float64" else torch.float32
+        self.device = lens.device
+        x = spec.x_train
+        if x.device != lens.device:
+            raise ShapeError(f"SmootherSpec(x_train=...): on {x.device} but the model is on {lens.device}; "
+                             f"move it with .to({str(lens.device)!r})")
+        if x.is_floating_point() and x.dtype != lens.dtype:
+            raise ShapeError(f"SmootherSpec(x_train=...): dtype {x.dtype} differs from the model's {lens.dtype}; "
+                             f"convert with .to({lens.dtype})")
+        if tuple(x.shape[1:]) != tuple(lens._x.shape[1:]):
+            raise ShapeError(f"SmootherSpec(x_train=...): input shape {tuple(x.shape[1:])} differs from the "
+                             f"probes' {tuple(lens._x.shape[1:])}")
+        if "train" in lens.probe_names():
+            raise ConfigError("Lens(smoother=...): a probe set is called 'train', which the smoother reports for "
+                              "the training inputs; rename that probe set (e.g. 'train_probe')")
+        self.names = list(lens._names)
+        self.x_train = x.detach()
+        self.n = spec.n
+        with torch.no_grad(), eval_mode(lens.model):
+            f0_train = torch.cat([lens._call(lens.params0, c) for c in self.x_train.split(lens.chunk_size)])
+        if f0_train.ndim == 1:
+            self.k = 1
+        elif f0_train.ndim == 2:
+            self.k = int(f0_train.shape[1])
+        else:
+            raise ShapeError(f"Lens(smoother=...): the model's output on x_train has shape {tuple(f0_train.shape)}; "
+                             "the smoother needs (n,) or (n, k)")
+        if tuple(spec.y_train.shape) != tuple(f0_train.shape) and not (
+                self.k == 1 and spec.y_train.ndim == 2 and spec.y_train.shape[1] == 1):
+            raise ShapeError(f"SmootherSpec(y_train=...): targets {tuple(spec.y_train.shape)} do not match the "
+                             f"model's output {tuple(f0_train.shape)} on x_train")
+        self.y_aug = torch.cat([spec.y_train.detach().reshape(-1).to(self.device, self.dtype),
+                                torch.ones(1, device=self.device, dtype=self.dtype)])
+        self.L = self.n * self.k + 1
+        self.x_all = torch.cat([self.x_train, lens._x])
+        self.n_points = int(self.x_all.shape[0])
+        self.sizes = [int(lens.params0[nm].numel()) for nm in self.names]
+        self.p = sum(self.sizes)
+        self.offsets = [0]
+        for s in self.sizes:
+            self.offsets.append(self.offsets[-1] + s)
+        self.splits: dict[str, slice] = {"train": slice(0, self.n)}
+        for name, sl in lens._slices.items():
+            self.splits[name] = slice(self.n + sl.start, self.n + sl.stop)
+        need = spec.memory_estimate(self.n_points, self.p, self.k, buffers=1, batch_size=1)
+        self._check_budget(need, "s and c with one p × (nk+1) buffer")
+        f0_all = torch.cat([f0_train.reshape(-1), lens.f0.reshape(-1)]).to(self.dtype)
+        self.R = torch.zeros(self.n_points * self.k, self.L, device=self.device, dtype=self.dtype)
+        self.R[:, -1] = f0_all
+        self.f_tilde = f0_all.clone()          # f̃ on all tracked points (train rows used for residuals)
+        self.steps = 0
+        self.path: str | None = None           # decided at the first step, from the optimizer
+        self.kind: str | None = None
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.block_steps = [0] * len(self.names)
+
+    # ------------------------------------------------------------------ setup
+    def _check_budget(self, need: int, what: str) -> None:
+        budget = self.spec.memory_budget_gb * 1e9
+        if need > budget:
+            raise ConfigError(
+                f"SmootherSpec(memory_budget_gb={self.spec.memory_budget_gb}): the smoother needs about "
+                f"{need / 1e9:.2f} GB ({what}; N = {self.n_points} tracked points, n = {self.n}, k = {self.k}, "
+                f"p = {self.p}, dtype {self.spec.dtype}). Raise memory_budget_gb, use dtype='float32', fewer "
+                "probe points or training points, or a smaller model.")
+
+    def _classify(self, optimizer) -> str:
+        if isinstance(optimizer, EMAMomentumSGD):
+            return "ema"
+        if isinstance(optimizer, torch.optim.Adam):          # AdamW subclasses Adam
+            for g in optimizer.param_groups:
+                if g.get("maximize"):
+                    raise UnsupportedModelError("SmootherTracker: Adam(maximize=True) is not supported")
+            return "adam"
+        if type(optimizer) is torch.optim.SGD:
+            for g in optimizer.param_groups:
+                if g.get("maximize"):
+                    raise UnsupportedModelError("SmootherTracker: SGD(maximize=True) is not supported")
+            return "sgd"
+        raise UnsupportedModelError(
+            f"SmootherTracker: optimizer {type(optimizer).__name__} is not supported; the smoother mirrors "
+            "torch.optim.SGD (momentum, dampening, nesterov, weight decay), Adam, AdamW and "
+            "telescope.lens.EMAMomentumSGD")
+
+    def _setup(self, optimizer, params_before: Mapping[str, torch.Tensor], batch_size: int) -> None:
+        self.kind = self._classify(optimizer)
+        by_id = {id(p): nm for nm, p in self.lens.model.named_parameters()}
+        self.group_of: dict[str, dict] = {}
+        self.param_of: dict[str, torch.Tensor] = {}
+        for g in optimizer.param_groups:
+            for p in g["params"]:
+                nm = by_id.get(id(p))
+                if nm is not None:
+                    self.group_of[nm] = g
+                    self.param_of[nm] = p
+        groups = list(self.group_of.values())
+        momentum = any(g.get("momentum", 0) for g in groups) or self.kind in ("adam", "ema")
+        decay = any(g.get("weight_decay", 0) for g in groups)
+        plain = self.kind == "sgd" and not momentum and not decay
+        if self.spec.path == "kernel" and not plain:
+            raise ConfigError(
+                "SmootherSpec(path='kernel'): the kernel shortcut holds for plain SGD only (no momentum, no "
+                f"weight decay); this optimizer is {type(optimizer).__name__} with momentum={momentum}, "
+                f"weight decay={decay}. Use path='auto' or 'general'.")
+        self.path = "kernel" if (plain and self.spec.path != "general") else "general"
+        buffers = 0 if self.path == "kernel" else 1 + int(momentum) + int(decay)
+        need = self.spec.memory_estimate(self.n_points, self.p, self.k, buffers=buffers, batch_size=batch_size,
+                                         path=self.path)
+        self._check_budget(need, f"{self.path} path for {type(optimizer).__name__}")
+        if self.kind == "adam":
+            for nm, p in self.param_of.items():
+                st = optimizer.state.get(p, {})
+                if "step" in st and float(st["step"]) != 1:
+                    raise ConfigError("Lens(smoother=...): the optimizer has already taken steps; build the lens "
+                                      "before the first optimizer step so the smoother sees every update")
+        if self.path == "general":
+            shape = (self.p, self.L)
+            self.buffers["step"] = torch.empty(shape, device=self.device, dtype=self.dtype)
+            if momentum:
+                self.buffers["momentum"] = torch.zeros(shape, device=self.device, dtype=self.dtype)
+            if decay:
+                D = torch.zeros(shape, device=self.device, dtype=self.dtype)
+                D[:, -1] = torch.cat([params_before[nm].reshape(-1) for nm in self.names]).to(self.dtype)
+                self.buffers["theta"] = D
+        log.info("smoother: %s path for %s, N=%d points, n=%d, k=%d, p=%d, ~%.2f GB", self.path,
+                 type(optimizer).__name__, self.n_points, self.n, self.k, self.p, need / 1e9)
+
+    # ------------------------------------------------------------------ Jacobians
+    def _jacobian(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """J (rows·k, p) of the model output at ``params`` for inputs x (rows, ...), state dtype."""
+        model = self.lens.model
+
+        def f(p, xi):
+            return functional_call(model, p, (xi.unsqueeze(0),)).reshape(-1)
+
+        with eval_mode(model):
+            jac = vmap(jacrev(f), in_dims=(None, 0))({nm: params[nm] for nm in self.names}, x)
+        rows = x.shape[0] * self.k
+        return torch.cat([jac[nm].reshape(rows, -1) for nm in self.names], dim=1).to(self.dtype)
+
+    def _jacobian_chunks(self, params) -> Iterable[tuple[slice, torch.Tensor]]:
+        size = int(self.spec.chunk_size)
+        for start in range(0, self.n_points, size):
+            stop = min(start + size, self.n_points)
+            yield slice(start * self.k, stop * self.k), self._jacobian(params, self.x_all[start:stop])
+
+    # ------------------------------------------------------------------ the step
+    def after_step(self, lens, params_before, delta, batch, optimizer) -> None:
+        if batch is None:
+            raise ConfigError("Lens.step(optimizer, batch=None): the smoother needs the batch's indices into "
+                              "x_train; call lens.step(optimizer, batch=idx)")
+        if optimizer is None:
+            raise ConfigError("Lens.observe(..., optimizer=None): the smoother reads the optimizer's "
+                              "hyperparameters and state; pass optimizer=")
+        idx = torch.as_tensor(batch).reshape(-1).to(device=self.device, dtype=torch.long)
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.n:
+            raise ShapeError(f"Lens.step(batch=...): indices must lie in [0, {self.n}) and be non-empty, got "
+                             f"{idx.numel()} indices in [{int(idx.min()) if idx.numel() else '-'}, "
+                             f"{int(idx.max()) if idx.numel() else '-'}]")
+        if self.path is None:
+            self._setup(optimizer, params_before, idx.numel())
+        k = self.k
+        rows_b = (idx[:, None] * k + torch.arange(k, device=self.device)).reshape(-1)
+        with torch.no_grad():
+            J_b = self._jacobian(params_before, self.x_train[idx])               # (bk, p)
+            E = -self.R[rows_b]                                                  # (bk, L)
+            E[torch.arange(rows_b.numel(), device=self.device), rows_b] += 1.0
+            a = _loss_scale(self.spec.loss, idx.numel(), k)
+            dtheta = torch.cat([delta[nm].reshape(-1) for nm in self.names]).to(self.dtype)
+            if self.path == "kernel":
+                self._kernel_step(params_before, J_b, E, a, dtheta)
+            else:
+                self._general_step(params_before, J_b, E, a, dtheta, optimizer)
+        self.steps += 1
+
+    def _lr_vector(self) -> torch.Tensor:
+        parts = [torch.full((s,), float(self.group_of[nm]["lr"]) if nm in self.group_of else 0.0,
+                            device=self.device, dtype=self.dtype) for nm, s in zip(self.names, self.sizes)]
+        return torch.cat(parts)
+
+    def _kernel_step(self, params, J_b, E, a, dtheta) -> None:
+        lr = self._lr_vector()
+        for nm, (lo, hi) in zip(self.names, zip(self.offsets, self.offsets[1:])):
+            if nm in self.param_of and self.param_of[nm].grad is None:
+                lr[lo:hi] = 0.0
+        Jg = J_b * lr                                                            # (bk, p)
+        dR = torch.empty(self.R.shape[0], J_b.shape[0], device=self.device, dtype=self.dtype)
+        for rows, J in self._jacobian_chunks(params):
+            dR[rows] = J @ Jg.T                                                  # kernel rows K(x, x_B)
+            self.f_tilde[rows] += J @ dtheta
+        self.R.addmm_(dR, E, alpha=a)
+
+    def _general_step(self, params, J_b, E, a, dtheta, optimizer) -> None:
+        G = self.buffers["step"]
+        torch.mm(J_b.T, E, out=G)                                                # G/a: −∇L in label space
+        G.mul_(-a)                                                               # now the gradient g
+        M = self.buffers.get("momentum")
+        D = self.buffers.get("theta")
+        for b, nm in enumerate(self.names):
+            lo, hi = self.offsets[b], self.offsets[b + 1]
+            g = G[lo:hi]
+            param = self.param_of.get(nm)
+            if param is None or param.grad is None:                             # the optimizer skipped it
+                g.zero_()
+                continue
+            grp = self.group_of[nm]
+            lr, wd = float(grp["lr"]), float(grp.get("weight_decay", 0.0))
+            self.block_steps[b] += 1
+            t = self.block_steps[b]
+            m = M[lo:hi] if M is not None else None
+            th = D[lo:hi] if D is not None else None
+            if self.kind == "sgd":
+                mu, damp = float(grp["momentum"]), float(grp["dampening"])
+                if wd:
+                    g.add_(th, alpha=wd)
+                if mu:
+                    if t == 1:
+                        m.copy_(g)
+                    else:
+                        m.mul_(mu).add_(g, alpha=1 - damp)
+                    if grp["nesterov"]:
+                        g.add_(m, alpha=mu)
+                    else:
+                        g.copy_(m)
+                g.mul_(-lr)
+            elif self.kind == "ema":
+                beta = float(grp["beta"])
+                if wd:
+                    g.add_(th, alpha=wd)
+                m.mul_(beta).add_(g, alpha=1 - beta)
+                torch.mul(m, -lr / (1 - beta ** t), out=g)
+            else:                                                                 # Adam / AdamW
+                beta1, beta2 = (float(v) for v in grp["betas"])
+                decoupled = bool(grp.get("decoupled_weight_decay", False)) or isinstance(optimizer, torch.optim.AdamW)
+                st = optimizer.state[param]
+                step = float(st["step"])
+                v = st["max_exp_avg_sq"] if grp.get("amsgrad") else st["exp_avg_sq"]
+                phi = (v.detach().reshape(-1).to(self.dtype).sqrt() / math.sqrt(1 - beta2 ** step)
+                       ).add_(float(grp["eps"]))
+                if wd and not decoupled:
+                    g.add_(th, alpha=wd)
+                m.mul_(beta1).add_(g, alpha=1 - beta1)
+                torch.div(m, phi[:, None], out=g)
+                g.mul_(-lr / (1 - beta1 ** step))
+                if wd and decoupled:
+                    g.add_(th, alpha=-lr * wd)
+            if th is not None:
+                th.add_(g)
+        for rows, J in self._jacobian_chunks(params):
+            self.R[rows].addmm_(J, G)                                            # ΔR = J_all Δ
+            self.f_tilde[rows] += J @ dtheta
+
+    # ------------------------------------------------------------------ reading
+    def weights(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s, c) on ``split``: s (m, n) and c (m,) for k = 1; s (m, k, n, k) and c (m, k) for k > 1."""
+        sl = self._split(split)
+        R = self.R[sl.start * self.k:sl.stop * self.k]
+        m = sl.stop - sl.start
+        if self.k == 1:
+            return R[:, :-1].clone(), R[:, -1].clone()
+        return R[:, :-1].reshape(m, self.k, self.n, self.k).clone(), R[:, -1].reshape(m, self.k).clone()
+
+    def _split(self, split: str) -> slice:
+        if split not in self.splits:
+            raise ShapeError(f"smoother: unknown split {split!r}; known: {', '.join(self.splits)}")
+        return self.splits[split]
+
+    def telescope(self, split: str) -> torch.Tensor:
+        """f̃ on ``split`` as the smoother sees it: the lens's f̃ on probe sets, its own on 'train'."""
+        sl = self._split(split)
+        if split == "train":
+            f = self.f_tilde[sl.start * self.k:sl.stop * self.k]
+        else:
+            f = self.lens.f_tilde[self.lens._slice(split)].reshape(-1).to(self.dtype)
+        return f
+
+    def predictions(self, split: str) -> torch.Tensor:
+        """s(x)·y + c(x) on ``split``, flattened to (m·k,)."""
+        sl = self._split(split)
+        return self.R[sl.start * self.k:sl.stop * self.k] @ self.y_aug
+
+    def effective_parameters(self) -> dict[str, float]:
+        """p^0 = (n/|I|) Σ_{x∈I} ‖s(x)‖² / k per split (NOTE [multi-output smoother])."""
+        out = {}
+        for split, sl in self.splits.items():
+            rows = self.R[sl.start * self.k:sl.stop * self.k, :-1]
+            out[split] = float(self.n / (sl.stop - sl.start) * rows.pow(2).sum() / self.k)
+        return out
+
+    def residuals(self) -> dict[str, float]:
+        """mean |s(x)·y + c(x) − f̃(x)| per split (self-check; of the order of |f − f̃|)."""
+        return {split: float((self.predictions(split) - self.telescope(split)).abs().mean())
+                for split in self.splits}
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """{split: {"smoother/p_eff": p, "smoother/residual": r}} for train and every probe set."""
+        p, r = self.effective_parameters(), self.residuals()
+        return {s: {"smoother/p_eff": p[s], "smoother/residual": r[s]} for s in self.splits}
+
+
+def smoother_of(lens) -> SmootherTracker:
+    """The :class:`SmootherTracker` of a lens built with ``smoother=SmootherSpec(...)``."""
+    for tracker in getattr(lens, "trackers", []):
+        if isinstance(tracker, SmootherTracker):
+            return tracker
+    raise ConfigError("smoother_of(lens): the lens has no smoother; construct it with "
+                      "Lens(model, probes, smoother=SmootherSpec(x_train, y_train, loss=...))")
+
+
+def smoother_metrics(lens) -> dict[str, dict[str, float]]:
+    """``smoother/p_eff`` and ``smoother/residual`` for 'train' and every probe set of ``lens``."""
+    return smoother_of(lens).metrics()
