@@ -1,8 +1,8 @@
 import dataclasses
-import importlib
 
 import numpy as np
 import pytest
+import torch
 
 from telescope.errors import ConfigError
 from telescope.experiments import base, double_descent as dd, get
@@ -11,15 +11,20 @@ from telescope.store import MemorySink
 TINY = dd.Config(**dd.Config.PRESETS["tiny"])
 
 
-def _has_smoother() -> bool:
-    return hasattr(importlib.import_module("telescope.lens"), "SmootherSpec")
-
-
 @pytest.fixture(scope="module")
-def tiny_mse():
-    """The tiny preset without the smoother: MSE curves and the stopping rule only."""
-    sink = MemorySink()
-    summary = dd.run(dataclasses.replace(TINY, smoother=False), sink, base.RunContext())
+def tiny_run():
+    """The tiny preset end to end (smoother included), run once for the tests below.
+
+    One thread: these tensors are tiny, and on a busy shared machine thread hand-offs
+    cost more than the arithmetic (measured: 3 s of CPU, several times that in wall time
+    with two threads under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sink = MemorySink()
+        summary = dd.run(TINY, sink, base.RunContext())
+    finally:
+        torch.set_num_threads(threads)
     return summary, sink.metrics()
 
 
@@ -48,16 +53,15 @@ def test_bad_config_is_refused_with_the_valid_names():
         base.resolve_config("double-descent", dd.Config, "tiny", overrides={"widths": "0,3"})
 
 
-def test_tiny_train_mse_falls_with_width_and_metrics_are_final(tiny_mse):
-    summary, frame = tiny_mse
+def test_tiny_train_mse_falls_with_width_and_metrics_are_final(tiny_run):
+    summary, frame = tiny_run
     table = dd.final_table(frame).sort_values("width")
-    assert table["width"].tolist() == [1, 8, 64]
+    assert table["width"].tolist() == [2, 8, 32]
     train = table["train/mse"].to_numpy()
     assert np.all(np.diff(train) < 0), train                 # more width fits the noisy labels better
-    assert table["train/n_params"].tolist() == [66 * w + 1 for w in (1, 8, 64)]
+    assert table["train/n_params"].tolist() == [66 * w + 1 for w in (2, 8, 32)]
     assert ((table["train/stop/epochs"] >= 1) & (table["train/stop/epochs"] <= TINY.max_epochs)).all()
     assert summary["digits_noisy/train_mse_widest"] == pytest.approx(train[-1])
-    assert "digits_noisy/p_train_monotone_fraction" not in summary         # p not tracked here
 
 
 def test_stopping_rule_interpolation_and_plateau():
@@ -84,23 +88,21 @@ def test_double_descent_shape_finds_the_interior_peak():
     assert mono["rise"] < 0                                   # no peak: "rise" into it is negative
 
 
-def test_figures_from_stored_metrics(tiny_mse, tmp_path):
+def test_figures_from_stored_metrics(tiny_run, tmp_path):
     from telescope.plots import module_for
 
-    summary, frame = tiny_mse
+    summary, frame = tiny_run
     figs = module_for("double-descent").figures(frame, base.config_to_dict(TINY), summary, tmp_path)
     assert len(figs) == 1 and (tmp_path / figs[0].filename).stat().st_size > 5000
-    assert "digits 3/5, 20% noise" in figs[0].caption
+    assert "digits 3/5, 20% noise" in figs[0].caption and "p_test peaks at width" in figs[0].caption
 
 
-@pytest.mark.skipif(not _has_smoother(), reason="telescope.lens.SmootherSpec not available yet")
-def test_tiny_effective_parameters_grow_with_width():
-    sink = MemorySink()
-    summary = dd.run(TINY, sink, base.RunContext())
-    table = dd.final_table(sink.metrics()).sort_values("width")
+def test_tiny_effective_parameters_grow_with_width(tiny_run):
+    summary, frame = tiny_run
+    table = dd.final_table(frame).sort_values("width")
     p_train = table["train/smoother/p_eff"].to_numpy()
     assert np.all(np.diff(p_train) > 0), p_train
     assert (p_train > 0).all() and (p_train <= TINY.n_train + 1e-6).all()   # p_train ≤ n for these nets
     # the smoother reproduces the telescoping model to within the telescoping error
-    assert (table["test/smoother/residual"] <= 10 * table["test/telescope/abs_err"] + 1e-6).all()
+    assert (table["test/smoother/residual"] <= 10 * table["test/telescope/abs_err"] + 1e-4).all()
     assert summary["digits_noisy/p_train_monotone_fraction"] == 1.0

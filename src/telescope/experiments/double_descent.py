@@ -107,11 +107,11 @@ class Config:
     dtype: str = "float32"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(datasets=("digits_noisy",), n_train=100, n_test=100, widths=(1, 8, 64),
+        "tiny": dict(datasets=("digits_noisy",), n_train=100, n_test=100, widths=(2, 8, 32),
                      lr=0.01, max_epochs=40, patience=20, seeds=1),
         "quick": dict(datasets=("mnist_noisy", "mnist"), n_train=200, p_probe=200,
-                      widths=(1, 2, 3, 4, 5, 6, 8, 12, 20, 40, 100, 300),
-                      lr=0.01, max_epochs=3000, patience=200, seeds=1),
+                      widths=(1, 2, 4, 6, 8, 12, 20, 50, 200),
+                      lr=0.02, max_epochs=1000, patience=200, seeds=1),
         "paper": dict(datasets=("cifar", "mnist_noisy", "mnist", "mnist1d_noisy")),
     }
 
@@ -167,11 +167,8 @@ def n_params(d: int, width: int) -> int:
 
 
 def _smoother_spec():
-    """``telescope.lens.SmootherSpec`` when the lens provides it, else ``None``."""
-    try:
-        from telescope.lens import SmootherSpec  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+    from telescope.lens import SmootherSpec
+
     return SmootherSpec
 
 
@@ -190,11 +187,9 @@ def train_width(cfg: Config, data: Split, dataset: str, width: int, seed: int, s
 
     lens = None
     if cfg.smoother:
-        spec_cls = _smoother_spec()
-        if spec_cls is None:
-            raise ConfigError("double-descent: smoother=True needs telescope.lens.SmootherSpec, which this "
-                              "installation lacks; run with --set smoother=false for the MSE curves alone")
         from telescope.lens import Lens
+
+        spec_cls = _smoother_spec()
 
         probe = x_test[: cfg.p_probe] if cfg.p_probe else x_test
         lens = Lens(model, {"test": probe}, smoother=spec_cls(x, y, loss=cfg.loss))
@@ -241,15 +236,11 @@ def train_width(cfg: Config, data: Split, dataset: str, width: int, seed: int, s
     sink.log_dict(step, "train", {"stop/epochs": epoch, "stop/reason": STOP_REASONS[reason],
                                   "n_params": n_params(d, width), "n_train": n})
     if lens is not None:
-        p = lens.effective_parameters()
-        sink.log(step, "train", "smoother/p_eff", p["train"])
-        sink.log(step, "test", "smoother/p_eff", p["test"])
-        errors = lens.errors("test")
-        sink.log(step, "test", "telescope/abs_err", errors["telescope/abs_err"])
-        residual = getattr(lens.trackers[0], "residual", None)
-        if callable(residual):
-            for split, value in residual().items():
-                sink.log(step, split, "smoother/residual", value)
+        from telescope.lens import smoother_metrics
+
+        for split, values in smoother_metrics(lens).items():
+            sink.log_dict(step, split, values)
+        sink.log(step, "test", "telescope/abs_err", lens.errors("test")["telescope/abs_err"])
     log.info("double-descent %s width=%d seed=%d: %s after %d epochs, test mse %.4f", dataset, width,
              seed, reason, epoch, metrics["test"]["mse"])
 
