@@ -65,6 +65,10 @@ def _describe(summary: dict, dataset: str) -> str:
         parts.append(f"p_train non-decreasing on {100 * get('p_train_monotone_fraction'):.0f}% of width steps, "
                      f"p_test peaks at width {get('p_test_peak_width'):g} ({get('p_test_peak'):.1f}) and ends at "
                      f"{get('p_test_widest'):.1f} vs p_train {get('p_train_widest'):.1f} at the widest net")
+        if get("telescope_abs_err_max") is not None:
+            parts.append(f"largest mean |f − f̃| on test over the widths {get('telescope_abs_err_max'):.3g} "
+                         f"(smoother residual {get('smoother_residual_max'):.3g}): p describes the network only "
+                         "to that accuracy")
     else:
         parts.append("effective parameters were not tracked in this run")
     return f"{TITLES.get(dataset, dataset)}: " + "; ".join(parts) + "."
