@@ -75,3 +75,28 @@ def test_divergence_stops_with_message_and_keeps_metrics(tmp_path):
     assert not (run_dir / "DONE").exists()
     frame = pd.read_parquet(run_dir / "metrics.parquet")
     assert len(frame) > 0 and (frame["step"] == 0).any()
+
+
+def test_interrupted_run_resumes_without_redoing_finished_units(tmp_path, monkeypatch):
+    from telescope.cli.main import execute
+    from telescope.experiments import approximation
+
+    calls = []
+    original = approximation.run_unit
+
+    def flaky(cfg, data, setting, lr, seed, sink, device, progress=None):
+        calls.append(setting)
+        if setting == "adamw" and calls.count("adamw") == 1:
+            raise KeyboardInterrupt  # the user presses Ctrl-C during the second unit
+        return original(cfg, data, setting, lr, seed, sink, device, progress)
+
+    monkeypatch.setattr(approximation, "run_unit", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        execute("approximation", "tiny", None, {}, tmp_path, "cpu", None, quiet=True)
+    (run_dir,) = list(tmp_path.iterdir())
+    (finished,) = list((run_dir / "parts").glob("*.parquet"))
+    stamp = finished.stat().st_mtime_ns
+    assert not (run_dir / "DONE").exists()
+    execute("approximation", "tiny", None, {}, tmp_path, "cpu", None, quiet=True)
+    assert calls == ["sgd", "adamw", "adamw"]  # sgd was not trained again
+    assert finished.stat().st_mtime_ns == stamp and (run_dir / "DONE").exists()

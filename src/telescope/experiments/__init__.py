@@ -16,6 +16,9 @@ from telescope.errors import ConfigError
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
     "double-descent": "telescope.experiments.double_descent",
+    "grokking-control": "telescope.experiments.grokking_control",
+    "grokking-mnist": "telescope.experiments.grokking_mnist",
+    "lmc": "telescope.experiments.lmc",
 }
 
 

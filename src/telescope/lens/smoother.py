@@ -354,7 +354,10 @@ class SmootherTracker:
         with eval_mode(model):
             jac = vmap(jacrev(f), in_dims=(None, 0))({nm: params[nm] for nm in self.names}, x)
         rows = x.shape[0] * self.k
-        return torch.cat([jac[nm].reshape(rows, -1) for nm in self.names], dim=1).to(self.dtype)
+        out = torch.empty(rows, self.p, device=self.device, dtype=self.dtype)
+        for nm, lo, hi in zip(self.names, self.offsets, self.offsets[1:]):
+            out[:, lo:hi].copy_(jac[nm].reshape(rows, -1))                      # one pass: place and cast
+        return out
 
     def _jacobian_chunks(self, params) -> Iterable[tuple[slice, torch.Tensor]]:
         size = int(self.spec.chunk_size)

@@ -21,6 +21,9 @@ from types import ModuleType
 _MODULES: dict[str, str] = {
     "approximation": "telescope.plots.approximation",
     "double-descent": "telescope.plots.double_descent",
+    "grokking-control": "telescope.plots.grokking_control",
+    "grokking-mnist": "telescope.plots.grokking_mnist",
+    "lmc": "telescope.plots.lmc",
 }
 
 

@@ -1,0 +1,291 @@
+"""Linear mode connectivity and gradient stabilisation: Frankle et al.'s spawning experiment (paper Fig. 6).
+
+A parent run is trained from initialisation (or from pretrained weights); at each spawn
+step t' two children continue from the parent's full training state (weights, momentum)
+with different batch orders (and augmentations) to the end. Their weights are
+interpolated over α ∈ [0, 1]; per t' we log the loss and error barriers of the averaged
+model against the children (at α = ½ and the maximum over α), the gradient change by
+layer between the parent at t' and t' + Δ (Δ = one epoch), and the weight-averaging view
+of the telescoping model (digest §7.1 eq. 10): averaged-weights model vs output ensemble
+vs the first-order prediction f_{θ_t'} + ∇f_{θ_t'}·(θ_avg − θ_t'). Digest: §7.
+
+# NOTE [lmc choices]
+# - Gradient change: the true-class logit, parent checkpoints t' and t' + Δ
+#   (NOTE [gradient change] in telescope.lens.averaging).
+# - First-order prediction: gradients frozen at the spawn point, t* = t'.
+# - BatchNorm: averaged weights get running statistics re-estimated on training data
+#   (``bn_recompute=True``, the default); children keep their own.
+# - Pretrained variant (SVHN is not available offline): pretrain on Fashion-MNIST,
+#   fine-tune on MNIST (same 28×28×1 inputs, 10 classes), or CIFAR-10 from the same
+#   checkpoint grid. Barriers: loss/error at α = ½ minus the children's mean, and
+#   max over α of (value at α − linear interpolation of the children's values).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from telescope.data.vision import augment_crop_flip, classification
+from telescope.errors import ConfigError, DivergenceError
+from telescope.experiments.base import RunContext
+from telescope.lens.averaging import (first_order_prediction, gradient_change_by_layer, has_batchnorm,
+                                      interpolate, recompute_batchnorm)
+from telescope.models import MLP
+from telescope.models.convnets import ResNet20, SmallCNN
+
+VARIANTS = ("random", "pretrained")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str = "mlp"                 # mlp | cnn | cnn-bn | resnet20 | linear (a control)
+    dataset: str = "mnist"             # mnist | cifar10 (| fashion-mnist)
+    n_train: int = 5000
+    n_eval: int = 1000                 # test examples for barriers and the weight-averaging gaps
+    n_grad: int = 256                  # test examples for the gradient change
+    width: int = 256
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: tuple[int, ...] = ()   # lr divided by 10 at these steps
+    spawn_steps: tuple[int, ...] = (0, 10, 40, 150, 600)
+    delta: int = 0                     # gradient-change horizon; 0 = one epoch
+    pairs: int = 1                     # child pairs per spawn point (inner seeds)
+    seeds: int = 1                     # parent runs (outer seeds)
+    alphas: int = 30
+    augment: bool = False
+    bn_recompute: bool = True
+    variants: tuple[str, ...] = ("random", "pretrained")
+    pretrain_dataset: str = "fashion-mnist"
+    pretrain_steps: int = 1000
+    seed: int = 0
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(n_train=512, n_eval=200, n_grad=32, width=32, steps=40, batch_size=64,
+                     spawn_steps=(0, 20), alphas=5, variants=("random",), pretrain_steps=20),
+        "quick": dict(),
+        "paper": dict(model="resnet20", dataset="cifar10", n_train=50000, n_eval=10000, steps=63000,
+                      milestones=(32000, 48000), augment=True, pairs=3, seeds=3, variants=("random",),
+                      spawn_steps=(0, 4, 25, 50, 100, 224, 500, 1000, 2000, 4472, 10000, 25100), delta=390),
+    }
+
+    def validate(self) -> None:
+        if self.model not in ("mlp", "cnn", "cnn-bn", "resnet20", "linear"):
+            raise ConfigError(f"lmc: model={self.model!r}; choose mlp, cnn, cnn-bn, resnet20 or linear")
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad:
+            raise ConfigError(f"lmc: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
+        if any(t < 0 or t >= self.steps for t in self.spawn_steps):
+            raise ConfigError(f"lmc: every spawn step must lie in [0, steps={self.steps}), got {self.spawn_steps}")
+        if self.alphas < 2:
+            raise ConfigError("lmc: alphas must be at least 2")
+
+
+def build_model(cfg: Config, in_channels: int, image_size: int, classes: int) -> nn.Module:
+    if cfg.model in ("mlp", "linear"):
+        depth = 1 if cfg.model == "linear" else 3
+        return MLP(in_channels * image_size ** 2, cfg.width, depth, classes, squeeze=False)
+    if cfg.model in ("cnn", "cnn-bn"):
+        return SmallCNN(in_channels, classes, image_size=image_size, batchnorm=cfg.model == "cnn-bn")
+    return ResNet20(classes, in_channels)
+
+
+class Trainer:
+    """SGD with momentum on cross-entropy; its full state can be copied for spawning."""
+
+    def __init__(self, cfg: Config, model: nn.Module, data, seed: int, device: str):
+        self.cfg, self.model, self.data, self.device = cfg, model, data, device
+        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+        self.step_count = 0
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm, self.pos = torch.randperm(len(self.data.y_train), generator=self.gen), 0
+
+    def _batch(self) -> torch.Tensor:
+        n, b = len(self.perm), self.cfg.batch_size
+        if self.pos + b > n:
+            self.perm, self.pos = torch.randperm(n, generator=self.gen), 0
+        idx = self.perm[self.pos:self.pos + b]
+        self.pos += b
+        return idx
+
+    def lr_at(self, step: int) -> float:
+        return self.cfg.lr * 0.1 ** sum(step >= m for m in self.cfg.milestones)
+
+    def train(self, steps: int) -> None:
+        self.model.train()
+        for _ in range(steps):
+            idx = self._batch()
+            x, y = self.data.x_train[idx], self.data.y_train[idx]
+            if self.cfg.augment:
+                x = augment_crop_flip(x, self.gen)
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_at(self.step_count)
+            self.opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(self.model(x.to(self.device)), y.to(self.device))
+            if not torch.isfinite(loss):
+                raise DivergenceError(f"lmc: the loss is {float(loss.detach())} at step {self.step_count + 1}; lower --set lr")
+            loss.backward()
+            self.opt.step()
+            self.step_count += 1
+
+    def spawn(self, seed: int) -> "Trainer":
+        child = copy.copy(self)
+        child.model = copy.deepcopy(self.model)
+        child.opt = torch.optim.SGD(child.model.parameters(), lr=self.cfg.lr, momentum=self.cfg.momentum,
+                                    weight_decay=self.cfg.weight_decay)
+        child.opt.load_state_dict(copy.deepcopy(self.opt.state_dict()))
+        child.reseed(seed)
+        return child
+
+
+def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    """(mean cross-entropy, error rate, logits) in eval mode."""
+    model.eval()
+    logits = torch.cat([model(c) for c in x.split(1024)])
+    return (float(F.cross_entropy(logits, y)), float((logits.argmax(1) != y).double().mean()), logits)
+
+
+def compare_children(cfg: Config, model: nn.Module, spawn_params, a_state, b_state, data, device, sink, t: int) -> None:
+    """Barriers over α and the weight-averaging gaps at α = ½ for one pair of children."""
+    x_eval, y_eval = data.x_test[:cfg.n_eval].to(device), data.y_test[:cfg.n_eval].to(device)
+    x_bn = data.x_train[:2048].to(device)
+    work = copy.deepcopy(model)
+    values = []
+    alphas = np.linspace(0.0, 1.0, cfg.alphas)
+    for alpha in alphas:
+        work.load_state_dict(interpolate(a_state, b_state, float(alpha)))
+        if cfg.bn_recompute and has_batchnorm(work) and 0.0 < alpha < 1.0:
+            recompute_batchnorm(work, x_bn)
+        values.append(evaluate(work, x_eval, y_eval)[:2])
+    loss = np.array([v[0] for v in values])
+    err = np.array([v[1] for v in values])
+    for i, alpha in enumerate(alphas):
+        sink.log_dict(i, "interp", {"alpha": float(alpha), "loss": float(loss[i]), "error": float(err[i]),
+                                    "spawn_step": float(t)})
+    # α weights the first child (a): value at α = 0 is child b, at α = 1 child a
+    lin_loss = alphas * loss[-1] + (1 - alphas) * loss[0]
+    lin_err = alphas * err[-1] + (1 - alphas) * err[0]
+    half = int(np.argmin(np.abs(alphas - 0.5)))
+    sink.log_dict(t, "test", {
+        "barrier/loss_half": float(loss[half] - 0.5 * (loss[0] + loss[-1])),
+        "barrier/loss_max": float(np.max(loss - lin_loss)),
+        "barrier/error_half": float(err[half] - 0.5 * (err[0] + err[-1])),
+        "barrier/error_max": float(np.max(err - lin_err)),
+        "child/loss": float(0.5 * (loss[0] + loss[-1])),
+        "child/error": float(0.5 * (err[0] + err[-1])),
+    })
+    # weight-averaging view (eq. 10) at α = ½ on pre-softmax logits
+    work.load_state_dict(a_state)
+    _, _, fa = evaluate(work, x_eval, y_eval)
+    work.load_state_dict(b_state)
+    _, _, fb = evaluate(work, x_eval, y_eval)
+    avg_state = interpolate(a_state, b_state, 0.5)
+    work.load_state_dict(avg_state)
+    if cfg.bn_recompute and has_batchnorm(work):
+        recompute_batchnorm(work, x_bn)
+    _, _, f_avg = evaluate(work, x_eval, y_eval)
+    names = [k for k, _ in model.named_parameters()]
+    f_first = first_order_prediction(work, spawn_params, {k: avg_state[k] for k in names}, x_eval)
+    ensemble = 0.5 * (fa + fb)
+    sink.log_dict(t, "test", {
+        "wa/avg_vs_ensemble": float((f_avg - ensemble).abs().mean()),
+        "wa/avg_vs_first_order": float((f_avg - f_first).abs().mean()),
+        "wa/ensemble_vs_first_order": float((ensemble - f_first).abs().mean()),
+        "wa/ensemble_error": float((ensemble.argmax(1) != y_eval).double().mean()),
+    })
+
+
+def pretrained_state(cfg: Config, seed: int, in_ch: int, size: int, classes: int, ctx: RunContext) -> dict:
+    source, _ = classification(cfg.pretrain_dataset, ctx.data_dir, n_train=cfg.n_train, n_test=10, seed=seed)
+    if tuple(source.x_train.shape[1:]) != (in_ch, size, size):
+        raise ConfigError(f"lmc: pretrain_dataset {cfg.pretrain_dataset} has inputs {tuple(source.x_train.shape[1:])}, "
+                          f"the task has {(in_ch, size, size)}; choose a dataset of the same shape")
+    torch.manual_seed(seed)
+    model = build_model(cfg, in_ch, size, classes).to(ctx.device)
+    Trainer(cfg, model, source, seed + 7919, ctx.device).train(cfg.pretrain_steps)
+    return state_of(model)
+
+
+def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
+    data, classes = classification(cfg.dataset, ctx.data_dir, n_train=cfg.n_train,
+                                   n_test=max(cfg.n_eval, cfg.n_grad), seed=cfg.seed)
+    in_ch, size = data.x_train.shape[1], data.x_train.shape[2]
+    delta = cfg.delta or max(1, cfg.n_train // cfg.batch_size)
+    x_grad, y_grad = data.x_test[:cfg.n_grad].to(ctx.device), data.y_test[:cfg.n_grad].to(ctx.device)
+    bar = sink.progress(len(cfg.variants) * cfg.seeds * len(cfg.spawn_steps) * cfg.pairs, "lmc")
+    for variant in cfg.variants:
+        for outer in range(cfg.seed, cfg.seed + cfg.seeds):
+            torch.manual_seed(outer)
+            model = build_model(cfg, in_ch, size, len(classes)).to(ctx.device)
+            if variant == "pretrained":
+                model.load_state_dict(pretrained_state(cfg, outer, in_ch, size, len(classes), ctx))
+            parent = Trainer(cfg, model, data, outer, ctx.device)
+            # the parent's checkpoints at every t' and t' + Δ (for the gradient change)
+            marks = sorted({*cfg.spawn_steps, *(t + delta for t in cfg.spawn_steps)})
+            snapshots: dict[int, Trainer] = {}
+            for mark in marks:
+                parent.train(mark - parent.step_count)
+                snapshots[mark] = parent.spawn(outer)  # a frozen copy of the full training state
+            key = f"{variant}/seed={outer}/gradients"
+            if not sink.unit_done(key):
+                with sink.unit(key, variant=variant, seed=outer, pair=-1) as unit:
+                    for t in cfg.spawn_steps:
+                        change = gradient_change_by_layer(model, params_of(snapshots[t].model),
+                                                          params_of(snapshots[t + delta].model), x_grad, y_grad)
+                        unit.log_dict(t, "test", {f"grad_change/{k}": v for k, v in change.items()})
+                        unit.log(t, "test", "spawn_error", evaluate(snapshots[t].model, x_grad, y_grad)[1])
+            for t in cfg.spawn_steps:
+                for pair in range(cfg.pairs):
+                    key = f"{variant}/seed={outer}/t={t}/pair={pair}"
+                    if sink.unit_done(key):
+                        bar.update(1)
+                        continue
+                    with sink.unit(key, variant=variant, seed=outer, pair=pair) as unit:
+                        children = []
+                        for j in range(2):
+                            child = snapshots[t].spawn(1_000_003 * (outer + 1) + 1009 * pair + 17 * j + t)
+                            child.train(cfg.steps - t)
+                            children.append(state_of(child.model))
+                        compare_children(cfg, model, params_of(snapshots[t].model), children[0], children[1],
+                                         data, ctx.device, unit, t)
+                    bar.update(1)
+    bar.close()
+    return summarize(sink.metrics())
+
+
+def summarize(frame) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    test = frame[(frame["split"] == "test")]
+    for variant, g in test.groupby("variant"):
+        barrier = g[g["name"] == "barrier/error_max"].groupby("step")["value"].mean()
+        for t, v in barrier.items():
+            out[f"{variant}/t={t}/error_barrier_max"] = float(v)
+        loss_barrier = g[g["name"] == "barrier/loss_max"].groupby("step")["value"].mean()
+        for t, v in loss_barrier.items():
+            out[f"{variant}/t={t}/loss_barrier_max"] = float(v)
+        head = g[g["name"].str.startswith("grad_change/")]
+        for (name, t), v in head.groupby(["name", "step"])["value"].mean().items():
+            out[f"{variant}/t={t}/{name}"] = float(v)
+    return out
