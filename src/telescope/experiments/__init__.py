@@ -16,6 +16,7 @@ from telescope.errors import ConfigError
 _MODULES: dict[str, str] = {
     "approximation": "telescope.experiments.approximation",
     "deep-grokking": "telescope.experiments.deep_grokking",
+    "double-descent": "telescope.experiments.double_descent",
     "kernel-stages": "telescope.experiments.kernel_stages",
     "grokking-control": "telescope.experiments.grokking_control",
     "grokking-mnist": "telescope.experiments.grokking_mnist",

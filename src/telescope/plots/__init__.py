@@ -21,6 +21,7 @@ from types import ModuleType
 _MODULES: dict[str, str] = {
     "approximation": "telescope.plots.approximation",
     "deep-grokking": "telescope.plots.deep_grokking",
+    "double-descent": "telescope.plots.double_descent",
     "kernel-stages": "telescope.plots.kernel_stages",
     "grokking-control": "telescope.plots.grokking_control",
     "grokking-mnist": "telescope.plots.grokking_mnist",
