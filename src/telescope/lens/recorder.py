@@ -108,6 +108,9 @@ class Lens:
         self.dropout_modules = check_batch_independent(model, caller="Lens", allow_buffers=allow_buffers)
         if self.dropout_modules:
             log.info("Lens: dropout in %s is off when probes are evaluated (eval mode)", self.dropout_modules)
+        # switching modes costs a walk over the module tree per call: only do it when some
+        # module behaves differently in eval mode (see NOTE [probes in eval mode])
+        self._mode_sensitive = any(isinstance(m, _BATCH_DEPENDENT + _STOCHASTIC) for m in model.modules())
         self._names = [n for n, p in model.named_parameters() if p.requires_grad]
         if not self._names:
             raise ShapeError("Lens(model=...): the model has no trainable parameters")
@@ -155,8 +158,11 @@ class Lens:
     def _call(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.model, dict(params), (x,), strict=False)
 
+    def _eval(self):
+        return eval_mode(self.model) if self._mode_sensitive else contextlib.nullcontext()
+
     def _forward(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad(), eval_mode(self.model):
+        with torch.no_grad(), self._eval():
             return torch.cat([self._call(params, x) for x in self._x.split(self.chunk_size)])
 
     def _jvp(self, params: Mapping[str, torch.Tensor], tangent: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -164,7 +170,7 @@ class Lens:
         # forward-mode AD with dual tensors: same arithmetic as torch.func.jvp with less
         # per-call overhead (measured in benchmarks/lens_overhead.py)
         outs = []
-        with torch.no_grad(), eval_mode(self.model), fwAD.dual_level():
+        with torch.no_grad(), self._eval(), fwAD.dual_level():
             duals = {n: fwAD.make_dual(params[n], tangent[n]) for n in self._names}
             for x in self._x.split(self.chunk_size):
                 primal, tangent_out = fwAD.unpack_dual(self._call(duals, x))
