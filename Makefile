@@ -23,8 +23,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/telescope demo
 
+# one torch thread per test process: the suite's models are small, and on a shared
+# machine two threads per process oversubscribe the cores
 test: $(STAMP)
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/lens_overhead.py
