@@ -49,6 +49,20 @@ training inputs and on every probe set, for the optimizer actually used.
 # matrix is formed: cost 2·N·p·|B|k (kernel rows) + 2·N·|B|k·(nk+1) per step instead
 # of 2·|B|k·p·(nk+1) + 2·N·p·(nk+1), and memory drops from p·(nk+1) to N·|B|k.
 # benchmarks/smoother.py measures the speed-up; tests check it equals the general path.
+#
+# NOTE [sketch]
+# The recursion is linear in the label vector it is fed, so nothing in it needs the
+# label columns to be I_n: ``method="sketch"`` replaces them by the basis
+# B = [P | y] (nk × (K+1)), P the K probe label vectors (Rademacher or Gaussian
+# entries, E[P P^T]/K = I), plus the constant column as before. Ê_B becomes the batch
+# rows of B, every p × (nk+1) buffer becomes p × (K+2), and the rows of R become
+# [u_1(x) .. u_K(x), s(x)·y, c(x)] with u_k = s(x)·P[:, k]. c and s·y are kept exactly
+# (so predictions and residuals work as for the exact path); ‖s(x)‖² = E[u_k(x)²] is
+# estimated by (1/K) Σ_k u_k(x)², and p̂ = (n/|I|) Σ_{x∈I} (1/K) Σ_k u_k(x)² / k is
+# the mean over k of K independent unbiased estimates p̂_k, so its standard error is
+# std_k(p̂_k)/√K. ``probes="identity"`` uses P = √(nk)·I (K = nk): then
+# (1/K) Σ_k u_k² = ‖s(x)‖² exactly and p̂ = p⁰ (a test hook; standard error reported 0).
+# Cost: the exact path's with L = nk+1 replaced by K+2 (Jacobians are unchanged).
 """
 
 from __future__ import annotations
@@ -68,6 +82,8 @@ log = logging.getLogger(__name__)
 
 LOSSES = ("mse", "half_mse", "sum")
 PATHS = ("auto", "general", "kernel")
+METHODS = ("exact", "sketch")
+DISTRIBUTIONS = ("rademacher", "gaussian")
 
 
 class EMAMomentumSGD(torch.optim.Optimizer):
@@ -132,6 +148,17 @@ class SmootherSpec:
         see :meth:`memory_estimate`.
     chunk_size : int
         Tracked points per Jacobian chunk (memory: chunk_size · k · p entries).
+    method : "exact" | "sketch"
+        ``"exact"`` keeps s(x) itself (nk label columns); ``"sketch"`` keeps K random
+        projections u_k(x) = s(x)·r_k and estimates ‖s(x)‖² and p^0 from them, with a
+        standard error (NOTE [sketch]): state p × (K+2) instead of p × (nk+1).
+    probes : int | "identity"
+        K, the number of probe label vectors (sketch only; ≥ 2 for a standard error);
+        ``"identity"`` uses the nk scaled unit vectors and reproduces the exact p^0.
+    seed : int
+        Seed of the probe vectors (sketch only).
+    distribution : "rademacher" | "gaussian"
+        Entries of the probe vectors (sketch only); Rademacher has the lower variance.
 
     Supported optimizers: ``torch.optim.SGD`` (momentum, dampening, nesterov, coupled
     weight decay), ``Adam``/``AdamW`` (coupled/decoupled weight decay, amsgrad) and
@@ -148,6 +175,10 @@ class SmootherSpec:
     path: str = "auto"
     memory_budget_gb: float = 4.0
     chunk_size: int = 512
+    method: str = "exact"
+    probes: Any = 32
+    seed: int = 0
+    distribution: str = "rademacher"
 
     def __post_init__(self):
         if not torch.is_tensor(self.x_train) or self.x_train.ndim < 1 or self.x_train.shape[0] == 0:
@@ -171,6 +202,22 @@ class SmootherSpec:
             raise ConfigError(f"SmootherSpec(memory_budget_gb={self.memory_budget_gb}): give a positive budget")
         if int(self.chunk_size) < 1:
             raise ConfigError(f"SmootherSpec(chunk_size={self.chunk_size}): give a positive chunk size")
+        if self.method not in METHODS:
+            raise ConfigError(f"SmootherSpec(method={self.method!r}): choose one of {', '.join(METHODS)}")
+        if self.probes != "identity" and (isinstance(self.probes, bool) or not isinstance(self.probes, int)
+                                          or self.probes < 1):
+            raise ConfigError(f"SmootherSpec(probes={self.probes!r}): give a positive int K (number of probe "
+                              "vectors) or 'identity'")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ConfigError(f"SmootherSpec(distribution={self.distribution!r}): choose one of "
+                              f"{', '.join(DISTRIBUTIONS)}")
+
+    def label_columns(self, k: int = 1) -> int:
+        """Columns of R and of the p × · buffers: nk + 1 (exact) or K + 2 (sketch: K probes, y, 1)."""
+        if self.method == "exact":
+            return self.n * k + 1
+        K = self.n * k if self.probes == "identity" else int(self.probes)
+        return K + 2
 
     @property
     def n(self) -> int:
@@ -179,14 +226,15 @@ class SmootherSpec:
     def memory_estimate(self, n_points: int, n_params: int, k: int = 1, *, buffers: int = 2,
                         batch_size: int | None = None, path: str = "general") -> int:
         """Bytes of smoother state for ``n_points`` tracked points (train + probes), p =
-        ``n_params``, k outputs and ``buffers`` p × (nk+1) matrices (general path: the step
+        ``n_params``, k outputs and ``buffers`` p × (nk+1) matrices (p × (K+2) for the sketch, and
+        the same substitution in the formula below) (general path: the step
         Δ, plus one for momentum/Adam and one for weight decay; the kernel path has none).
 
         = itemsize · [N k (nk+1)  (s, c)  +  buffers · p (nk+1)  +  chunk·k·p + |B|k·p (Jacobians)
                       + N k · |B| k  (kernel rows, kernel path)]
         """
         item = 8 if self.dtype == "float64" else 4
-        L = self.n * k + 1
+        L = self.label_columns(k)
         b = self.n if batch_size is None else batch_size
         total = n_points * k * L + min(self.chunk_size, n_points) * k * n_params + b * k * n_params
         total += buffers * n_params * L if path == "general" else n_points * k * b * k
@@ -247,9 +295,18 @@ class SmootherTracker:
                 self.k == 1 and spec.y_train.ndim == 2 and spec.y_train.shape[1] == 1):
             raise ShapeError(f"SmootherSpec(y_train=...): targets {tuple(spec.y_train.shape)} do not match the "
                              f"model's output {tuple(f0_train.shape)} on x_train")
-        self.y_aug = torch.cat([spec.y_train.detach().reshape(-1).to(self.device, self.dtype),
-                                torch.ones(1, device=self.device, dtype=self.dtype)])
-        self.L = self.n * self.k + 1
+        y_flat = spec.y_train.detach().reshape(-1).to(self.device, self.dtype)
+        one = torch.ones(1, device=self.device, dtype=self.dtype)
+        self.method = spec.method
+        self.L = spec.label_columns(self.k)
+        self.basis: torch.Tensor | None = None     # label columns' values on the nk labels (None: I_nk)
+        if self.method == "exact":
+            self.y_aug = torch.cat([y_flat, one])
+            self.n_probes = 0
+        else:
+            self.n_probes = self.L - 2
+            self.basis = torch.cat([self._probe_matrix(), y_flat[:, None]], 1)        # (nk, K+1)
+            self.y_aug = torch.cat([torch.zeros(self.n_probes, device=self.device, dtype=self.dtype), one, one])
         self.x_all = torch.cat([self.x_train, lens._x])
         self.n_points = int(self.x_all.shape[0])
         self.sizes = [int(lens.params0[nm].numel()) for nm in self.names]
@@ -273,14 +330,27 @@ class SmootherTracker:
         self.block_steps = [0] * len(self.names)
 
     # ------------------------------------------------------------------ setup
+    def _probe_matrix(self) -> torch.Tensor:
+        """P (nk, K): the probe label vectors, drawn on the CPU from ``spec.seed`` (device-independent)."""
+        nk = self.n * self.k
+        if self.spec.probes == "identity":
+            return math.sqrt(nk) * torch.eye(nk, device=self.device, dtype=self.dtype)
+        gen = torch.Generator().manual_seed(int(self.spec.seed))
+        K = int(self.spec.probes)
+        if self.spec.distribution == "gaussian":
+            P = torch.randn(nk, K, generator=gen, dtype=torch.float64)
+        else:
+            P = torch.randint(0, 2, (nk, K), generator=gen).to(torch.float64).mul_(2).sub_(1)
+        return P.to(self.device, self.dtype)
+
     def _check_budget(self, need: int, what: str) -> None:
         budget = self.spec.memory_budget_gb * 1e9
         if need > budget:
             raise ConfigError(
                 f"SmootherSpec(memory_budget_gb={self.spec.memory_budget_gb}): the smoother needs about "
                 f"{need / 1e9:.2f} GB ({what}; N = {self.n_points} tracked points, n = {self.n}, k = {self.k}, "
-                f"p = {self.p}, dtype {self.spec.dtype}). Raise memory_budget_gb, use dtype='float32', fewer "
-                "probe points or training points, or a smaller model.")
+                f"p = {self.p}, dtype {self.spec.dtype}, method {self.spec.method}). Raise memory_budget_gb, use "
+                "dtype='float32', method='sketch', fewer probe points or training points, or a smaller model.")
 
     def _classify(self, optimizer) -> str:
         if isinstance(optimizer, EMAMomentumSGD):
@@ -385,7 +455,10 @@ class SmootherTracker:
         with torch.no_grad():
             J_b = self._jacobian(params_before, self.x_train[idx])               # (bk, p)
             E = -self.R[rows_b]                                                  # (bk, L)
-            E[torch.arange(rows_b.numel(), device=self.device), rows_b] += 1.0
+            if self.basis is None:
+                E[torch.arange(rows_b.numel(), device=self.device), rows_b] += 1.0
+            else:                                                                # NOTE [sketch]
+                E[:, :-1] += self.basis[rows_b]
             a = _loss_scale(self.spec.loss, idx.numel(), k)
             dtheta = torch.cat([delta[nm].reshape(-1) for nm in self.names]).to(self.dtype)
             if self.path == "kernel":
@@ -474,6 +547,9 @@ class SmootherTracker:
     # ------------------------------------------------------------------ reading
     def weights(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(s, c) on ``split``: s (m, n) and c (m,) for k = 1; s (m, k, n, k) and c (m, k) for k > 1."""
+        if self.method != "exact":
+            raise ConfigError("SmootherTracker.weights(): the sketch (SmootherSpec(method='sketch')) keeps only "
+                              "projections of s; use point_norms() for ‖s(x)‖², or method='exact' for s itself")
         sl = self._split(split)
         R = self.R[sl.start * self.k:sl.stop * self.k]
         m = sl.stop - sl.start
@@ -500,12 +576,40 @@ class SmootherTracker:
         sl = self._split(split)
         return self.R[sl.start * self.k:sl.stop * self.k] @ self.y_aug
 
+    def _per_probe(self, split: str) -> torch.Tensor:
+        """Sketch: (m, K) with entry (x, j) = Σ_{outputs of x} u_j(x)² (m points of ``split``)."""
+        sl = self._split(split)
+        U = self.R[sl.start * self.k:sl.stop * self.k, :self.n_probes]
+        return U.pow(2).reshape(sl.stop - sl.start, self.k, self.n_probes).sum(1)
+
+    def point_norms(self, split: str) -> torch.Tensor:
+        """‖s(x)‖_F² for each point x of ``split`` (m,): exact, or the sketch's unbiased estimate
+        (1/K) Σ_j u_j(x)² summed over the k outputs (NOTE [sketch])."""
+        if self.method == "exact":
+            sl = self._split(split)
+            rows = self.R[sl.start * self.k:sl.stop * self.k, :-1]
+            return rows.pow(2).reshape(sl.stop - sl.start, -1).sum(1)
+        return self._per_probe(split).mean(1)
+
     def effective_parameters(self) -> dict[str, float]:
-        """p^0 = (n/|I|) Σ_{x∈I} ‖s(x)‖² / k per split (NOTE [multi-output smoother])."""
+        """p^0 = (n/|I|) Σ_{x∈I} ‖s(x)‖² / k per split (NOTE [multi-output smoother]); the sketch's
+        estimate p̂ for ``method="sketch"`` (NOTE [sketch])."""
         out = {}
         for split, sl in self.splits.items():
-            rows = self.R[sl.start * self.k:sl.stop * self.k, :-1]
-            out[split] = float(self.n / (sl.stop - sl.start) * rows.pow(2).sum() / self.k)
+            out[split] = float(self.n / (sl.stop - sl.start) * self.point_norms(split).sum() / self.k)
+        return out
+
+    def effective_parameters_se(self) -> dict[str, float]:
+        """Standard error of p̂ per split over the K probes, std_j(p̂_j)/√K (0 for the exact path
+        and for ``probes="identity"``; nan for K = 1)."""
+        out = {}
+        for split, sl in self.splits.items():
+            if self.method == "exact" or self.spec.probes == "identity":
+                out[split] = 0.0
+                continue
+            per = self._per_probe(split).sum(0) * (self.n / (sl.stop - sl.start) / self.k)   # p̂_j (K,)
+            K = self.n_probes
+            out[split] = float(per.std() / math.sqrt(K)) if K > 1 else float("nan")
         return out
 
     def residuals(self) -> dict[str, float]:
@@ -514,9 +618,15 @@ class SmootherTracker:
                 for split in self.splits}
 
     def metrics(self) -> dict[str, dict[str, float]]:
-        """{split: {"smoother/p_eff": p, "smoother/residual": r}} for train and every probe set."""
+        """{split: {"smoother/p_eff": p, "smoother/residual": r}} for train and every probe set,
+        plus ``"smoother/p_eff_se"`` (the standard error of p̂) for ``method="sketch"``."""
         p, r = self.effective_parameters(), self.residuals()
-        return {s: {"smoother/p_eff": p[s], "smoother/residual": r[s]} for s in self.splits}
+        out = {s: {"smoother/p_eff": p[s], "smoother/residual": r[s]} for s in self.splits}
+        if self.method == "sketch":
+            se = self.effective_parameters_se()
+            for s in self.splits:
+                out[s]["smoother/p_eff_se"] = se[s]
+        return out
 
 
 def smoother_of(lens) -> SmootherTracker:
@@ -529,5 +639,6 @@ def smoother_of(lens) -> SmootherTracker:
 
 
 def smoother_metrics(lens) -> dict[str, dict[str, float]]:
-    """``smoother/p_eff`` and ``smoother/residual`` for 'train' and every probe set of ``lens``."""
+    """``smoother/p_eff`` and ``smoother/residual`` (and ``smoother/p_eff_se`` for the sketch) for
+    'train' and every probe set of ``lens``."""
     return smoother_of(lens).metrics()
