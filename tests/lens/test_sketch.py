@@ -29,14 +29,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def run(opt_name, k=1, steps=80, **spec_kw):
+def run(opt_name, k=1, steps=80, device="cpu", **spec_kw):
     """Train a small float64 MLP with a smoother; returns the tracker (same data, init and batches
     for every call, so exact and sketch runs follow the same trajectory)."""
     torch.manual_seed(0)
     n, d, m = 40, 5, 24
     x, x_test = torch.randn(n, d, dtype=F64), torch.randn(m, d, dtype=F64)
     y = torch.randn(n, dtype=F64) if k == 1 else torch.randn(n, k, dtype=F64)
-    model = MLP(d, 16, 3, d_out=k).to(F64)
+    model = MLP(d, 16, 3, d_out=k).to(F64).to(device)
+    x, x_test, y = x.to(device), x_test.to(device), y.to(device)
     lens = Lens(model, {"test": x_test}, smoother=SmootherSpec(x, y, loss="mse", **spec_kw))
     opt = OPTIMIZERS[opt_name](model.parameters())
     gen = torch.Generator().manual_seed(1)
@@ -129,3 +130,12 @@ def test_sketch_memory_fits_where_exact_is_refused():
     s = sketch.memory_estimate(N, p, buffers=3, batch_size=128)
     assert e > 24 * 2 ** 30 > 10 * s
     assert sketch.label_columns() == 34 and exact.label_columns() == n + 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_sketch_matches_cpu():
+    # probes are drawn on the CPU from the seed, so both devices see the same P
+    res = {dev: run("adamw", steps=20, device=dev, method="sketch", probes=16, seed=5) for dev in ("cpu", "cuda")}
+    assert torch.allclose(res["cpu"].R, res["cuda"].R.cpu(), atol=1e-9, rtol=0)
+    for split, p in res["cpu"].effective_parameters().items():
+        assert res["cuda"].effective_parameters()[split] == pytest.approx(p, rel=1e-8)
