@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -204,8 +205,8 @@ class SmootherSpec:
             raise ConfigError(f"SmootherSpec(chunk_size={self.chunk_size}): give a positive chunk size")
         if self.method not in METHODS:
             raise ConfigError(f"SmootherSpec(method={self.method!r}): choose one of {', '.join(METHODS)}")
-        if self.probes != "identity" and (isinstance(self.probes, bool) or not isinstance(self.probes, int)
-                                          or self.probes < 1):
+        if self.probes != "identity" and (isinstance(self.probes, bool) or self.probes is None
+                                          or not isinstance(self.probes, numbers.Integral) or self.probes < 1):
             raise ConfigError(f"SmootherSpec(probes={self.probes!r}): give a positive int K (number of probe "
                               "vectors) or 'identity'")
         if self.distribution not in DISTRIBUTIONS:
