@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from telescope.data import binary_task
@@ -29,7 +28,7 @@ from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext
 from telescope.lens import Lens
 from telescope.models import MLP
-from telescope.train import fit, make_optimizer, squared_loss
+from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
 SETTINGS = ("sgd", "adamw", "momentum", "weight_decay", "sigmoid")
 
@@ -78,12 +77,6 @@ class Config:
         return self.adamw_lrs if setting == "adamw" else self.sgd_lrs
 
 
-def log_steps(total: int, points: int) -> list[int]:
-    """0 plus about ``points`` log-spaced steps in [1, total], always ending at ``total``."""
-    grid = np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), points)).astype(int))
-    return sorted({0, *grid.tolist(), total})
-
-
 def optimizer_for(setting: str, params, lr: float, cfg: Config) -> torch.optim.Optimizer:
     if setting == "adamw":
         return make_optimizer("adamw", params, lr=lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
@@ -105,9 +98,8 @@ def run_unit(cfg: Config, data, setting: str, lr: float, seed: int, sink, device
     opt = optimizer_for(setting, model.parameters(), lr, cfg)
     loss_fn = squared_loss(cfg.loss)
     checkpoints = set(log_steps(cfg.steps, cfg.log_points))
-    losses: list[float] = []
 
-    def record(step: int) -> None:
+    def record(step: int, mean_loss: float | None) -> None:
         p = lens.predictions("test")
         net = p["network"].double()
         metrics = {
@@ -124,19 +116,14 @@ def run_unit(cfg: Config, data, setting: str, lr: float, seed: int, sink, device
             "mse": float(((f_train - y.double()) ** 2).mean()),
             "error": float(((f_train > 0.5).double() != y.double()).double().mean()),
         })
-        if losses:
-            sink.log(step, "train", "loss", float(np.mean(losses)))
-            losses.clear()
+        if mean_loss is not None:
+            sink.log(step, "train", "loss", mean_loss)
 
-    def on_step(step: int, loss: float) -> None:
-        losses.append(loss)
-        if step in checkpoints:
-            record(step)
-
-    record(0)
+    recorder = RecordAt(checkpoints, record)
+    recorder.start()
     gen = torch.Generator().manual_seed(seed)
     fit(model, opt, loss_fn, x, y, steps=cfg.steps, batch_size=cfg.batch_size, generator=gen,
-        lens=lens, callbacks=[on_step], progress=progress)
+        lens=lens, callbacks=[recorder], progress=progress)
 
 
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:

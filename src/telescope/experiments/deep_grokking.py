@@ -58,7 +58,7 @@ from telescope.errors import ConfigError, DataError
 from telescope.experiments.base import RunContext
 from telescope.lens.rank import centered_alignment, effective_rank, numerical_rank, tunnel_length
 from telescope.models import MLP, scale_init
-from telescope.train import fit, make_optimizer, squared_loss
+from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +188,6 @@ def _balanced_from(y: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Gener
 # ----------------------------------------------------------------------------- measurements
 
 
-def log_steps(total: int, points: int) -> list[int]:
-    """0 plus about ``points`` log-spaced steps in [1, total], always ending at ``total``."""
-    grid = np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), points)).astype(int))
-    return sorted({0, *grid.tolist(), total})
-
-
 @torch.no_grad()
 def layer_features(model: MLP, x: torch.Tensor) -> list[torch.Tensor]:
     """The output of every ``nn.Linear`` of ``model`` on ``x``: L tensors (n, d_l), pre-activation."""
@@ -302,7 +296,6 @@ def run_unit(cfg: Config, data: Digits, depth: int, weight_decay: float, seed: i
     probes = set(log_steps(cfg.steps, cfg.probe_points)) if cfg.probe_points else set()
     checkpoints = set(log_steps(cfg.steps, cfg.log_points)) | probes
     hidden = depth - 1  # the width-w layers
-    losses: list[float] = []
 
     def evaluate(split: str, xs: torch.Tensor, ys: torch.Tensor, step: int) -> None:
         with torch.no_grad():
@@ -313,13 +306,12 @@ def run_unit(cfg: Config, data: Digits, depth: int, weight_decay: float, seed: i
                                     "mse": float(((out - target) ** 2).mean()),
                                     "loss_sum": float(((out - target) ** 2).sum(1).mean())})
 
-    def record(step: int) -> None:
+    def record(step: int, mean_loss: float | None) -> None:
         evaluate("train", x, y, step)
         evaluate("test", x_test, y_test, step)
         sink.log_dict(step, "train", weight_norms(model))
-        if losses:
-            sink.log(step, "train", "loss", float(np.mean(losses)))
-            losses.clear()
+        if mean_loss is not None:
+            sink.log(step, "train", "loss", mean_loss)
         net64 = as_float64(model)
         feats = layer_features(net64, x_test.double())
         ranks, rel = [], []
@@ -343,15 +335,11 @@ def run_unit(cfg: Config, data: Digits, depth: int, weight_decay: float, seed: i
                 sink.log(step, "test", "ntk/alignment",
                          centered_alignment(kernel, torch.nn.functional.one_hot(y_test[:len(xs)], 10)))
 
-    def on_step(step: int, loss: float) -> None:
-        losses.append(loss)
-        if step in checkpoints:
-            record(step)
-
-    record(0)
+    recorder = RecordAt(checkpoints, record)
+    recorder.start()
     gen = torch.Generator().manual_seed(seed)
     fit(model, opt, loss_fn, x, onehot, steps=cfg.steps, batch_size=cfg.batch_size, generator=gen,
-        callbacks=[on_step], progress=progress)
+        callbacks=[recorder], progress=progress)
     if cfg.dataset == "mnist" and len(data.y_test_full) > len(data.y_test):
         evaluate("test_full", data.x_test_full.to(device, dtype), data.y_test_full.to(device), cfg.steps)
 

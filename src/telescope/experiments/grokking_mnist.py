@@ -34,7 +34,7 @@ from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext
 from telescope.lens import Lens, SmootherSpec, smoother_metrics
 from telescope.models import MLP, scale_init
-from telescope.train import fit, make_optimizer, squared_loss
+from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
 OUTPUTS = ("linear", "sigmoid")
 
@@ -89,12 +89,6 @@ class Config:
             raise ConfigError(f"{name}: alphas={self.alphas} must be positive")
 
 
-def log_steps(total: int, points: int) -> list[int]:
-    """0 plus about ``points`` log-spaced steps in [1, total], always ending at ``total``."""
-    grid = np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), points)).astype(int))
-    return sorted({0, *grid.tolist(), total})
-
-
 def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, device: str, progress=None) -> None:
     dtype = getattr(torch, cfg.dtype)
     torch.manual_seed(seed)
@@ -110,9 +104,8 @@ def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, devi
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / warmup))
     loss_fn = squared_loss(cfg.loss)
     checkpoints = set(log_steps(cfg.steps, cfg.log_points))
-    losses: list[float] = []
 
-    def record(step: int) -> None:
+    def record(step: int, mean_loss: float | None) -> None:
         with torch.no_grad():
             for split, xs, ys in (("train", x, y), ("test", x_test, y_test)):
                 f = model(xs).double()
@@ -127,19 +120,14 @@ def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, devi
         for split, values in smoother_metrics(lens).items():
             sink.log_dict(step, split, values)
         sink.log(step, "train", "weight_norm", weight_norm)
-        if losses:
-            sink.log(step, "train", "loss", float(np.mean(losses)))
-            losses.clear()
+        if mean_loss is not None:
+            sink.log(step, "train", "loss", mean_loss)
 
-    def on_step(step: int, loss: float) -> None:
-        losses.append(loss)
-        if step in checkpoints:
-            record(step)
-
-    record(0)
+    recorder = RecordAt(checkpoints, record)
+    recorder.start()
     gen = torch.Generator().manual_seed(seed)
     fit(model, opt, loss_fn, x, y, steps=cfg.steps, batch_size=cfg.batch_size, generator=gen,
-        lens=lens, scheduler=sched, callbacks=[on_step], progress=progress)
+        lens=lens, scheduler=sched, callbacks=[recorder], progress=progress)
 
 
 def run(cfg: Config, sink, ctx: RunContext = RunContext(), *, name: str = "grokking-mnist") -> dict[str, Any]:

@@ -14,7 +14,6 @@ interpolation, BatchNorm re-estimation, per-layer gradient change and the first-
 
 from __future__ import annotations
 
-import contextlib
 from typing import Mapping
 
 import torch
@@ -23,6 +22,7 @@ import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
 from telescope.errors import ShapeError
+from telescope.lens.recorder import eval_mode
 
 Params = Mapping[str, torch.Tensor]
 
@@ -74,17 +74,6 @@ def layer_groups(model: nn.Module) -> dict[str, list[str]]:
     return groups
 
 
-@contextlib.contextmanager
-def _eval(model: nn.Module):
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 def true_class_gradients(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
                          chunk_size: int = 64) -> dict[str, torch.Tensor]:
     """Per-example gradients of the true-class logit, {name: (n, *param.shape)}, eval mode."""
@@ -96,7 +85,7 @@ def true_class_gradients(model: nn.Module, params: Params, x: torch.Tensor, y: t
 
     per_example = vmap(grad(logit), in_dims=(None, 0, 0))
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in params}
-    with _eval(model):
+    with eval_mode(model):
         for xs, ys in zip(x.split(chunk_size), y.split(chunk_size)):
             g = per_example(dict(params), xs, ys)
             for k in params:
@@ -128,7 +117,7 @@ def first_order_prediction(model: nn.Module, params_base: Params, params_target:
     averaged model when gradients are frozen at θ_base (eval mode, buffers held fixed)."""
     buffers = dict(model.named_buffers())
     outs = []
-    with torch.no_grad(), _eval(model), fwAD.dual_level():
+    with torch.no_grad(), eval_mode(model), fwAD.dual_level():
         duals = {k: fwAD.make_dual(params_base[k], params_target[k] - params_base[k]) for k in params_base}
         for xs in x.split(chunk_size):
             primal, tangent = fwAD.unpack_dual(functional_call(model, {**buffers, **duals}, (xs,)))
