@@ -100,3 +100,14 @@ def test_interrupted_run_resumes_without_redoing_finished_units(tmp_path, monkey
     execute("approximation", "tiny", None, {}, tmp_path, "cpu", None, quiet=True)
     assert calls == ["sgd", "adamw", "adamw"]  # sgd was not trained again
     assert finished.stat().st_mtime_ns == stamp and (run_dir / "DONE").exists()
+
+
+def test_demo_fallback_without_mnist_fits_the_digits_data():
+    from telescope.cli.main import DEMO_WITHOUT_MNIST
+    from telescope.data import binary_task
+    from telescope.experiments import approximation
+    from telescope.experiments.base import resolve_config
+
+    cfg = resolve_config("approximation", approximation.Config, "quick", overrides=DEMO_WITHOUT_MNIST)
+    split = binary_task(cfg.dataset, tuple(cfg.classes), n_train=cfg.n_train, n_test=cfg.n_test)
+    assert split.x_train.shape == (250, 64) and split.x_test.shape == (100, 64)

@@ -109,6 +109,10 @@ def report_cmd(directory: Path, index_all: bool) -> None:
     click.echo(f"report: {path}")
 
 
+# scikit-learn's digits hold 365 images of 3 and 5: train on 250, test on 100
+DEMO_WITHOUT_MNIST = {"dataset": "digits", "n_train": "250", "n_test": "100"}
+
+
 @cli.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--data-dir", default=None)
@@ -123,7 +127,7 @@ def demo_cmd(out: Path, data_dir: str | None) -> None:
     if not (mnist / "t10k-images-idx3-ubyte.gz").exists():
         click.echo(f"MNIST not found under {mnist}; the demo uses scikit-learn's 8x8 digits instead "
                    "(set TELESCOPE_DATA for the paper's data).")
-        sets = {"dataset": "digits", "n_train": "500", "n_test": "200"}
+        sets = dict(DEMO_WITHOUT_MNIST)
     click.echo("running: telescope run approximation --preset quick  (about 5 minutes on 2 CPU cores)")
     path = execute("approximation", "quick", None, sets, out, "cpu", data_dir)
     report = build_report(path)
