@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from telescope.data.core import Split, data_dir
-from telescope.data.images import _pick, downsample
+from telescope.data.images import downsample, pick_balanced
 from telescope.errors import ConfigError, DataError
 
 CIFAR_CATDOG = "cifar10/cifar10_catdog_jpeg.npz"
@@ -77,8 +77,8 @@ def cifar_catdog_task(*, n_train: int = 1000, n_test: int = 1000, size: int = 8,
     rng = np.random.default_rng(seed)
     xtr, ytr = load_cifar_catdog("train", root)
     xte, yte = load_cifar_catdog("test", root)
-    itr = _pick(ytr, (0, 1), n_train, rng, "training")
-    ite = _pick(yte, (0, 1), n_test, rng, "test")
+    itr = pick_balanced(ytr, (0, 1), n_train, rng, "training")
+    ite = pick_balanced(yte, (0, 1), n_test, rng, "test")
     y_train = torch.as_tensor(ytr[itr].astype(np.float32))
     y_test = torch.as_tensor(yte[ite].astype(np.float32))
     if label_noise > 0:

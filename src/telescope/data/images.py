@@ -116,7 +116,7 @@ def downsample(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool2d(x[:, None], size)[:, 0]
 
 
-def _pick(y: np.ndarray, classes: tuple[int, int], n: int, rng: np.random.Generator, what: str) -> np.ndarray:
+def pick_balanced(y: np.ndarray, classes: tuple[int, int], n: int, rng: np.random.Generator, what: str) -> np.ndarray:
     """``n`` indices, as balanced between the two classes as the data allow, shuffled."""
     idx = [np.flatnonzero(y == c) for c in classes]
     half = n // 2
@@ -150,8 +150,8 @@ def binary_task(dataset: str, classes: tuple[int, int] = (3, 5), *, n_train: int
     if dataset == "mnist":
         xtr, ytr = load_mnist("train", root)
         xte, yte = load_mnist("test", root)
-        itr = _pick(ytr, classes, n_train, rng, "training")
-        ite = _pick(yte, classes, n_test, rng, "test")
+        itr = pick_balanced(ytr, classes, n_train, rng, "training")
+        ite = pick_balanced(yte, classes, n_test, rng, "test")
         xtr, ytr, xte, yte = xtr[itr] / 255.0, ytr[itr], xte[ite] / 255.0, yte[ite]
     elif dataset == "digits":
         x, y = load_digits()

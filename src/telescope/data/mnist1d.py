@@ -70,7 +70,7 @@ def mnist1d_task(classes: tuple[int, int] = (0, 1), *, n_train: int | None = Non
         raise ConfigError(f"mnist1d_task(classes={classes}): give two different digits 0–9")
     if not 0.0 <= label_noise < 1.0:
         raise ConfigError(f"mnist1d_task(label_noise={label_noise}): give a fraction in [0, 1)")
-    from telescope.data.images import _pick
+    from telescope.data.images import pick_balanced
 
     data = make_mnist1d(num_samples)
     rng = np.random.default_rng(seed)
@@ -83,7 +83,7 @@ def mnist1d_task(classes: tuple[int, int] = (0, 1), *, n_train: int | None = Non
             if n > len(keep):
                 raise DataError(f"mnist1d_task: asked for {n} {what} signals of classes {classes}, only "
                                 f"{len(keep)} were generated; raise num_samples (now {num_samples})")
-            idx = _pick(y, classes, n, rng, what)
+            idx = pick_balanced(y, classes, n, rng, what)
         return (torch.as_tensor(x[idx], dtype=torch.float32),
                 torch.as_tensor((y[idx] == classes[1]).astype(np.float32)))
 
