@@ -39,7 +39,7 @@ def _label(alpha: float, output: str) -> str:
     return f"α = {alpha:g}" + (", sigmoid output" if output == "sigmoid" else "")
 
 
-def _panel_pair(plt, metrics, panels, title_prefix):
+def _panel_pair(plt, metrics, panels, title_prefix, summary=None):
     methods = _methods(metrics)
     several = len(methods) > 1
     fig, axes = plt.subplots(3, len(panels), figsize=(3.6 * len(panels), 7.8), squeeze=False, sharex=True)
@@ -54,12 +54,18 @@ def _panel_pair(plt, metrics, panels, title_prefix):
                             alpha=0.2, lw=0)
         ax.set_title(f"{title_prefix}{_label(alpha, output)}")
         ax = axes[1][col]
+        # the summary's step_unreliable: test residual |s·y + c − f̃| > 3·|f − f̃| and > 0.02
+        start = (summary or {}).get(f"alpha={alpha:g}/output={output}/method={methods[0]}/step_unreliable")
+        if start is not None and np.isfinite(start):
+            for r in (1, 2):
+                axes[r][col].axvspan(start, sub["step"].max(), color="0.85", lw=0,
+                                     label="residual > 3·|f − f̃|" if r == 1 else None)
         for method in methods:
             part = _of_method(sub, method)
             for split in ("train", "test"):
                 s = _mean_se(part, split, "smoother/p_eff")
                 ax.plot(s["step"], s["mean"], STYLES.get(method, ":"), color=COLORS[split],
-                        label=f"p_{split}" + (f" ({method})" if several else ""))
+                        label=f"p_{split}" + (f" ({method})" if several or method != "exact" else ""))
                 se = _mean_se(part, split, "smoother/p_eff_se")
                 band = se["mean"].to_numpy() if len(se) == len(s) else s["se"].to_numpy()
                 ax.fill_between(s["step"], s["mean"] - band, s["mean"] + band, color=COLORS[split], alpha=0.15, lw=0)
@@ -111,15 +117,15 @@ def run_text(metrics: pd.DataFrame, summary: dict) -> str:
 def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -> list[Figure]:
     plt = setup_matplotlib()
     panels = _panels(metrics)
-    fig = _panel_pair(plt, metrics, panels, "")
+    fig = _panel_pair(plt, metrics, panels, "", summary)
     overlay = (" The p⁰ row overlays the exact smoother (solid) and the sketch (dashed, ± 1 s.e. band) "
                "computed along the same training." if len(_methods(metrics)) > 1 else "")
     figs = [Figure(save(fig, out_dir, "grokking_mnist.png"),
                    "Misclassification error (top) and effective parameters p⁰ of the telescoping smoother (middle) "
                    "on train (green) and test (blue) over optimization steps, one column per initialization scale α "
                    "(mean ± s.e. over seeds); bottom: the smoother's self-check |s·y + c − f̃| against the "
-                   "telescoping error |f − f̃| (where the first exceeds the second by far, p⁰ is no longer a "
-                   f"faithful account of the network).{overlay} The paper (Fig. 4 col. 2, Fig. 12) reports that with "
+                   "telescoping error |f − f̃|; grey: steps where the first exceeds 3× the second (and 0.02), "
+                   f"where p⁰ is no longer a faithful account of the network.{overlay} The paper (Fig. 4 col. 2, Fig. 12) reports that with "
                    "a large α the training error reaches zero early while the test error improves much later "
                    "(grokking), that the late improvement coincides with p_test falling below p_train, and that a "
                    f"larger α gives later grokking and a later gap. This run: {run_text(metrics, summary)}.",
