@@ -103,3 +103,21 @@ def test_parity_task_uses_every_digit():
     assert data.x_train.shape == (300, 64) and data.x_test.shape == (50, 64)
     assert float(data.x_train.min()) >= 0.0 and float(data.x_train.max()) <= 1.0
     assert 0.35 < float(data.y_train.mean()) < 0.65          # odd vs even: about balanced
+
+
+def test_summary_reads_fit_generalization_and_reliability_off_the_curves():
+    import pandas as pd
+    from telescope.experiments.grokking_mnist import summarize
+    steps = [0, 10, 100, 1000, 5000]
+    curves = {("train", "error"): [0.5, 0.3, 0.0, 0.0, 0.0], ("test", "error"): [0.5, 0.4, 0.3, 0.2, 0.05],
+              ("train", "smoother/p_eff"): [0.0, 0.5, 150, 200, 200], ("test", "smoother/p_eff"): [0.0, 0.2, 140, 120, 90],
+              ("test", "smoother/residual"): [0, 1e-3, 5e-3, 0.01, 0.5], ("test", "telescope/abs_err"): [0, 1e-3, 5e-3, 0.01, 0.05]}
+    rows = [dict(step=st, split=sp, name=nm, value=v[i], alpha=6.0, output="linear", method="exact", seed=0)
+            for (sp, nm), v in curves.items() for i, st in enumerate(steps)]
+    s = summarize(pd.DataFrame(rows), 5000)
+    k = "alpha=6/output=linear/method=exact/"
+    assert (s[k + "step_fit"], s[k + "step_generalize"]) == (100, 5000)
+    assert (s[k + "p_train_at_fit"], s[k + "p_test_at_fit"], s[k + "test_error_at_fit"]) == (150, 140, 0.3)
+    assert (s[k + "p_train_at_generalize"], s[k + "p_test_at_generalize"]) == (200, 90)
+    assert s[k + "step_p_gap"] == 1000          # step 10 has p_train < 1: not a gap
+    assert s[k + "step_unreliable"] == 5000     # residual 0.5 > 3 × 0.05
