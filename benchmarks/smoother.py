@@ -8,8 +8,8 @@ in-run baseline.
         [--steps 5] [--dtype float64] [--device cpu] [--threads 1]
 
 * general path (AdamW, λ > 0: step, momentum and θ buffers): time of the tracker's
-  ``after_step`` (batch Jacobian, G = a·J_Bᵀ(Ê−R_B), the AdamW recursion over p×(n+1)
-  buffers, Jacobians of all N tracked points and ΔR = J_all·Δ), without the optimizer
+  ``after_step`` (batch derivatives, G = a·J_Bᵀ(Ê−R_B), the AdamW recursion over p×(n+1)
+  buffers, derivatives of all N tracked points and ΔR = J_all·Δ), without the optimizer
   step or the lens's own JVP;
 * floor: the two dense products that step needs, on preallocated tensors of the same
   shapes and dtype: (p × |B|)(|B| × (n+1)) and (N × p)(p × (n+1)) (in the same chunks);
@@ -17,27 +17,29 @@ in-run baseline.
 * kernel shortcut vs general path, both under plain SGD (the only case the shortcut covers).
 
 ``--mode sketch``: the sketched smoother (K = ``--probes``) against the exact one on the
-same training trajectory (one lens, both trackers fed the same steps): per-step time of each
-tracker's ``after_step`` (AdamW, general path, and plain SGD, kernel shortcut), their state
-memory (bytes of R and the p × L buffers, and ``memory_estimate``), and after ``--train``
-AdamW steps the estimate p̂ ± se against the exact p⁰ on train and test.
+same training trajectory (one lens, all trackers fed the same steps), each with structured
+products and with vmap(jacrev) rows: per-step time of each tracker's ``after_step`` (AdamW,
+general path, and plain SGD, kernel shortcut), the step's peak memory, the state memory
+(bytes of R, the p × L buffers and the probe basis), the agreement of the structured and
+jacrev trackers, and after ``--train`` AdamW steps the estimate p̂ ± se against the exact p⁰
+on train and test (with ``--seeds S``: the spread of p̂ over S probe seeds).
 
     PYTHONPATH=src python benchmarks/smoother.py --mode sketch --n 1000 --m 1000 --threads 1
 
 ``--mode sketch-large``: a sketch run the exact path cannot hold: it builds the exact spec
 with ``--budget-gib`` (default 24 GiB) and shows its refusal, then times ``--steps`` AdamW
-steps of the sketch and reports its p̂ ± se.
+steps of the sketch and reports its p̂ ± se; ``--baseline-steps B`` also times B steps of
+the same tracker with vmap(jacrev) rows.
 
     PYTHONPATH=src python benchmarks/smoother.py --mode sketch-large --n 5000 --m 500 --d 784 \
-        --width 256 --chunk 128 --threads 1
+        --width 256 --chunk 128 --threads 1 --baseline-steps 2
 
 Times are the best of ``--steps`` steps; on CPU they are process CPU time, so other jobs on
-a shared machine do not distort them (use ``--threads 1`` there). "peak" (``--mode sketch``) is
-the largest resident-memory rise during one extra, untimed tracker step, i.e. the step's
-temporaries (Linux/glibc: allocations over 64 KiB are switched to mmap with mallopt and free heap
-memory is returned with malloc_trim, so that freed memory leaves the process; VmHWM is reset
-through /proc/self/clear_refs and read after the step, minus VmRSS before it); "state" is the bytes of R, the p × L buffers and the probe
-basis.
+a shared machine do not distort them (use ``--threads 1`` there). "peak" (``--mode sketch``)
+is the largest resident-memory rise during one extra, untimed tracker step, i.e. the step's
+temporaries (Linux/glibc: allocations over 64 KiB are switched to mmap with mallopt and free
+heap memory is returned with malloc_trim, so that freed memory leaves the process; VmHWM is
+reset through /proc/self/clear_refs and read after the step, minus VmRSS before it).
 """
 
 from __future__ import annotations
@@ -350,10 +352,12 @@ def sketch_large(args) -> None:
           f"{spec.memory_estimate(args.n + args.m, p, buffers=3, batch_size=args.batch) / 2**20:.1f} MiB), "
           f"lens.step per step {best:.2f} s (best of {args.steps}), wall {time.perf_counter() - t_all:.1f} s "
           f"for {args.steps + 1} steps")
-    if baseline is not None and args.baseline_steps:
+    if baseline is not None:
+        same = args.steps == args.baseline_steps                # both trackers saw the same steps
+        gap = float((tracker.R - baseline.R).abs().max()) if same else float("nan")
         print(f"  lens.observe (JVP + tracker, structured) {best_tracker:.2f} s; the same tracker step with "
               f"vmap(jacrev) rows {best_base:.2f} s (best of {args.baseline_steps}); max |R - R_jacrev| after "
-              f"{args.baseline_steps + 1} steps {float((tracker.R - baseline.R).abs().max()) if args.steps == args.baseline_steps else float('nan'):.1e}")
+              f"{args.baseline_steps + 1} steps {gap:.1e}")
     for split in p_hat:
         print(f"  p_eff {split:5s} {p_hat[split]:9.3f} ± {se[split]:.3f}")
 
@@ -401,7 +405,8 @@ def main() -> None:
     print(f"fraction of floor throughput       {floor / general:9.2f}    {floor / general_j:9.2f}   (target >= 0.60)")
     print(f"SGD general path per step          {sgd['auto'] * 1e3:9.1f} ms {sgd['jacrev'] * 1e3:9.1f} ms")
     print(f"SGD kernel shortcut per step       {kern['auto'] * 1e3:9.1f} ms {kern['jacrev'] * 1e3:9.1f} ms")
-    print(f"kernel shortcut speed-up           {sgd['auto'] / kern['auto']:9.2f}x   {sgd['jacrev'] / kern['jacrev']:9.2f}x")
+    print(f"kernel shortcut speed-up           {sgd['auto'] / kern['auto']:9.2f}x   "
+          f"{sgd['jacrev'] / kern['jacrev']:9.2f}x")
 
 
 if __name__ == "__main__":

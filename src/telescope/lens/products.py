@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
+from telescope.errors import ConfigError
 from telescope.kernels.structured import make_plan
 from telescope.lens.recorder import eval_mode
 
@@ -133,8 +134,9 @@ class JacobianProducts:
     def __init__(self, model: nn.Module, names: Sequence[str], sizes: Sequence[int], k: int,
                  dtype: torch.dtype, method: str = "auto"):
         if method not in METHODS:
-            raise ValueError(f"JacobianProducts(method={method!r}): choose one of {', '.join(METHODS)}")
+            raise ConfigError(f"JacobianProducts(method={method!r}): choose one of {', '.join(METHODS)}")
         self.model, self.names, self.k, self.dtype = model, list(names), int(k), dtype
+        self.device = dict(model.named_parameters())[self.names[0]].device
         self.offsets = {}
         lo = 0
         for nm, s in zip(self.names, sizes):
@@ -359,8 +361,7 @@ class JacobianProducts:
         parameters: n·m·k²·numel.
         """
         n, m, k = side.n, other.n, side.k
-        device = self._device(side, other)
-        K = torch.zeros(n * k, m * k, device=device, dtype=self.dtype)
+        K = torch.zeros(n * k, m * k, device=self.device, dtype=self.dtype)
         both = [i for i in side.feats if i in other.feats]
         for i in both:
             u = self.units[i]
@@ -373,7 +374,7 @@ class JacobianProducts:
             K.view(n, k, m, k).addcmul_(DD.view(n, k, m, k), scale[:, None, :, None])
         rest = [nm for nm in self.names if nm not in {x for i in both for x in self.units[i].names}]
         if rest:
-            J1, J2, g = self._rest_rows(side, rest), self._rest_rows(other, rest), self._lr_vector(rest, lr, device)
+            J1, J2, g = self._rest_rows(side, rest), self._rest_rows(other, rest), self._lr_vector(rest, lr)
             K.addmm_(J1 * g, J2.T)
         return K
 
@@ -385,15 +386,6 @@ class JacobianProducts:
                 return J
         return torch.cat([self._piece(side, nm) for nm in names], 1)
 
-    def _lr_vector(self, names: list[str], lr: Mapping[str, float], device) -> Tensor:
-        return torch.cat([torch.full((self.offsets[nm][1] - self.offsets[nm][0],), float(lr[nm]), device=device,
+    def _lr_vector(self, names: list[str], lr: Mapping[str, float]) -> Tensor:
+        return torch.cat([torch.full((self.offsets[nm][1] - self.offsets[nm][0],), float(lr[nm]), device=self.device,
                                      dtype=self.dtype) for nm in names])
-
-    @staticmethod
-    def _device(*sides: Side):
-        for s in sides:
-            for A, _ in s.feats.values():
-                return A.device
-            for _, _, J in s.runs:
-                return J.device
-        return None

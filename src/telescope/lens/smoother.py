@@ -500,7 +500,7 @@ class SmootherTracker:
 
     def _general_step(self, params, side_b, E, a, dtheta, optimizer) -> None:
         G = self.buffers["step"]
-        self.products.transpose_apply(side_b, E, G)                              # G/a = J_Bᵀ E: −∇L in label space
+        self.products.transpose_apply(side_b, E, G)                              # G/a = J_Bᵀ E: −∇L
         G.mul_(-a)                                                               # now the gradient g
         M = self.buffers.get("momentum")
         D = self.buffers.get("theta")
