@@ -107,7 +107,8 @@ def _fig6(plt, test: pd.DataFrame, variants: list[str], config: dict, summary: d
            + f", output layer re-initialised, then fine-tuned on {config.get('dataset')}.") \
         if "pretrained" in variants else ""
     return Figure(save(fig, out_dir, "lmc_gradient_change.png"),
-                  "Barrier of the weight-averaged children (mean ± s.e. over seeds and pairs) and the mean squared "
+                  "Barrier of the weight-averaged children (mean ± s.e. over seeds and pairs; an arm with a single "
+                  "pair has no bars) and the mean squared "
                   "change of the true-class logit's gradient between the parent at t' and one epoch later, by kind "
                   "of layer (256 test inputs), as a function of the spawn step t'. The paper (Fig. 6) reports that "
                   "the barrier vanishes when the gradient changes flatten, most clearly for the output layer, and "
