@@ -76,6 +76,8 @@ def test_config_is_validated():
         resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"datasets": "superconductor"})
     with pytest.raises(ConfigError, match="optimizer"):
         resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"optimizer": "lbfgs"})
+    with pytest.raises(ConfigError, match="nn_inputs"):
+        resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"nn_inputs": "minmax"})
     assert get("trees-vs-nets").config_cls is tvn.Config
 
 
