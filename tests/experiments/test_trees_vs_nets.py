@@ -1,5 +1,6 @@
 """trees-vs-nets: the network kernel rows, Adam's preconditioner, and the tiny study."""
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -76,15 +77,37 @@ def test_config_is_validated():
         resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"datasets": "superconductor"})
     with pytest.raises(ConfigError, match="optimizer"):
         resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"optimizer": "lbfgs"})
+    with pytest.raises(ConfigError, match="nn_inputs"):
+        resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"nn_inputs": "minmax"})
     assert get("trees-vs-nets").config_cls is tvn.Config
 
 
-@pytest.fixture(scope="module")
-def tiny_run():
+def _data_root():
     env = os.environ.get("TELESCOPE_DATA")
     root = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
     if not (root / "tabular" / "houses.csv.gz").exists():
         pytest.skip("no tabular data: set TELESCOPE_DATA to the shared data folder")
+    return root
+
+
+def test_network_inputs_are_gaussianised_on_its_own_training_rows():
+    config = resolve_config("trees-vs-nets", tvn.Config, "tiny")
+    data = tvn._load("houses", config, RunContext(data_dir=_data_root()))
+    x_fit, x_test = data.nn_final
+    np.testing.assert_allclose(np.median(x_fit, axis=0), 0, atol=0.05)
+    # test rows (irregular ones included) never leave the range the network was trained on
+    assert np.all(x_test >= x_fit.min(0) - 1e-12) and np.all(x_test <= x_fit.max(0) + 1e-12)
+    assert np.any(data.x_test > data.x_fit.max(0))            # while the GBT's inputs do
+    x_tr, x_val = data.nn_search                              # the search refits on train only
+    assert np.all(x_val <= x_tr.max(0) + 1e-12)
+    std = tvn._load("houses", dataclasses.replace(config, nn_inputs="standard"),
+                    RunContext(data_dir=_data_root()))
+    assert std.nn_final[1] is std.x_test and std.nn_search[0] is std.x_train
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    root = _data_root()
     torch.set_num_threads(1)
     config = resolve_config("trees-vs-nets", tvn.Config, "tiny")
     sink = MemorySink()

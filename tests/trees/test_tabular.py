@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from telescope.data.tabular import irregular_split, irregularity, load_tabular, preprocess
+from telescope.data.tabular import (irregular_split, irregularity, load_tabular, preprocess,
+                                   quantile_gaussianise)
 from telescope.errors import ConfigError, DataError
 
 
@@ -24,6 +25,23 @@ def test_preprocess_logs_heavy_tails_and_standardises():
     np.testing.assert_allclose(ys.mean(), 0, atol=1e-12)
     np.testing.assert_allclose(ys.std(), 1, atol=1e-12)
     assert abs(((xs[:, 0] - xs[:, 0].mean()) ** 3).mean()) < 2.0   # no longer heavy-tailed (was > 2)
+
+
+def test_quantile_gaussianise_is_fitted_on_the_reference_rows_only():
+    x = _x(n=2000)
+    ref, new = x[:1500], x[1500:]
+    ref_q, new_q, wide_q = quantile_gaussianise(ref, new, np.vstack([ref.min(0) - 10, ref.max(0) + 10]))
+    # reference rows become standard normal per feature (heavy tail included)
+    np.testing.assert_allclose(ref_q.mean(0), 0, atol=0.02)
+    np.testing.assert_allclose(ref_q.std(0), 1, atol=0.05)
+    # monotone per feature, on rows it was not fitted on
+    for j in range(x.shape[1]):
+        o = np.argsort(new[:, j])
+        assert np.all(np.diff(new_q[o, j]) >= 0)
+    # beyond the reference range: the reference extreme (GOV22 networks see no extrapolation)
+    np.testing.assert_allclose(wide_q[0], ref_q.min(0))
+    np.testing.assert_allclose(wide_q[1], ref_q.max(0))
+    assert wide_q[1].min() > 5 and wide_q[0].max() < -5
 
 
 def test_irregular_split_is_deterministic_disjoint_and_sized():

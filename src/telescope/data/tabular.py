@@ -92,6 +92,26 @@ def preprocess(x: np.ndarray, y: np.ndarray, *, skew_threshold: float = 2.0
     return x, y, {"logged": logged, "y_mean": y_mean, "y_std": y_std}
 
 
+def quantile_gaussianise(x_ref: np.ndarray, *xs: np.ndarray, n_quantiles: int = 1000,
+                         seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Map every feature to a standard normal through the quantiles of ``x_ref``: GOV22's
+    network preprocessing (scikit-learn ``QuantileTransformer(output_distribution="normal")``).
+
+    The transform is fitted on ``x_ref`` (n_ref, d) only, then applied to ``x_ref`` and to
+    each of ``xs`` (m_k, d); returns ``(x_ref', *xs')``. Values outside ``x_ref``'s range
+    map to the extreme quantiles (about ±5.2): like a tree, the network then sees a test
+    feature beyond the training range as the training extreme. Fitting on all rows
+    instead would let irregular rows keep their place beyond the training data.
+    Cost O(d · (n_ref log n_ref + Σ m_k log n_quantiles)).
+    """
+    from sklearn.preprocessing import QuantileTransformer
+
+    x_ref = np.asarray(x_ref, dtype=np.float64)
+    qt = QuantileTransformer(output_distribution="normal", n_quantiles=min(n_quantiles, x_ref.shape[0]),
+                             subsample=None, random_state=seed).fit(x_ref)
+    return tuple(qt.transform(np.asarray(a, dtype=np.float64)) for a in (x_ref, *xs))
+
+
 def irregularity(x: np.ndarray) -> np.ndarray:
     """|projection on the first principal component − its median| for each row: (n,)."""
     c = x - x.mean(axis=0)

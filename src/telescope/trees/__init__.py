@@ -2,8 +2,9 @@
 
 ``boosting_smoother(gbr, x_train, x_eval) @ y_train + boosting_offset(...)`` reproduces a
 squared-loss ``GradientBoostingRegressor``'s predictions; the per-tree kernel is
-K_t(x, x_i) = 1{leaf_t(x) = leaf_t(x_i)} / n_leaf. May import scikit-learn; never
-store, plots or cli.
+K_t(x, x_i) = 1{leaf_t(x) = leaf_t(x_i)} / n_leaf. Every function also takes an
+``xgboost.XGBRegressor`` fitted with ``telescope.trees.xgb.PARITY`` (optional extra
+``xgboost``; NOTE [xgboost parity]). May import scikit-learn; never store, plots or cli.
 """
 
 from telescope.trees.boosting import (

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from telescope.errors import ConfigError, ShapeError, UnsupportedModelError
+from telescope.trees import xgb as _xgb
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ def _check_model(gbr, fn: str) -> None:
 
     if not isinstance(gbr, GradientBoostingRegressor):
         raise UnsupportedModelError(
-            f"{fn}(gbr=...): expected a fitted sklearn.ensemble.GradientBoostingRegressor, "
-            f"got {type(gbr).__name__}")
+            f"{fn}(gbr=...): expected a fitted sklearn.ensemble.GradientBoostingRegressor (or an "
+            f"xgboost.XGBRegressor with telescope.trees.xgb.PARITY), got {type(gbr).__name__}")
     if not hasattr(gbr, "estimators_"):
         raise ConfigError(f"{fn}(gbr=...): the model is not fitted; call gbr.fit(x_train, y_train) first")
     if gbr.loss != "squared_error":
@@ -106,20 +107,30 @@ def _leaf_table(tree) -> tuple[np.ndarray, np.ndarray]:
     return table, tree.n_node_samples[is_leaf]
 
 
+def _n_trees(gbr) -> int:
+    if _xgb.is_xgboost(gbr):
+        return _xgb.n_trees(gbr)
+    return getattr(gbr, "estimators_", np.empty((0, 1))).shape[0]
+
+
 def _leaves(gbr, x_train, x_eval, fn: str, n_stages: int | None = None) -> _Leaves:
     """Validate once at the door and map every point to its leaf in every tree."""
-    _check_model(gbr, fn)
+    xgb = _xgb.is_xgboost(gbr)
+    _xgb.check(gbr, fn) if xgb else _check_model(gbr, fn)
     n_features = gbr.n_features_in_
     x_train = _as_2d(x_train, n_features, fn, "x_train")
     same = x_eval is None or x_eval is x_train
     if not same:
         x_eval = _as_2d(x_eval, n_features, fn, "x_eval")
-    n_trees = gbr.estimators_.shape[0]
+    n_trees = _n_trees(gbr)
     if n_stages is None:
         n_stages = n_trees
     if not (0 <= int(n_stages) <= n_trees):
         raise ConfigError(f"{fn}(n_stages={n_stages}): the model has {n_trees} trees; use 0..{n_trees}")
     n_stages = int(n_stages)
+    if xgb:
+        train, evl, counts = _xgb.leaves(gbr, x_train, None if same else x_eval, n_stages, fn)
+        return _Leaves(train, evl, counts, _xgb.learning_rate(gbr, fn))
     nodes_train = gbr.apply(x_train)[:, :n_stages].astype(np.int64) if n_stages else None
     nodes_eval = None
     if not same and n_stages:
@@ -154,6 +165,8 @@ def _init_prediction(gbr, x: np.ndarray) -> np.ndarray:
     scikit-learn casts inputs to float32 before fitting and calling the init estimator
     (and the trees); so do we, or a non-constant init would differ in the 7th digit.
     """
+    if _xgb.is_xgboost(gbr):
+        return np.full(x.shape[0], _xgb.base_score(gbr, "init"), dtype=np.float64)
     if isinstance(gbr.init_, str) and gbr.init_ == "zero":
         return np.zeros(x.shape[0], dtype=np.float64)
     return np.asarray(gbr.init_.predict(x.astype(np.float32)), dtype=np.float64).reshape(-1)
@@ -281,7 +294,9 @@ def boosting_smoother(gbr, x_train, x_eval=None, *, n_stages: int | None = None)
 
     Args:
         gbr: fitted ``sklearn.ensemble.GradientBoostingRegressor`` with
-            ``loss="squared_error"``, ``subsample=1.0``, no early stopping, no sample weights.
+            ``loss="squared_error"``, ``subsample=1.0``, no early stopping, no sample weights;
+            or a fitted ``xgboost.XGBRegressor`` with ``telescope.trees.xgb.PARITY``
+            (NOTE [xgboost parity]: exact to float32 rounding only).
         x_train: (n_train, d) exactly the inputs ``gbr`` was fitted on (checked against the
             trees' leaf sample counts).
         x_eval: (n_eval, d) inputs to evaluate; ``None`` (or ``x_train`` itself) gives the
@@ -335,9 +350,9 @@ def tree_kernel(gbr, x_train, x_eval=None, *, tree: int):
     import scipy.sparse as sp
 
     fn = "tree_kernel"
-    n_trees = getattr(gbr, "estimators_", np.empty((0, 1))).shape[0]
+    n_trees = _n_trees(gbr)
     if not isinstance(tree, (int, np.integer)) or not (0 <= tree < max(n_trees, 1)):
-        _check_model(gbr, fn)
+        _xgb.check(gbr, fn) if _xgb.is_xgboost(gbr) else _check_model(gbr, fn)
         raise ConfigError(f"{fn}(tree={tree!r}): the model has {n_trees} trees; use an int in 0..{n_trees - 1}")
     lv = _leaves(gbr, x_train, x_eval, fn, int(tree) + 1)
     leaf_tr = lv.train[:, tree]
