@@ -113,11 +113,14 @@ PAPER_WIDTHS_1D = (1, 2, 3, 5, 10, 20, 30, 40, 50, 70, 100, 200, 300, 400)
 # "all 5,000" needs all ten digits: ``mnist_all_noisy`` labels digit ≥ 5 as 1 (2,500 per
 # class), flips 20% of them and tests on 1,000 balanced t10k images. At n = 5,000 the
 # exact smoother carries p × (n+1) momentum and step buffers plus (n + m) × (n+1) rows,
-# p = 66·h + 1: 24 GiB at h ≈ 300 in float32 (the paper's widths go to 5,000), and per
-# step ~2·(n + m)·p·(n+1) flops; the sketch with K = 32 probes carries p × 34. On a CPU
-# the Jacobians of all n + m tracked points at every step dominate either way, so this
-# preset trains few widths for a fixed, small number of epochs (it does not reach the
-# stopping rule): it shows p_train against p_test at full size, not the whole curve.
+# p = 66·h + 1 (SmootherSpec.memory_estimate, m = 1,000): 0.63 GiB at h = 200, 13 GiB at
+# the paper's widest h = 5,000 in float32 (26 GiB in float64), and per step about
+# 2·(n + m)·p·(n+1) ≈ 8·10^11 flops at h = 200; the sketch with K = 32 probes carries
+# p × 34 (0.03 GiB at h = 200, 0.84 GiB at h = 5,000) and ≈ 5·10^9 flops. On a CPU the
+# Jacobians of all n + m tracked points at every step then dominate (measured ≈ 0.6 s
+# per step at h = 200), so this preset trains few widths for a fixed 10 epochs (500
+# steps; it does not reach the stopping rule): it shows that the sketch runs at full
+# size and what p_train and p_test are there early in training, not the whole curve.
 FULL_PRESET: dict[str, Any] = dict(
     datasets=("mnist_all_noisy",), n_train=5000, n_test=1000, p_probe=1000, methods=("sketch",), probes=32,
     smoother_dtype="float32", widths=(5, 20, 75, 200), lr=0.005, max_epochs=10, patience=10, seeds=1)
