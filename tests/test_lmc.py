@@ -6,8 +6,10 @@ import torch.nn as nn
 
 from telescope.experiments import lmc
 from telescope.experiments.base import RunContext, resolve_config
-from telescope.lens.averaging import (first_order_prediction, gradient_change_by_layer, interpolate,
-                                      layer_groups, recompute_batchnorm)
+from telescope.data.vision import match_shape
+from telescope.errors import ConfigError
+from telescope.lens.averaging import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
+                                      interpolate, layer_groups, layer_kinds, recompute_batchnorm)
 from telescope.models import MLP
 from telescope.models.convnets import SmallCNN
 from telescope.store import MemorySink
@@ -75,3 +77,75 @@ def test_tiny_run_logs_barriers_and_gradient_changes(data_dir):
     names = set(sink.metrics()["name"])
     assert {"barrier/loss_half", "barrier/error_max", "grad_change/all", "wa/avg_vs_ensemble"} <= names
     assert "random/t=0/loss_barrier_max" in summary
+
+
+def test_layer_kinds_and_kind_means_agree_with_the_whole_model():
+    torch.manual_seed(0)
+    model = SmallCNN(1, 4, channels=(3, 4), image_size=8, batchnorm=True)
+    kinds = layer_kinds(model)
+    assert kinds == {"features.0": "hidden", "features.1": "batchnorm", "features.4": "hidden",
+                     "features.5": "batchnorm", "head": "output"}
+    pa = {k: v.detach().clone() for k, v in model.named_parameters()}
+    pb = {k: v + 0.1 * torch.randn_like(v) for k, v in pa.items()}
+    change = gradient_change_by_layer(model, pa, pb, torch.randn(6, 1, 8, 8), torch.randint(0, 4, (6,)))
+    by_kind = gradient_change_by_kind(model, change)
+    assert by_kind["output"] == change["head"]
+    sizes = {kind: sum(pa[n].numel() for layer, names in layer_groups(model).items() if kinds[layer] == kind
+                       for n in names) for kind in by_kind}
+    whole = sum(by_kind[k] * sizes[k] for k in by_kind) / sum(sizes.values())
+    assert whole == pytest.approx(change["all"], rel=1e-10)
+
+
+def test_match_shape_resizes_and_replicates_channels():
+    x = torch.rand(3, 1, 28, 28)
+    out = match_shape(x, 3, 32)
+    assert out.shape == (3, 3, 32, 32)
+    assert torch.equal(out[:, 0], out[:, 2])
+    assert out.mean().item() == pytest.approx(x.mean().item(), abs=0.02)
+    assert match_shape(out, 3, 32) is out
+
+
+def _pretrained_cfg(**extra):
+    overrides = {"dataset": "cifar10", "model": "cnn", "variants": "pretrained", "n_train": "256",
+                 "n_eval": "100", "n_grad": "16", "steps": "30", "spawn_steps": "0,10", "pretrain_steps": "60",
+                 **extra}
+    return resolve_config("lmc", lmc.Config, "tiny", overrides=overrides)
+
+
+def test_pretrained_init_transfers_features_and_keeps_a_fresh_head(data_dir):
+    cfg = _pretrained_cfg()
+    assert cfg.source() == "mnist"
+    ctx = RunContext(data_dir=data_dir)
+    state, source_error = lmc.pretrain(cfg, 0, 3, 32, ctx)
+    assert source_error < 0.5                        # 10 classes: chance is 0.9
+    assert state["head.weight"].shape[0] == 10
+    model, facts = lmc.initial_model(cfg, "pretrained", 0, 3, 32, 2, ctx)
+    random_model, _ = lmc.initial_model(cfg, "random", 0, 3, 32, 2, ctx)
+    fine, rand = model.state_dict(), random_model.state_dict()
+    for k in fine:
+        if k.startswith("head."):
+            assert torch.equal(fine[k], rand[k])     # the head: the random arm's fresh init
+        else:
+            assert torch.equal(fine[k], state[k])    # features: exactly the pretrained ones
+            assert not torch.equal(fine[k], rand[k])
+    assert facts["pretrain/source_error"] == source_error
+    with pytest.raises(ConfigError, match="cannot transfer"):
+        lmc.transfer(SmallCNN(3, 2, channels=(8, 32), image_size=32), state)
+
+
+def test_pretrained_arm_runs_beside_the_random_arm(data_dir):
+    cfg = _pretrained_cfg(variants="random,pretrained", finetune_spawn_steps="0", pretrain_steps="20")
+    sink = MemorySink()
+    summary = lmc.run(cfg, sink, RunContext(data_dir=data_dir))
+    frame = sink.metrics()
+    barriers = frame[frame["name"] == "barrier/loss_max"]
+    assert sorted(barriers.groupby("variant")["step"].apply(tuple).items()) == [("pretrained", (0,)),
+                                                                               ("random", (0, 10))]
+    assert summary["pretrained/source_dataset"] == "mnist"
+    assert 0.0 <= summary["pretrained/source_error"] < 0.9
+    assert "pretrained/t=0/grad_change_kind/output" in summary
+
+
+def test_pretraining_on_the_target_itself_is_refused():
+    with pytest.raises(ConfigError, match="pretrain_dataset"):
+        resolve_config("lmc", lmc.Config, "tiny", overrides={"variants": "pretrained", "pretrain_dataset": "mnist"})

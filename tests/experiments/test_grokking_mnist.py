@@ -37,18 +37,18 @@ def test_tiny_presets_log_what_the_figures_need_and_control_uses_fewer_parameter
     assert ("test", "telescope/abs_err") in names
     assert frame["step"].max() == cfg.steps
     assert set(frame["alpha"]) == {6.0}
-    large = summary["alpha=6/output=linear/final_p_train"]
+    large = summary["alpha=6/output=linear/method=exact/final_p_train"]
     # the smoother is a faithful account of f̃: residual of the order of the telescoping error
-    assert summary["alpha=6/output=linear/final_residual_test"] < 3 * summary[
-        "alpha=6/output=linear/final_telescope_abs_err"] + 1e-3
+    assert summary["alpha=6/output=linear/method=exact/final_residual_test"] < 3 * summary[
+        "alpha=6/output=linear/method=exact/final_telescope_abs_err"] + 1e-3
     figs = module_for("grokking-mnist").figures(frame, config_to_dict(cfg), summary, tmp_path)
     assert all((tmp_path / f.filename).stat().st_size > 5000 for f in figs)
 
     cfg_c, frame_c, summary_c = run_tiny("grokking-control")
     assert set(frame_c["output"]) == {"linear", "sigmoid"}
     assert set(frame_c["alpha"]) == {1.0}
-    p_lin = summary_c["alpha=1/output=linear/final_p_train"]
-    p_sig = summary_c["alpha=1/output=sigmoid/final_p_train"]
+    p_lin = summary_c["alpha=1/output=linear/method=exact/final_p_train"]
+    p_sig = summary_c["alpha=1/output=sigmoid/method=exact/final_p_train"]
     assert all(math.isfinite(v) for v in (p_lin, p_sig, large))
     # fact 13, first half: at the same step, standard init has used far fewer effective parameters than α = 6
     # (the sigmoid's further reduction needs more steps than a tiny run: it shows in the quick preset)
@@ -64,3 +64,60 @@ def test_config_validation():
         resolve_config("grokking-mnist", exp.config_cls, "tiny", overrides={"outputs": "softmax"})
     with pytest.raises(ConfigError, match="n_probe"):
         resolve_config("grokking-mnist", exp.config_cls, "tiny", overrides={"n_probe": "1000"})
+    with pytest.raises(ConfigError, match="methods"):
+        resolve_config("grokking-mnist", exp.config_cls, "tiny", overrides={"methods": "exact,lanczos"})
+    with pytest.raises(ConfigError, match="task"):
+        resolve_config("grokking-mnist", exp.config_cls, "tiny", overrides={"task": "parity"})  # tiny uses digits
+
+
+def test_exact_and_sketch_overlay_follow_one_training(tmp_path):
+    """methods=("exact", "sketch"): the same training runs once per method (identical error curves
+    and s·y + c), and the sketch's p̂ estimates the exact p⁰ within a few of its standard errors."""
+    cfg, frame, summary = run_tiny("grokking-mnist", methods="exact,sketch", probes="64")
+    assert set(frame["method"]) == {"exact", "sketch"}
+    wide = frame.pivot_table(index=["method", "step"], columns=["split", "name"], values="value")
+    ex, sk = wide.loc["exact"], wide.loc["sketch"]
+    for split in ("train", "test"):
+        assert (ex[(split, "error")] == sk[(split, "error")]).all()
+        assert (ex[(split, "mse")] == sk[(split, "mse")]).all()
+        assert ((split, "smoother/p_eff_se") in sk.columns) and ((split, "smoother/p_eff_se") not in ex.dropna(
+            axis=1, how="all").columns)
+        last = cfg.steps
+        p_ex, p_sk, se = ex.loc[last, (split, "smoother/p_eff")], sk.loc[last, (split, "smoother/p_eff")], \
+            sk.loc[last, (split, "smoother/p_eff_se")]
+        assert p_ex > 1.0 and 0 < se < 0.5 * p_ex
+        assert abs(p_sk - p_ex) < 4 * se
+    # both smoothers carry s·y + c exactly: the residual self-checks agree
+    assert ex[("test", "smoother/residual")].to_numpy() == pytest.approx(
+        sk[("test", "smoother/residual")].to_numpy(), rel=1e-4, abs=1e-9)
+    for m in ("exact", "sketch"):
+        assert f"alpha=6/output=linear/method={m}/final_p_test" in summary
+    assert "alpha=6/output=linear/method=sketch/final_p_test_se" in summary
+    figs = module_for("grokking-mnist").figures(frame, config_to_dict(cfg), summary, tmp_path)
+    assert "sketch" in figs[0].caption and all((tmp_path / f.filename).stat().st_size > 5000 for f in figs)
+
+
+def test_parity_task_uses_every_digit():
+    from telescope.experiments.grokking_mnist import Config, load_task
+    data = load_task(Config(task="parity", n_train=300, n_test=50, image_size=8))
+    assert data.x_train.shape == (300, 64) and data.x_test.shape == (50, 64)
+    assert float(data.x_train.min()) >= 0.0 and float(data.x_train.max()) <= 1.0
+    assert 0.35 < float(data.y_train.mean()) < 0.65          # odd vs even: about balanced
+
+
+def test_summary_reads_fit_generalization_and_reliability_off_the_curves():
+    import pandas as pd
+    from telescope.experiments.grokking_mnist import summarize
+    steps = [0, 10, 100, 1000, 5000]
+    curves = {("train", "error"): [0.5, 0.3, 0.0, 0.0, 0.0], ("test", "error"): [0.5, 0.4, 0.3, 0.2, 0.05],
+              ("train", "smoother/p_eff"): [0.0, 0.5, 150, 200, 200], ("test", "smoother/p_eff"): [0.0, 0.2, 140, 120, 90],
+              ("test", "smoother/residual"): [0, 1e-3, 5e-3, 0.01, 0.5], ("test", "telescope/abs_err"): [0, 1e-3, 5e-3, 0.01, 0.05]}
+    rows = [dict(step=st, split=sp, name=nm, value=v[i], alpha=6.0, output="linear", method="exact", seed=0)
+            for (sp, nm), v in curves.items() for i, st in enumerate(steps)]
+    s = summarize(pd.DataFrame(rows), 5000)
+    k = "alpha=6/output=linear/method=exact/"
+    assert (s[k + "step_fit"], s[k + "step_generalize"]) == (100, 5000)
+    assert (s[k + "p_train_at_fit"], s[k + "p_test_at_fit"], s[k + "test_error_at_fit"]) == (150, 140, 0.3)
+    assert (s[k + "p_train_at_generalize"], s[k + "p_test_at_generalize"]) == (200, 90)
+    assert s[k + "step_p_gap"] == 1000          # step 10 has p_train < 1: not a gap
+    assert s[k + "step_unreliable"] == 5000     # residual 0.5 > 3 × 0.05

@@ -6,6 +6,9 @@
 * ``cifar10``: the full CIFAR-10 python batches in ``<data_dir>/cifar10/cifar-10-batches-py``
   when present; otherwise the shared cat/dog copy (2 classes, JPEG-derived — not the exact
   CIFAR-10 pixels).
+
+:func:`match_shape` maps a split onto another task's input shape (resize, replicate
+channels), so a network pretrained on MNIST can be fine-tuned on 3×32×32 CIFAR images.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from telescope.data.core import Split, data_dir
 from telescope.data.images import _read_idx, load_mnist
-from telescope.errors import ConfigError, DataError
+from telescope.errors import ConfigError, DataError, ShapeError
 
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
@@ -107,3 +110,23 @@ def augment_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4)
     flip = torch.rand(n, generator=generator) < 0.5
     out[flip] = out[flip].flip(-1)
     return out
+
+
+def match_shape(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """(n, C, H, W) → (n, channels, size, size): bilinear resize, then channel replication.
+
+    A 1-channel set becomes ``channels`` identical channels (MNIST as RGB); otherwise the
+    channel counts must agree. Resizing (28 → 32 for MNIST into a CIFAR network) rather
+    than zero-padding leaves no artificial border in normalised images. Cost: one
+    interpolation over the images, O(n · channels · size²).
+    """
+    if x.ndim != 4:
+        raise ShapeError(f"match_shape: x must be (n, C, H, W), got shape {tuple(x.shape)}")
+    c = x.shape[1]
+    if c != channels and c != 1:
+        raise ShapeError(f"match_shape: cannot map {c} channels to channels={channels}; "
+                         "only 1-channel images are replicated")
+    if x.shape[2:] != (size, size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                            antialias=size < max(x.shape[2:]))
+    return x.expand(-1, channels, -1, -1).contiguous() if c != channels else x

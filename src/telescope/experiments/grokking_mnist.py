@@ -10,14 +10,25 @@ and the smoother's ``smoother/p_eff`` and ``smoother/residual`` on train and tes
 
 # NOTE [grokking quick preset]
 # The paper's run (n = 1000, p = 53,601, T = 1e5, γ = 1e-4) costs about 2·N·p·n ≈ 2e11
-# flops per step for the smoother: a GPU job (hours). The quick preset keeps every
-# ingredient (large α, AdamW with warmup and λ = 0.1, β = (0.9, 0.99), squared loss) and
-# shrinks the problem so it runs in minutes on a CPU: n = 200 training images, a width-48
-# MLP (p ≈ 5.5k), the smoother's test probe on 100 test images (errors still use all
-# 1000), batch 100, γ = 1e-3 (LMT22's rate; 10× the paper's, so generalization arrives in
-# a few thousand steps instead of 1e5), 5000 steps, one α = 6 and float32 smoother state
-# (the residual metric shows it stays within the telescoping error). Measured outcome in
-# docs/smoother.md.
+# flops per step for the exact smoother: a GPU job (hours). Mechanism the quick preset keeps:
+# at large α the net fits the training set in the lazy regime (kernel regime of a huge
+# initial function, whose random part stays on test points), then AdamW's decoupled decay
+# shrinks the weights by (1 − γλ) per step, e-fold time 1/(γλ), and the test error falls once
+# the norm has come down by about α (≈ ln α/(γλ) steps); fitting takes ~ a few hundred
+# steps at γ = 1e-3, so λ sets how much later generalization comes. Measured without the
+# smoother (n = 200, α = 6, γ = 1e-3, λ = 0.1): width 48 fits at ~750 steps with test error
+# 0.22 and is below 10 % at ~3000 (a 4× delay); width 100 fits at ~560 with test error 0.25,
+# below 10 % at ~4500 (8×); width 200 fits at ~320 (10×) but costs 3× more; n = 1000 does
+# not grok at this rate (test error 0.07 at fit: the lazy kernel generalizes with more data).
+# So quick = n = 200 training images, width 100 (p = 16,701), α = 6, γ = 1e-3 (LMT22's
+# rate, 10× the paper's, 100-step warmup), λ = 0.1, β = (0.9, 0.99), batch 200 (the paper's
+# batch size; here the full training set, which keeps the smoother stable for longer than
+# batch 100: it diverged past step ~2300 there), 6000 steps, the smoother's test probe on
+# 100 test images (errors use all 1000), float32
+# state and the sketch (K = 32, O(p·K) state; exact p⁰ by `--set methods=exact,sketch`,
+# which runs the same training once per method and overlays p). The `full` preset (issue
+# 10) takes all 5000 shared MNIST training images; 3-vs-5 has only ~1000 of them, so it
+# learns odd vs even digits (task="parity"). Measured outcomes: docs/grokking.md.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from telescope.data import binary_task
+from telescope.data import Split, binary_task, downsample, load_mnist
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext
 from telescope.lens import Lens, SmootherSpec, smoother_metrics
@@ -37,11 +48,14 @@ from telescope.models import MLP, scale_init
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
 OUTPUTS = ("linear", "sigmoid")
+METHODS = ("exact", "sketch")
+TASKS = ("pair", "parity")
 
 
 @dataclass(frozen=True)
 class Config:
     dataset: str = "mnist"
+    task: str = "pair"                  # "pair": classes[0] → 0 vs classes[1] → 1; "parity": every digit, odd → 1
     classes: tuple[int, ...] = (3, 5)
     n_train: int = 1000
     n_test: int = 1000
@@ -64,12 +78,18 @@ class Config:
     dtype: str = "float32"
     smoother_dtype: str = "float64"
     memory_budget_gb: float = 8.0
+    methods: tuple[str, ...] = ("exact",)   # smoother method(s); several: the same training once per method
+    probes: int = 32                        # K, probe label vectors of the sketch
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(dataset="digits", n_train=60, n_test=100, n_probe=40, width=16, alphas=(6.0,),
                      lr=3e-3, warmup=10, batch_size=20, steps=60, seeds=1, log_points=8),
-        "quick": dict(n_train=200, n_probe=100, width=48, alphas=(6.0,), lr=1e-3, batch_size=100, steps=5000,
-                      seeds=1, log_points=30, smoother_dtype="float32"),
+        "quick": dict(n_train=200, n_probe=100, width=100, alphas=(6.0,), lr=1e-3, batch_size=200, steps=6000,
+                      seeds=1, log_points=30, smoother_dtype="float32", methods=("sketch",)),
+        # issue 10: every shared MNIST training image (odd vs even digits), the paper's model and
+        # optimizer, the sketch (the exact state would be p × 5001 ≈ 1 GB per buffer); a GPU job
+        "full": dict(task="parity", n_train=5000, n_test=1000, n_probe=500, alphas=(6.0,), seeds=1,
+                     methods=("sketch",), smoother_dtype="float32", log_points=40),
         "paper": dict(),
     }
 
@@ -85,11 +105,42 @@ class Config:
             raise ConfigError(f"{name}: steps, seeds and batch_size must be ≥ 1 and warmup ≥ 0")
         if not 1 <= self.n_probe <= self.n_test:
             raise ConfigError(f"{name}: n_probe={self.n_probe} must lie in [1, n_test={self.n_test}]")
+        if self.task not in TASKS or (self.task == "parity" and self.dataset != "mnist"):
+            raise ConfigError(f"{name}: task={self.task!r} with dataset={self.dataset!r}; choose task 'pair', "
+                              "or 'parity' with dataset 'mnist'")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods or len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"{name}: methods={self.methods}; give distinct entries of {', '.join(METHODS)}")
+        if "sketch" in self.methods and self.probes < 2:
+            raise ConfigError(f"{name}: probes={self.probes}; the sketch needs K ≥ 2 probe vectors "
+                              "for a standard error")
         if not self.alphas or any(a <= 0 for a in self.alphas):
             raise ConfigError(f"{name}: alphas={self.alphas} must be positive")
 
 
-def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, device: str, progress=None) -> None:
+def load_task(cfg: Config, root=None) -> Split:
+    """The study's data: ``binary_task`` for ``task="pair"``; for ``task="parity"`` the first
+    ``n_train`` of a seeded permutation of all MNIST training images (the shared 5,000-image
+    subset, or the full 60,000 where present) and ``n_test`` test images, label 1 for odd digits,
+    inputs area-downsampled to ``image_size``² and flattened, in [0, 1]."""
+    if cfg.task == "pair":
+        return binary_task(cfg.dataset, tuple(cfg.classes), n_train=cfg.n_train, n_test=cfg.n_test,
+                           size=cfg.image_size, seed=cfg.seed, root=root)
+    rng = np.random.default_rng(cfg.seed)
+    parts = []
+    for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
+        images, labels = load_mnist(split, root)
+        if n > len(labels):
+            raise ConfigError(f"grokking-mnist: n_{split}={n} but only {len(labels)} MNIST {split} images "
+                              "are available; lower it or add the full training files to the data folder")
+        pick = rng.permutation(len(labels))[:n]
+        x = downsample(images[pick] / 255.0, cfg.image_size).reshape(n, -1)
+        parts += [x, torch.as_tensor((labels[pick] % 2 == 1).astype(np.float32))]
+    return Split(*parts)
+
+
+def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, device: str, progress=None,
+             method: str = "exact") -> None:
     dtype = getattr(torch, cfg.dtype)
     torch.manual_seed(seed)
     model = MLP(data.x_train.shape[1], cfg.width, cfg.depth, 1,
@@ -97,7 +148,8 @@ def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, devi
     scale_init(model, alpha)
     x, y = data.x_train.to(device, dtype), data.y_train.to(device, dtype)
     x_test, y_test = data.x_test.to(device, dtype), data.y_test.to(device, dtype)
-    spec = SmootherSpec(x, y, loss=cfg.loss, dtype=cfg.smoother_dtype, memory_budget_gb=cfg.memory_budget_gb)
+    spec = SmootherSpec(x, y, loss=cfg.loss, dtype=cfg.smoother_dtype, memory_budget_gb=cfg.memory_budget_gb,
+                        method=method, probes=cfg.probes, seed=seed)
     lens = Lens(model, {"test": x_test[:cfg.n_probe]}, smoother=spec)
     opt = make_optimizer("adamw", model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
     warmup = max(cfg.warmup, 1)
@@ -131,19 +183,25 @@ def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, devi
 
 
 def run(cfg: Config, sink, ctx: RunContext = RunContext(), *, name: str = "grokking-mnist") -> dict[str, Any]:
-    data = binary_task(cfg.dataset, tuple(cfg.classes), n_train=cfg.n_train, n_test=cfg.n_test,
-                       size=cfg.image_size, seed=cfg.seed, root=ctx.data_dir)
-    units = [(float(a), o, cfg.seed + k) for a in cfg.alphas for o in cfg.outputs for k in range(cfg.seeds)]
+    data = load_task(cfg, ctx.data_dir)
+    # NOTE [one training per method]: with several methods the same training (same seed: same
+    # initialization and batches) runs once per smoother method; the smoother only observes, so
+    # the error curves coincide and only p differs (exact p⁰ vs the sketch's estimate).
+    units = [(float(a), o, m, cfg.seed + k) for a in cfg.alphas for o in cfg.outputs for m in cfg.methods
+             for k in range(cfg.seeds)]
     bar = sink.progress(len(units) * cfg.steps, name)
-    for alpha, output, seed in units:
-        key = f"alpha={alpha:g}/output={output}/seed={seed}"
+    for alpha, output, method, seed in units:
+        key = f"alpha={alpha:g}/output={output}/method={method}/seed={seed}"
         if sink.unit_done(key):
             bar.update(cfg.steps)
             continue
-        with sink.unit(key, alpha=alpha, output=output, seed=int(seed)) as unit:
-            run_unit(cfg, data, alpha, output, seed, unit, ctx.device, progress=bar)
+        with sink.unit(key, alpha=alpha, output=output, method=method, seed=int(seed)) as unit:
+            run_unit(cfg, data, alpha, output, seed, unit, ctx.device, progress=bar, method=method)
     bar.close()
     return summarize(sink.metrics(), cfg.steps)
+
+
+GENERALIZED = 0.10      # test error below which a run counts as generalized (summary and docs)
 
 
 def _first(steps: np.ndarray, ok: np.ndarray) -> float:
@@ -151,36 +209,63 @@ def _first(steps: np.ndarray, ok: np.ndarray) -> float:
     return float(steps[hit[0]]) if hit.size else float("nan")
 
 
+def _at(steps: np.ndarray, values: np.ndarray, step: float) -> float:
+    return float(values[steps == step][0]) if np.isfinite(step) else float("nan")
+
+
+def unreliable(residual: np.ndarray, telescope_err: np.ndarray) -> np.ndarray:
+    """Where the smoother's self-check |s·y + c − f̃| exceeds both 3× the telescoping error
+    |f − f̃| and 0.02 (labels are {0, 1}): past that, p⁰ is not an account of the network
+    (docs/grokking.md, "The smoother after interpolation under AdamW")."""
+    return (residual > 3.0 * telescope_err) & (residual > 0.02)
+
+
 def summarize(frame, steps: int) -> dict[str, Any]:
-    """Per (α, output), means over seeds of: the step where training is fitted (train error
-    ≤ 1%), the step of generalization (test error within 0.02 of its final value), the step
-    where p_test first falls 10% below p_train (the p gap), and final errors and p."""
+    """Per (α, output, method), means over seeds of: ``step_fit`` (first logged step with train
+    error 0), ``step_generalize`` (first logged step with test error < 10 %), the test error and
+    p_train/p_test at those two steps, ``step_p_gap`` (first step with p_train ≥ 1 and p_test <
+    0.9·p_train), ``step_unreliable`` (first step where the test residual |s·y + c − f̃| exceeds
+    both 3·|f − f̃| and 0.02: p⁰ no longer accounts for the network, see :func:`unreliable`),
+    final errors, p and residuals. Keys are ``alpha=A/output=O/method=M/NAME``."""
     out: dict[str, Any] = {"steps": steps}
-    wide = frame.pivot_table(index=["alpha", "output", "seed", "step"], columns=["split", "name"],
+    if "method" not in frame.columns:
+        frame = frame.assign(method="exact")
+    wide = frame.pivot_table(index=["alpha", "output", "method", "seed", "step"], columns=["split", "name"],
                              values="value").sort_index()
-    for (alpha, output), g in wide.groupby(level=["alpha", "output"]):
+    for (alpha, output, method), g in wide.groupby(level=["alpha", "output", "method"]):
         rows: dict[str, list[float]] = {}
         for _, run_ in g.groupby(level="seed"):
-            st = run_.index.get_level_values("step").to_numpy()
+            st = run_.index.get_level_values("step").to_numpy().astype(float)
             err_tr, err_te = run_[("train", "error")].to_numpy(), run_[("test", "error")].to_numpy()
             p_tr, p_te = run_[("train", "smoother/p_eff")].to_numpy(), run_[("test", "smoother/p_eff")].to_numpy()
+            fit = _first(st, err_tr == 0)
+            gen = _first(st, err_te < GENERALIZED)
             vals = {
-                "step_fit": _first(st, err_tr <= 0.01),
-                "step_generalize": _first(st, err_te <= err_te[-1] + 0.02),
-                "step_p_gap": _first(st, (st > 0) & (p_te < 0.9 * p_tr)),
+                "step_fit": fit,
+                "step_generalize": gen,
+                "step_p_gap": _first(st, (p_tr >= 1.0) & (p_te < 0.9 * p_tr)),
+                "step_unreliable": _first(st, unreliable(run_[("test", "smoother/residual")].to_numpy(),
+                                                         run_[("test", "telescope/abs_err")].to_numpy())),
+                "test_error_at_fit": _at(st, err_te, fit),
+                "p_train_at_fit": _at(st, p_tr, fit),
+                "p_test_at_fit": _at(st, p_te, fit),
+                "p_train_at_generalize": _at(st, p_tr, gen),
+                "p_test_at_generalize": _at(st, p_te, gen),
                 "final_train_error": float(err_tr[-1]),
                 "final_test_error": float(err_te[-1]),
-                "test_error_at_fit": float(err_te[np.flatnonzero(err_tr <= 0.01)[0]]) if (err_tr <= 0.01).any()
-                else float("nan"),
+                "min_test_error": float(np.nanmin(err_te)),
                 "final_p_train": float(p_tr[-1]),
                 "final_p_test": float(p_te[-1]),
                 "max_p_train": float(np.nanmax(p_tr)),
                 "final_residual_test": float(run_[("test", "smoother/residual")].to_numpy()[-1]),
                 "final_telescope_abs_err": float(run_[("test", "telescope/abs_err")].to_numpy()[-1]),
             }
+            if ("test", "smoother/p_eff_se") in run_.columns:
+                vals["final_p_train_se"] = float(run_[("train", "smoother/p_eff_se")].to_numpy()[-1])
+                vals["final_p_test_se"] = float(run_[("test", "smoother/p_eff_se")].to_numpy()[-1])
             for key, v in vals.items():
                 rows.setdefault(key, []).append(v)
-        prefix = f"alpha={alpha:g}/output={output}"
+        prefix = f"alpha={alpha:g}/output={output}/method={method}"
         for key, vs in rows.items():
             out[f"{prefix}/{key}"] = None if all(np.isnan(vs)) else float(np.nanmean(vs))
     return out

@@ -15,16 +15,29 @@ vs the first-order prediction f_{θ_t'} + ∇f_{θ_t'}·(θ_avg − θ_t'). Dige
 # - First-order prediction: gradients frozen at the spawn point, t* = t'.
 # - BatchNorm: averaged weights get running statistics re-estimated on training data
 #   (``bn_recompute=True``, the default); children keep their own.
-# - Pretrained variant (SVHN is not available offline): pretrain on Fashion-MNIST,
-#   fine-tune on MNIST (same 28×28×1 inputs, 10 classes), or CIFAR-10 from the same
-#   checkpoint grid. Barriers: loss/error at α = ½ minus the children's mean, and
-#   max over α of (value at α − linear interpolation of the children's values).
+# - Pretrained variant (NOTE [pretrained source]).
+# - Barriers: loss/error at α = ½ minus the children's mean, and max over α of
+#   (value at α − linear interpolation of the children's values).
+
+# NOTE [pretrained source]
+# The paper pretrains ResNet-20 on SVHN, which is not available offline. The source
+# must be offline in CI (../shared/data) and, for the claim to be testable, the target
+# must be unstable at random init: MNIST nets are linearly connected almost from t' = 0,
+# so Fashion-MNIST → MNIST cannot show a lower barrier. Default pairs
+# (``pretrain_dataset=""``): CIFAR-10 (cat/dog offline) ← MNIST 10-class, resized 28 → 32
+# bilinearly and replicated to 3 channels (``data.vision.match_shape``); MNIST ←
+# Fashion-MNIST (when the Debian package or files are present); Fashion-MNIST ← MNIST.
+# Pretraining: ``pretrain_steps`` of the same SGD (no augmentation: flips change digits),
+# lr divided by 10 at 50 % and 75 %. Transfer: every parameter and buffer except the
+# output layer (the last nn.Linear), which stays as freshly initialised with the seed of
+# the random arm, so the two arms share their head at t' = 0 and differ only in the
+# feature layers. The source's classes mean nothing for the target, hence a fresh head.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,15 +45,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from telescope.data.vision import augment_crop_flip, classification
+from telescope.data.core import Split
+from telescope.data.vision import augment_crop_flip, classification, match_shape
 from telescope.errors import ConfigError, DivergenceError
 from telescope.experiments.base import RunContext
-from telescope.lens.averaging import (first_order_prediction, gradient_change_by_layer, has_batchnorm,
-                                      interpolate, recompute_batchnorm)
+from telescope.lens.averaging import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
+                                      has_batchnorm, interpolate, layer_kinds, recompute_batchnorm)
 from telescope.models import MLP
 from telescope.models.convnets import ResNet20, SmallCNN
 
 VARIANTS = ("random", "pretrained")
+SOURCE_FOR = {"cifar10": "mnist", "mnist": "fashion-mnist", "fashion-mnist": "mnist"}  # NOTE [pretrained source]
 
 
 @dataclass(frozen=True)
@@ -65,8 +80,10 @@ class Config:
     augment: bool = False
     bn_recompute: bool = True
     variants: tuple[str, ...] = ("random", "pretrained")
-    pretrain_dataset: str = "fashion-mnist"
+    pretrain_dataset: str = ""         # "" = SOURCE_FOR[dataset] (NOTE [pretrained source])
     pretrain_steps: int = 1000
+    finetune_spawn_steps: tuple[int, ...] = ()  # t' grid of the pretrained arm; () = spawn_steps
+    finetune_pairs: int = 0            # child pairs per t' in the pretrained arm; 0 = pairs
     seed: int = 0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -75,7 +92,8 @@ class Config:
         # instability at init needs a convnet on natural images: the MNIST MLP is linearly
         # connected almost from t' = 0 (Frankle et al. found the same for LeNet on MNIST)
         "quick": dict(model="cnn", dataset="cifar10", n_train=10000, steps=1500, lr=0.1, augment=True,
-                      spawn_steps=(0, 20, 80, 300, 1000), pairs=2, variants=("random",)),
+                      spawn_steps=(0, 20, 80, 300, 1000), pairs=2, variants=("random", "pretrained"),
+                      finetune_pairs=1),  # source: MNIST (NOTE [pretrained source]); one pair keeps it in budget
         "paper": dict(model="resnet20", dataset="cifar10", n_train=50000, n_eval=10000, steps=63000,
                       milestones=(32000, 48000), augment=True, pairs=3, seeds=3, variants=("random",),
                       spawn_steps=(0, 4, 25, 50, 100, 224, 500, 1000, 2000, 4472, 10000, 25100), delta=390),
@@ -89,8 +107,26 @@ class Config:
             raise ConfigError(f"lmc: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
         if any(t < 0 or t >= self.steps for t in self.spawn_steps):
             raise ConfigError(f"lmc: every spawn step must lie in [0, steps={self.steps}), got {self.spawn_steps}")
+        if any(t < 0 or t >= self.steps for t in self.finetune_spawn_steps):
+            raise ConfigError(f"lmc: every finetune spawn step must lie in [0, steps={self.steps}), "
+                              f"got {self.finetune_spawn_steps}")
+        if "pretrained" in self.variants and self.source() == self.dataset:
+            raise ConfigError(f"lmc: pretrain_dataset={self.source()!r} is the target dataset; choose another "
+                              f"(e.g. {SOURCE_FOR.get(self.dataset, 'mnist')!r})")
+        if self.pretrain_steps < 1:
+            raise ConfigError(f"lmc: pretrain_steps={self.pretrain_steps}; it must be at least 1")
         if self.alphas < 2:
             raise ConfigError("lmc: alphas must be at least 2")
+
+    def source(self) -> str:
+        """The pretraining dataset (NOTE [pretrained source])."""
+        return self.pretrain_dataset or SOURCE_FOR.get(self.dataset, "mnist")
+
+    def arm(self, variant: str) -> tuple[tuple[int, ...], int]:
+        """(spawn steps, pairs) of one variant's sweep."""
+        if variant == "pretrained":
+            return self.finetune_spawn_steps or self.spawn_steps, self.finetune_pairs or self.pairs
+        return self.spawn_steps, self.pairs
 
 
 def build_model(cfg: Config, in_channels: int, image_size: int, classes: int) -> nn.Module:
@@ -220,15 +256,60 @@ def compare_children(cfg: Config, model: nn.Module, spawn_params, a_state, b_sta
     })
 
 
-def pretrained_state(cfg: Config, seed: int, in_ch: int, size: int, classes: int, ctx: RunContext) -> dict:
-    source, _ = classification(cfg.pretrain_dataset, ctx.data_dir, n_train=cfg.n_train, n_test=10, seed=seed)
-    if tuple(source.x_train.shape[1:]) != (in_ch, size, size):
-        raise ConfigError(f"lmc: pretrain_dataset {cfg.pretrain_dataset} has inputs {tuple(source.x_train.shape[1:])}, "
-                          f"the task has {(in_ch, size, size)}; choose a dataset of the same shape")
+def pretrain(cfg: Config, seed: int, in_ch: int, size: int, ctx: RunContext) -> tuple[dict, float]:
+    """Train ``cfg.model`` on the source task (NOTE [pretrained source]).
+
+    Returns (state dict, source test error on 1,000 images). The source images are mapped
+    to the target's (in_ch, size, size) by :func:`match_shape`.
+    """
+    source, classes = classification(cfg.source(), ctx.data_dir, n_train=cfg.n_train, n_test=1000, seed=seed)
+    source = Split(match_shape(source.x_train, in_ch, size), source.y_train,
+                   match_shape(source.x_test, in_ch, size), source.y_test)
+    torch.manual_seed(seed + 7919)
+    model = build_model(cfg, in_ch, size, len(classes)).to(ctx.device)
+    steps = cfg.pretrain_steps
+    pre = replace(cfg, augment=False, steps=steps, milestones=(steps // 2, 3 * steps // 4))
+    Trainer(pre, model, source, seed + 7919, ctx.device).train(steps)
+    error = evaluate(model, source.x_test.to(ctx.device), source.y_test.to(ctx.device))[1]
+    return state_of(model), error
+
+
+def transfer(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load ``state`` into ``model`` except the output layer (the last nn.Linear), in place.
+
+    Returns the names kept fresh. Raises ConfigError when a transferred tensor's shape
+    differs (a source network of another architecture).
+    """
+    head = next(layer for layer, kind in layer_kinds(model).items() if kind == "output")
+    prefix = "" if head == "(root)" else head + "."
+    own = model.state_dict()
+    fresh = [k for k in own if k.startswith(prefix)]
+    for k in own:
+        if k in fresh:
+            continue
+        if k not in state or state[k].shape != own[k].shape:
+            got = tuple(state[k].shape) if k in state else "missing"
+            raise ConfigError(f"lmc: cannot transfer {k}: the pretrained network has {got}, the target "
+                              f"{tuple(own[k].shape)}; pretrain the same model on inputs of the target's shape")
+        own[k] = state[k]
+    model.load_state_dict(own)
+    return fresh
+
+
+def initial_model(cfg: Config, variant: str, seed: int, in_ch: int, size: int, classes: int,
+                  ctx: RunContext) -> tuple[nn.Module, dict[str, float]]:
+    """The parent's θ_0 for one variant and outer seed, and facts to log (source error).
+
+    Both variants draw the same random initialisation from ``seed``; "pretrained" then
+    overwrites everything but the output layer with the source-trained weights.
+    """
     torch.manual_seed(seed)
     model = build_model(cfg, in_ch, size, classes).to(ctx.device)
-    Trainer(cfg, model, source, seed + 7919, ctx.device).train(cfg.pretrain_steps)
-    return state_of(model)
+    if variant != "pretrained":
+        return model, {}
+    state, error = pretrain(cfg, seed, in_ch, size, ctx)
+    transfer(model, state)
+    return model, {"pretrain/source_error": error}
 
 
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
@@ -237,16 +318,14 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
     in_ch, size = data.x_train.shape[1], data.x_train.shape[2]
     delta = cfg.delta or max(1, cfg.n_train // cfg.batch_size)
     x_grad, y_grad = data.x_test[:cfg.n_grad].to(ctx.device), data.y_test[:cfg.n_grad].to(ctx.device)
-    bar = sink.progress(len(cfg.variants) * cfg.seeds * len(cfg.spawn_steps) * cfg.pairs, "lmc")
+    bar = sink.progress(sum(cfg.seeds * len(cfg.arm(v)[0]) * cfg.arm(v)[1] for v in cfg.variants), "lmc")
     for variant in cfg.variants:
+        spawn_steps, pairs = cfg.arm(variant)
         for outer in range(cfg.seed, cfg.seed + cfg.seeds):
-            torch.manual_seed(outer)
-            model = build_model(cfg, in_ch, size, len(classes)).to(ctx.device)
-            if variant == "pretrained":
-                model.load_state_dict(pretrained_state(cfg, outer, in_ch, size, len(classes), ctx))
+            model, facts = initial_model(cfg, variant, outer, in_ch, size, len(classes), ctx)
             parent = Trainer(cfg, model, data, outer, ctx.device)
             # the parent's checkpoints at every t' and t' + Δ (for the gradient change)
-            marks = sorted({*cfg.spawn_steps, *(t + delta for t in cfg.spawn_steps)})
+            marks = sorted({*spawn_steps, *(t + delta for t in spawn_steps)})
             snapshots: dict[int, Trainer] = {}
             for mark in marks:
                 parent.train(mark - parent.step_count)
@@ -254,13 +333,17 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
             key = f"{variant}/seed={outer}/gradients"
             if not sink.unit_done(key):
                 with sink.unit(key, variant=variant, seed=outer, pair=-1) as unit:
-                    for t in cfg.spawn_steps:
+                    if facts:
+                        unit.log_dict(0, "source", facts)
+                    for t in spawn_steps:
                         change = gradient_change_by_layer(model, params_of(snapshots[t].model),
                                                           params_of(snapshots[t + delta].model), x_grad, y_grad)
                         unit.log_dict(t, "test", {f"grad_change/{k}": v for k, v in change.items()})
+                        kinds = gradient_change_by_kind(model, change)
+                        unit.log_dict(t, "test", {f"grad_change_kind/{k}": v for k, v in kinds.items()})
                         unit.log(t, "test", "spawn_error", evaluate(snapshots[t].model, x_grad, y_grad)[1])
-            for t in cfg.spawn_steps:
-                for pair in range(cfg.pairs):
+            for t in spawn_steps:
+                for pair in range(pairs):
                     key = f"{variant}/seed={outer}/t={t}/pair={pair}"
                     if sink.unit_done(key):
                         bar.update(1)
@@ -275,7 +358,10 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
                                          data, ctx.device, unit, t)
                     bar.update(1)
     bar.close()
-    return summarize(sink.metrics())
+    summary = summarize(sink.metrics())
+    if "pretrained" in cfg.variants:
+        summary["pretrained/source_dataset"] = cfg.source()
+    return summary
 
 
 def summarize(frame) -> dict[str, Any]:
@@ -288,7 +374,10 @@ def summarize(frame) -> dict[str, Any]:
         loss_barrier = g[g["name"] == "barrier/loss_max"].groupby("step")["value"].mean()
         for t, v in loss_barrier.items():
             out[f"{variant}/t={t}/loss_barrier_max"] = float(v)
-        head = g[g["name"].str.startswith("grad_change/")]
+        head = g[g["name"].str.startswith("grad_change")]
         for (name, t), v in head.groupby(["name", "step"])["value"].mean().items():
             out[f"{variant}/t={t}/{name}"] = float(v)
+    source = frame[(frame["split"] == "source") & (frame["name"] == "pretrain/source_error")]
+    if len(source):
+        out["pretrained/source_error"] = float(source["value"].mean())
     return out

@@ -10,6 +10,10 @@ interpolation, BatchNorm re-estimation, per-layer gradient change and the first-
 # true class of x (one gradient per example; the paper does not say which logit).
 # A "layer" is a module that owns parameters directly (conv, linear, BatchNorm), named
 # by its module path. Whole-model G is the parameter-count-weighted mean of the G_l.
+# Kinds (paper Fig. 6 discusses "hidden", "final" and "BatchNorm" gradients): the output
+# layer is the last nn.Linear in module order; BatchNorm layers; every other layer is
+# hidden. A kind's G is the parameter-count-weighted mean of its layers' G_l, i.e. the
+# mean over all the parameters of that kind.
 """
 
 from __future__ import annotations
@@ -72,6 +76,40 @@ def layer_groups(model: nn.Module) -> dict[str, list[str]]:
         if names:
             groups[mod_name or "(root)"] = names
     return groups
+
+
+def layer_kinds(model: nn.Module) -> dict[str, str]:
+    """{layer: "output" | "batchnorm" | "hidden"} for every layer of :func:`layer_groups`."""
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    output = (linear[-1] or "(root)") if linear else None
+    kinds = {}
+    modules = dict(model.named_modules())
+    for layer in layer_groups(model):
+        module = modules["" if layer == "(root)" else layer]
+        if layer == output:
+            kinds[layer] = "output"
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            kinds[layer] = "batchnorm"
+        else:
+            kinds[layer] = "hidden"
+    return kinds
+
+
+def gradient_change_by_kind(model: nn.Module, change: Mapping[str, float]) -> dict[str, float]:
+    """G per kind (NOTE [gradient change]) from :func:`gradient_change_by_layer`'s output.
+
+    Weighted by parameter counts, so a kind's value is the mean over all its parameters;
+    kinds the model lacks are absent.
+    """
+    groups = layer_groups(model)
+    params = dict(model.named_parameters())
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for layer, kind in layer_kinds(model).items():
+        size = sum(params[n].numel() for n in groups[layer])
+        sums[kind] = sums.get(kind, 0.0) + change[layer] * size
+        counts[kind] = counts.get(kind, 0) + size
+    return {kind: sums[kind] / counts[kind] for kind in sums}
 
 
 def true_class_gradients(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,

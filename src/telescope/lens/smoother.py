@@ -62,7 +62,18 @@ training inputs and on every probe set, for the optimizer actually used.
 # the mean over k of K independent unbiased estimates p̂_k, so its standard error is
 # std_k(p̂_k)/√K. ``probes="identity"`` uses P = √(nk)·I (K = nk): then
 # (1/K) Σ_k u_k² = ‖s(x)‖² exactly and p̂ = p⁰ (a test hook; standard error reported 0).
-# Cost: the exact path's with L = nk+1 replaced by K+2 (Jacobians are unchanged).
+# Cost: the exact path's with L = nk+1 replaced by K+2; the derivative information of the
+# model (NOTE [structured products], lens/products.py) costs the same for both.
+#
+# NOTE [Jacobian products]
+# Every product with the model's Jacobian (J_Bᵀ E for G, J_all Δ for ΔR, J_all dθ for the
+# smoother's own f̃, the kernel rows) goes through lens/products.py: nn.Linear layers in
+# closed form from their captured activations and output gradients, vmap(jacrev) rows for
+# any other parameter. Forming J by vmap(jacrev) dominated the sketch's step (its products
+# are small) and capped its speed-up over the exact path near 7× at n = 1000; the closed
+# form costs one forward and k backward passes per chunk. ``tracker.jacobian_method =
+# "jacrev"`` (set before the first step) uses rows for every parameter: the reference the
+# tests and benchmarks/smoother.py compare against.
 """
 
 from __future__ import annotations
@@ -74,9 +85,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import torch
-from torch.func import functional_call, jacrev, vmap
 
 from telescope.errors import ConfigError, ShapeError, UnsupportedModelError
+from telescope.lens.products import METHODS as JACOBIAN_METHODS
+from telescope.lens.products import JacobianProducts, Prepared, Side
 from telescope.lens.recorder import eval_mode
 
 log = logging.getLogger(__name__)
@@ -164,9 +176,11 @@ class SmootherSpec:
     Supported optimizers: ``torch.optim.SGD`` (momentum, dampening, nesterov, coupled
     weight decay), ``Adam``/``AdamW`` (coupled/decoupled weight decay, amsgrad) and
     :class:`EMAMomentumSGD`; learning-rate schedules and warmup are read each step.
-    Cost per step (general path), N tracked points, L = nk + 1: Jacobians of the batch
-    and of all tracked points (about |B|+N backward passes, vmapped), 2·|B|k·p·L +
-    2·Nk·p·L flops of dense products and a few elementwise passes over p × L buffers.
+    Cost per step (general path), N tracked points, L = nk + 1 (K + 2 for the sketch):
+    derivative information of the batch and of all tracked points (for nn.Linear layers one
+    forward and k backward passes per chunk, otherwise per-example Jacobians, about |B|+N
+    vmapped backward passes; NOTE [Jacobian products]), at most 2·|B|k·p·L + 2·Nk·p·L flops
+    of dense products and a few elementwise passes over p × L buffers.
     """
 
     x_train: torch.Tensor
@@ -260,6 +274,10 @@ class SmootherTracker:
     Rows: the n training inputs first, then every probe set of the lens in order, each
     point contributing k rows (output j of point i is row i·k + j). Columns: the nk
     labels then the constant (NOTE [label-space state]). Built by ``SmootherSpec.build``.
+
+    ``jacobian_method``: ``"auto"`` (default: closed-form products for nn.Linear layers,
+    vmap(jacrev) rows for other parameters) or ``"jacrev"`` (rows for all, the reference);
+    set it before the first step (NOTE [Jacobian products]).
     """
 
     def __init__(self, spec: SmootherSpec, lens):
@@ -329,6 +347,8 @@ class SmootherTracker:
         self.kind: str | None = None
         self.buffers: dict[str, torch.Tensor] = {}
         self.block_steps = [0] * len(self.names)
+        self.jacobian_method = "auto"          # or "jacrev"; set before the first step (NOTE [structured products])
+        self.products: JacobianProducts | None = None
 
     # ------------------------------------------------------------------ setup
     def _probe_matrix(self) -> torch.Tensor:
@@ -415,26 +435,19 @@ class SmootherTracker:
                  type(optimizer).__name__, self.n_points, self.n, self.k, self.p, need / 1e9)
 
     # ------------------------------------------------------------------ Jacobians
-    def _jacobian(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """J (rows·k, p) of the model output at ``params`` for inputs x (rows, ...), state dtype."""
-        model = self.lens.model
+    def _products(self) -> JacobianProducts:
+        """The Jacobian-product engine (NOTE [structured products] in lens/products.py), built at the
+        first step from ``jacobian_method``."""
+        if self.products is None:
+            if self.jacobian_method not in JACOBIAN_METHODS:
+                raise ConfigError(f"SmootherTracker.jacobian_method = {self.jacobian_method!r}: choose one of "
+                                  f"{', '.join(JACOBIAN_METHODS)}")
+            self.products = JacobianProducts(self.lens.model, self.names, self.sizes, self.k, self.dtype,
+                                             self.jacobian_method)
+        return self.products
 
-        def f(p, xi):
-            return functional_call(model, p, (xi.unsqueeze(0),)).reshape(-1)
-
-        with eval_mode(model):
-            jac = vmap(jacrev(f), in_dims=(None, 0))({nm: params[nm] for nm in self.names}, x)
-        rows = x.shape[0] * self.k
-        out = torch.empty(rows, self.p, device=self.device, dtype=self.dtype)
-        for nm, lo, hi in zip(self.names, self.offsets, self.offsets[1:]):
-            out[:, lo:hi].copy_(jac[nm].reshape(rows, -1))                      # one pass: place and cast
-        return out
-
-    def _jacobian_chunks(self, params) -> Iterable[tuple[slice, torch.Tensor]]:
-        size = int(self.spec.chunk_size)
-        for start in range(0, self.n_points, size):
-            stop = min(start + size, self.n_points)
-            yield slice(start * self.k, stop * self.k), self._jacobian(params, self.x_all[start:stop])
+    def _sides(self, params) -> Iterable[tuple[slice, Side]]:
+        return self.products.sides(params, self.x_all, int(self.spec.chunk_size))
 
     # ------------------------------------------------------------------ the step
     def after_step(self, lens, params_before, delta, batch, optimizer) -> None:
@@ -453,8 +466,9 @@ class SmootherTracker:
             self._setup(optimizer, params_before, idx.numel())
         k = self.k
         rows_b = (idx[:, None] * k + torch.arange(k, device=self.device)).reshape(-1)
+        products = self._products()
         with torch.no_grad():
-            J_b = self._jacobian(params_before, self.x_train[idx])               # (bk, p)
+            side_b = products.side(params_before, self.x_train[idx])             # the batch's J_B
             E = -self.R[rows_b]                                                  # (bk, L)
             if self.basis is None:
                 E[torch.arange(rows_b.numel(), device=self.device), rows_b] += 1.0
@@ -463,31 +477,30 @@ class SmootherTracker:
             a = _loss_scale(self.spec.loss, idx.numel(), k)
             dtheta = torch.cat([delta[nm].reshape(-1) for nm in self.names]).to(self.dtype)
             if self.path == "kernel":
-                self._kernel_step(params_before, J_b, E, a, dtheta)
+                self._kernel_step(params_before, side_b, E, a, dtheta)
             else:
-                self._general_step(params_before, J_b, E, a, dtheta, optimizer)
+                self._general_step(params_before, side_b, E, a, dtheta, optimizer)
         self.steps += 1
 
-    def _lr_vector(self) -> torch.Tensor:
-        parts = [torch.full((s,), float(self.group_of[nm]["lr"]) if nm in self.group_of else 0.0,
-                            device=self.device, dtype=self.dtype) for nm, s in zip(self.names, self.sizes)]
-        return torch.cat(parts)
+    def _learning_rates(self) -> dict[str, float]:
+        """γ per parameter name: its group's lr, 0 where the optimizer skips it (grad None)."""
+        out = {}
+        for nm in self.names:
+            skipped = nm not in self.group_of or self.param_of[nm].grad is None
+            out[nm] = 0.0 if skipped else float(self.group_of[nm]["lr"])
+        return out
 
-    def _kernel_step(self, params, J_b, E, a, dtheta) -> None:
-        lr = self._lr_vector()
-        for nm, (lo, hi) in zip(self.names, zip(self.offsets, self.offsets[1:])):
-            if nm in self.param_of and self.param_of[nm].grad is None:
-                lr[lo:hi] = 0.0
-        Jg = J_b * lr                                                            # (bk, p)
-        dR = torch.empty(self.R.shape[0], J_b.shape[0], device=self.device, dtype=self.dtype)
-        for rows, J in self._jacobian_chunks(params):
-            dR[rows] = J @ Jg.T                                                  # kernel rows K(x, x_B)
-            self.f_tilde[rows] += J @ dtheta
+    def _kernel_step(self, params, side_b, E, a, dtheta) -> None:
+        lr = self._learning_rates()
+        dR = torch.empty(self.R.shape[0], E.shape[0], device=self.device, dtype=self.dtype)
+        for rows, side in self._sides(params):
+            dR[rows] = self.products.kernel(side, side_b, lr)                   # kernel rows K(x, x_B)
+            self.f_tilde[rows] += self.products.apply_vector(side, dtheta)
         self.R.addmm_(dR, E, alpha=a)
 
-    def _general_step(self, params, J_b, E, a, dtheta, optimizer) -> None:
+    def _general_step(self, params, side_b, E, a, dtheta, optimizer) -> None:
         G = self.buffers["step"]
-        torch.mm(J_b.T, E, out=G)                                                # G/a: −∇L in label space
+        self.products.transpose_apply(side_b, E, G)                              # G/a = J_Bᵀ E: −∇L
         G.mul_(-a)                                                               # now the gradient g
         M = self.buffers.get("momentum")
         D = self.buffers.get("theta")
@@ -541,9 +554,10 @@ class SmootherTracker:
                     g.add_(th, alpha=-lr * wd)
             if th is not None:
                 th.add_(g)
-        for rows, J in self._jacobian_chunks(params):
-            self.R[rows].addmm_(J, G)                                            # ΔR = J_all Δ
-            self.f_tilde[rows] += J @ dtheta
+        prep = Prepared(G)
+        for rows, side in self._sides(params):
+            self.products.apply(side, prep, self.R[rows])                        # ΔR = J_all Δ
+            self.f_tilde[rows] += self.products.apply_vector(side, dtheta)
 
     # ------------------------------------------------------------------ reading
     def weights(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,6 +33,29 @@ EventFn = Callable[[str, dict[str, Any]], None]
 BACKENDS = ("local", "ray")
 
 
+# NOTE [warm workers]
+# Local workers are started from a forkserver that has imported torch, the store and every
+# experiment module once (telescope.sweeps.preload): a fresh spawned interpreter spends
+# several CPU seconds on those imports, as long as dozens of `tiny` runs, and two workers
+# importing at once on two cores double that wall time. The forkserver itself is a clean
+# single-threaded process started with one BLAS/OpenMP thread (NOTE [one thread per
+# worker]), so forking from it is safe; it lives as long as the driver, so later sweeps and
+# replacement workers start in milliseconds. Platforms without forkserver use spawn.
+# A worker that has sent its last result leaves with os._exit (worker_main): every file it
+# wrote is already fsynced and renamed, and interpreter teardown of torch takes seconds.
+PRELOAD = "telescope.sweeps.preload"
+
+
+def worker_context(method: str | None = None):
+    """The multiprocessing context local workers start from (forkserver with preload, else spawn)."""
+    if method is None:
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload([PRELOAD])
+    return ctx
+
+
 def default_workers() -> int:
     """The CPU cores this process may use (``os.sched_getaffinity``), at least 1."""
     try:
@@ -86,7 +109,7 @@ def run_local(tasks: list[dict[str, Any]], *, workers: int, on_event: EventFn,
     """Run ``tasks`` on ``workers`` spawned processes; see NOTE [worker death] for retries."""
     if workers < 1:
         raise ConfigError(f"telescope sweep --workers {workers}: need at least 1 worker")
-    ctx = mp.get_context("spawn")
+    ctx = worker_context()
     queue = deque(tasks)
     results: list[dict[str, Any]] = []
     pool: list[_Worker] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -115,6 +116,13 @@ def worker_main(conn) -> None:
             conn.send(execute_task(task))
         except KeyboardInterrupt:
             break
+    # NOTE [warm workers]: every result is sent and every file written atomically; skip the
+    # interpreter teardown (seconds with torch loaded) that the driver would wait for.
+    conn.close()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def ray_task(task: dict[str, Any], return_files: bool = False) -> dict[str, Any]:

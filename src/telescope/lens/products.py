@@ -1,0 +1,391 @@
+"""Products with a model's per-example Jacobians, without forming them where the model allows.
+
+The smoother (lens/smoother.py) needs, at θ_{t−1} and every step, three products with the
+Jacobian J (rows·k × p) of the model's outputs: J_all·Δ over all tracked points (Δ: p × L),
+J_Bᵀ·E over the batch (E: |B|k × L) and, for the SGD kernel shortcut, kernel rows
+J_all·diag(γ)·J_Bᵀ. :class:`JacobianProducts` gives them through :class:`Side`, the
+per-example derivative information of one set of inputs.
+
+# NOTE [structured products]
+# For an nn.Linear layer z = W a + b inside f, ∂f_c(x)/∂W = δ_c(x) ⊗ a(x) with
+# δ_c = ∂f_c/∂z and ∂f_c/∂b = δ_c (NOTE [structured kernel] in kernels/structured.py). One
+# forward pass with hooks gives a(x) (n × in) and k backward passes to the layer outputs give
+# δ(x) (n × k × out) for every Linear layer at once: ordinary batched autograd, no per-example
+# Jacobian. The products then read, per layer (Δ_W: out × in × L, viewed from Δ's rows):
+#   J·Δ      [x,c,l] = Σ_o δ_c(x)_o (a(x) Δ_W[:, :, l]ᵀ)_o + δ_c(x)·Δ_b[:, l]
+#            "activations first": T = A (n×in) @ Δ_W' (in × out·L), then one batched
+#            (k×out)(out×L) product per point: 2·n·in·out·L + 2·n·k·out·L flops and an
+#            n·out·L temporary; or "rows": form δ ⊗ a (n·k × out·in, 2 flops per entry) and one
+#            GEMM with Δ_W: 2·n·k·in·out·L flops, an n·k·in·out temporary. We take activations
+#            first when L ≤ k·in (the temporary is then no larger; for k > 1 it also saves a
+#            factor k of flops), rows otherwise (the exact smoother: L = nk+1 ≫ in).
+#   J_Bᵀ·E   G_W[o,i,l] = Σ_{b,c} δ_{b,c,o} a_{b,i} E[bc,l]: δᵀ (out × |B|k) @ (a ⊗ E) (|B|k × in·L)
+#            straight into G's rows when L < out, else rows δ ⊗ a and (δ⊗a)ᵀ E.
+#   kernel   J(x)·diag(γ)·J(x')ᵀ = Σ_layers (δ(x)δ(x')ᵀ) ⊙ (γ_W a(x)·a(x') + γ_b):
+#            n·m·(in + k²·out) multiply-adds per layer instead of n·m·k²·in·out.
+# The multiply-adds of J·Δ and J_Bᵀ·E are at most those of the dense products with J (the
+# arithmetic floor of the step); what goes is building J by vmap(jacrev) (k vmapped backward
+# passes per example, the dominant cost of the sketch's step) and, in "activations first"
+# order, the n·k·p Jacobian in memory.
+# Parameters of anything else (another module type, a shared weight, a module called twice
+# or on non-(n, in) inputs) keep Jacobian rows by vmap(jacrev), for those parameters only.
+# Static reasons are found when the plan is made, runtime ones (number of calls, input
+# shapes) at every capture; either is logged at INFO, and the module uses jacrev rows from
+# then on. A side already built keeps its own (equally exact) form; kernel rows between sides
+# of different forms build δ ⊗ a rows. (kernels/structured.py also checks for an input
+# changed in place after the call; that cannot happen here: the layer saves its input for
+# its weight's gradient, so the model's own backward pass would fail.) The forward hook hands
+# the rest of the network a copy of the layer's output, so an in-place op downstream
+# (ReLU(inplace=True)) cannot alter the tensor whose gradient is δ.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, vmap
+
+from telescope.errors import ConfigError
+from telescope.kernels.structured import make_plan
+from telescope.lens.recorder import eval_mode
+
+log = logging.getLogger(__name__)
+
+METHODS = ("auto", "jacrev")
+
+
+@dataclass(frozen=True)
+class LinearUnit:
+    """One nn.Linear layer whose trainable weight and/or bias are treated in closed form.
+
+    ``weight``/``bias``: (name, lo, hi) of the parameter in the flat p-vector, or None when that
+    parameter is not trained.
+    """
+
+    module_name: str
+    module: nn.Linear
+    weight: tuple[str, int, int] | None
+    bias: tuple[str, int, int] | None
+
+    @property
+    def d_in(self) -> int:
+        return self.module.in_features
+
+    @property
+    def d_out(self) -> int:
+        return self.module.out_features
+
+    @property
+    def names(self) -> list[str]:
+        return [p[0] for p in (self.weight, self.bias) if p is not None]
+
+
+@dataclass
+class Side:
+    """Derivative information of the model's outputs on n inputs (one chunk or the batch).
+
+    ``feats[i] = (A, D)``: unit i's input activations A (n, in) and output gradients
+    D (n, k, out), state dtype. ``runs``: ``[(lo, hi, J)]``, Jacobian rows J (n·k, hi − lo) of
+    the parameters in [lo, hi) of the flat p-vector that are not in ``feats`` (vmap(jacrev)).
+    """
+
+    n: int
+    k: int
+    feats: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    runs: list[tuple[int, int, Tensor]] = field(default_factory=list)
+
+
+class Prepared:
+    """Δ (p × L) for :meth:`JacobianProducts.apply`, with per-layer rearrangements built once per
+    step and reused across chunks."""
+
+    def __init__(self, D: Tensor):
+        self.D = D
+        self._act: dict[int, Tensor] = {}
+
+    def activations_first(self, index: int, unit: LinearUnit) -> Tensor:
+        """Δ_W as (in, out·L): entry [i, o·L + l] = Δ[W(o, i), l]; one copy of p_W·L numbers."""
+        if index not in self._act:
+            _, lo, hi = unit.weight
+            L = self.D.shape[1]
+            self._act[index] = self.D[lo:hi].view(unit.d_out, unit.d_in, L).transpose(0, 1) \
+                .reshape(unit.d_in, unit.d_out * L)
+        return self._act[index]
+
+
+class JacobianProducts:
+    """J·Δ, J_Bᵀ·E and kernel rows for a model's trainable parameters (NOTE [structured products]).
+
+    Parameters
+    ----------
+    model : nn.Module
+    names, sizes : the trainable parameters in the order of the flat p-vector, and their numel.
+    k : outputs per example.
+    dtype : dtype of the results (the smoother's state dtype).
+    method : "auto" | "jacrev"
+        ``"auto"``: closed-form products for nn.Linear layers, vmap(jacrev) rows for every other
+        parameter; ``"jacrev"``: vmap(jacrev) rows for every parameter (the reference).
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str], sizes: Sequence[int], k: int,
+                 dtype: torch.dtype, method: str = "auto"):
+        if method not in METHODS:
+            raise ConfigError(f"JacobianProducts(method={method!r}): choose one of {', '.join(METHODS)}")
+        self.model, self.names, self.k, self.dtype = model, list(names), int(k), dtype
+        self.device = dict(model.named_parameters())[self.names[0]].device
+        self.offsets = {}
+        lo = 0
+        for nm, s in zip(self.names, sizes):
+            self.offsets[nm] = (lo, lo + int(s))
+            lo += int(s)
+        self.p = lo
+        self.units: list[LinearUnit] = []
+        self.problems: dict[int, str] = {}            # unit index -> why it now uses jacrev rows
+        reasons: dict[str, str] = {}
+        if method == "auto":
+            plan = make_plan(model, self.names, None)
+            reasons.update(plan.reasons)
+            for u in plan.units:
+                if type(u.module) is not nn.Linear:
+                    reasons[u.module_name] = (f"{type(u.module).__name__}: the smoother's structured products "
+                                              "cover nn.Linear only")
+                    continue
+                pn = {n.rsplit(".", 1)[-1]: n for n in u.names}
+                w = (pn["weight"], *self.offsets[pn["weight"]]) if u.weight else None
+                b = (pn["bias"], *self.offsets[pn["bias"]]) if u.bias else None
+                self.units.append(LinearUnit(u.module_name, u.module, w, b))
+        else:
+            reasons["(all)"] = "jacobian method 'jacrev' requested"
+        self.reasons = reasons
+        self._log_plan()
+
+    # ------------------------------------------------------------------ plan
+    def _log_plan(self) -> None:
+        covered = {nm for i in self.active_units() for nm in self.units[i].names}
+        rest = [nm for nm in self.names if nm not in covered]
+        log.info("smoother: structured Jacobian products for %d nn.Linear layer(s) %s; vmap(jacrev) rows for "
+                 "%d parameter tensor(s)%s", len(self.active_units()),
+                 [self.units[i].module_name for i in self.active_units()], len(rest),
+                 "".join(f"; {m!r}: {r}" for m, r in self.reasons.items()))
+
+    def active_units(self) -> list[int]:
+        return [i for i in range(len(self.units)) if i not in self.problems]
+
+    @property
+    def structured(self) -> bool:
+        """Whether any layer currently uses the closed-form products."""
+        return bool(self.active_units())
+
+    # ------------------------------------------------------------------ capture
+    def side(self, params: Mapping[str, Tensor], x: Tensor) -> Side:
+        """Side for inputs x (n, ...) at ``params``: one forward and k backward passes for the Linear
+        layers, plus vmap(jacrev) rows for every other parameter.
+
+        Cost: a forward and k backward passes on n inputs (the backward passes stop at the layer
+        outputs: no parameter gradients), n·(in + k·out) stored numbers per layer; the jacrev rows
+        cost k vmapped backward passes and n·k·p_rest numbers.
+        """
+        n, k = int(x.shape[0]), self.k
+        side = Side(n, k)
+        active = self.active_units()
+        if active:
+            side.feats = self._capture(params, x, active)
+        rest = [nm for nm in self.names if nm not in {m for i in side.feats for m in self.units[i].names}]
+        if rest:
+            side.runs = self._rows(params, x, rest)
+        return side
+
+    def _capture(self, params: Mapping[str, Tensor], x: Tensor, active: list[int]) -> dict[int, tuple[Tensor, Tensor]]:
+        n, k = int(x.shape[0]), self.k
+        records: dict[int, list] = {i: [] for i in active}
+
+        def make_hook(i: int):
+            def hook(_module, args, kwargs, output):
+                inp = args[0] if args else next(iter(kwargs.values()))
+                records[i].append((inp.detach(), output))
+                return output.clone()       # later in-place ops (ReLU(inplace=True)) act on the copy
+            return hook
+
+        live = {nm: params[nm].detach().requires_grad_(True) for nm in self.names}
+        handles = [self.units[i].module.register_forward_hook(make_hook(i), with_kwargs=True) for i in active]
+        try:
+            with torch.enable_grad(), eval_mode(self.model):
+                out = functional_call(self.model, live, (x,)).reshape(n, -1)
+        finally:
+            for h in handles:
+                h.remove()
+        good: list[int] = []
+        for i in active:
+            problem = self._runtime_problem(records[i], n)
+            if problem is not None:
+                self.problems[i] = problem
+                self.reasons[self.units[i].module_name] = problem
+                log.info("smoother: module %r uses vmap(jacrev) rows from now on: %s", self.units[i].module_name,
+                         problem)
+            else:
+                good.append(i)
+        D = {i: torch.zeros(n, k, self.units[i].d_out, device=x.device, dtype=self.dtype) for i in good}
+        zs = [records[i][0][1] for i in good]
+        if zs and out.requires_grad:
+            for c in range(k):
+                with torch.enable_grad():
+                    grads = torch.autograd.grad(out[:, c].sum(), zs, retain_graph=c < k - 1, allow_unused=True)
+                for i, g in zip(good, grads):
+                    if g is not None:
+                        D[i][:, c] = g
+        return {i: (records[i][0][0].to(self.dtype), D[i]) for i in good}
+
+    def _runtime_problem(self, calls: list, n: int) -> str | None:
+        if len(calls) != 1:
+            return f"the module is called {len(calls)} times in one forward"
+        inp, output = calls[0]
+        if inp.ndim != 2 or inp.shape[0] != n:
+            return f"its input has shape {tuple(inp.shape)}, not (n, in_features) with n = {n}"
+        if not output.requires_grad:
+            return "its output does not depend on the trained parameters"
+        return None
+
+    def _rows(self, params: Mapping[str, Tensor], x: Tensor, names: list[str]) -> list[tuple[int, int, Tensor]]:
+        """Jacobian rows of ``names`` by vmap(jacrev), as runs of contiguous p-vector columns."""
+        model = self.model
+        fixed = {nm: params[nm] for nm in self.names if nm not in names}
+
+        def f(p, xi):
+            return functional_call(model, {**fixed, **p}, (xi.unsqueeze(0),)).reshape(-1)
+
+        with eval_mode(model):
+            jac = vmap(jacrev(f), in_dims=(None, 0))({nm: params[nm] for nm in names}, x)
+        rows = x.shape[0] * self.k
+        width = sum(self.offsets[nm][1] - self.offsets[nm][0] for nm in names)
+        J = torch.empty(rows, width, device=x.device, dtype=self.dtype)
+        runs: list[list] = []
+        col = 0
+        for nm in names:
+            lo, hi = self.offsets[nm]
+            J[:, col:col + hi - lo].copy_(jac[nm].reshape(rows, -1))          # one pass: place and cast
+            if runs and runs[-1][1] == lo:
+                runs[-1][1] = hi
+            else:
+                runs.append([lo, hi, col])
+            col += hi - lo
+        return [(lo, hi, J[:, c:c + hi - lo]) for lo, hi, c in runs]
+
+    def sides(self, params: Mapping[str, Tensor], x: Tensor, chunk: int) -> Iterator[tuple[slice, Side]]:
+        """(rows of the result, Side) for x in chunks of ``chunk`` inputs."""
+        for start in range(0, x.shape[0], chunk):
+            stop = min(start + chunk, x.shape[0])
+            yield slice(start * self.k, stop * self.k), self.side(params, x[start:stop])
+
+    # ------------------------------------------------------------------ products
+    def apply(self, side: Side, prep: Prepared, out: Tensor) -> None:
+        """out (n·k, L) += J·Δ (Δ = prep.D, p × L)."""
+        D = prep.D
+        n, k, L = side.n, side.k, D.shape[1]
+        for i, (A, Dl) in side.feats.items():
+            u = self.units[i]
+            if u.weight is not None:
+                _, lo, hi = u.weight
+                if L <= k * u.d_in:                                               # activations first
+                    T = A @ prep.activations_first(i, u)                          # (n, out·L)
+                    out.view(n, k, L).baddbmm_(Dl, T.view(n, u.d_out, L))
+                else:                                                             # rows δ ⊗ a
+                    J = (Dl[:, :, :, None] * A[:, None, None, :]).reshape(n * k, -1)
+                    out.addmm_(J, D[lo:hi])
+            if u.bias is not None:
+                _, lo, hi = u.bias
+                out.addmm_(Dl.reshape(n * k, u.d_out), D[lo:hi])
+        for lo, hi, J in side.runs:
+            out.addmm_(J, D[lo:hi])
+
+    def apply_vector(self, side: Side, v: Tensor) -> Tensor:
+        """J·v (n·k,) for a parameter-space vector v (p,)."""
+        n, k = side.n, side.k
+        res = torch.zeros(n, k, device=v.device, dtype=self.dtype)
+        for i, (A, Dl) in side.feats.items():
+            u = self.units[i]
+            if u.weight is not None:
+                _, lo, hi = u.weight
+                T = A @ v[lo:hi].view(u.d_out, u.d_in).T                          # (n, out)
+                res += torch.bmm(Dl, T[:, :, None])[:, :, 0]
+            if u.bias is not None:
+                _, lo, hi = u.bias
+                res += Dl @ v[lo:hi]
+        res = res.reshape(-1)
+        for lo, hi, J in side.runs:
+            res.addmv_(J, v[lo:hi])
+        return res
+
+    def transpose_apply(self, side: Side, E: Tensor, out: Tensor) -> None:
+        """out (p × L) = Jᵀ·E for E (n·k × L); every row of out is written."""
+        n, k, L = side.n, side.k, E.shape[1]
+        for i, (A, Dl) in side.feats.items():
+            u = self.units[i]
+            Dk = Dl.reshape(n * k, u.d_out)
+            if u.weight is not None:
+                _, lo, hi = u.weight
+                if L < u.d_out:                                                   # δᵀ (a ⊗ E)
+                    Ak = A[:, None, :].expand(n, k, u.d_in).reshape(n * k, u.d_in)
+                    AE = (Ak[:, :, None] * E[:, None, :]).reshape(n * k, u.d_in * L)
+                    torch.mm(Dk.T, AE, out=out[lo:hi].view(u.d_out, u.d_in * L))
+                else:                                                             # (δ ⊗ a)ᵀ E
+                    J = (Dl[:, :, :, None] * A[:, None, None, :]).reshape(n * k, -1)
+                    torch.mm(J.T, E, out=out[lo:hi])
+            if u.bias is not None:
+                _, lo, hi = u.bias
+                torch.mm(Dk.T, E, out=out[lo:hi])
+        for lo, hi, J in side.runs:
+            torch.mm(J.T, E, out=out[lo:hi])
+
+    def _piece(self, side: Side, name: str) -> Tensor:
+        """Jacobian rows (n·k, numel) of one parameter, formed from the side's features if needed."""
+        lo, hi = self.offsets[name]
+        for i, (A, Dl) in side.feats.items():
+            u = self.units[i]
+            if u.weight is not None and u.weight[0] == name:
+                return (Dl[:, :, :, None] * A[:, None, None, :]).reshape(side.n * side.k, -1)
+            if u.bias is not None and u.bias[0] == name:
+                return Dl.reshape(side.n * side.k, u.d_out)
+        for rlo, rhi, J in side.runs:
+            if rlo <= lo and hi <= rhi:
+                return J[:, lo - rlo:hi - rlo]
+        raise KeyError(name)                                      # every parameter is in feats or runs
+
+    def kernel(self, side: Side, other: Side, lr: Mapping[str, float]) -> Tensor:
+        """Kernel rows J(x)·diag(γ)·J(x')ᵀ (n·k, m·k), γ = ``lr[name]`` on each parameter's entries.
+
+        Cost per Linear layer captured on both sides: n·m·(in + k²·out) multiply-adds; other
+        parameters: n·m·k²·numel.
+        """
+        n, m, k = side.n, other.n, side.k
+        K = torch.zeros(n * k, m * k, device=self.device, dtype=self.dtype)
+        both = [i for i in side.feats if i in other.feats]
+        for i in both:
+            u = self.units[i]
+            A1, D1 = side.feats[i]
+            A2, D2 = other.feats[i]
+            DD = D1.reshape(n * k, u.d_out) @ D2.reshape(m * k, u.d_out).T               # (nk, mk)
+            lw = lr[u.weight[0]] if u.weight is not None else 0.0
+            lb = lr[u.bias[0]] if u.bias is not None else 0.0
+            scale = (A1 @ A2.T).mul_(lw).add_(lb)                                        # (n, m)
+            K.view(n, k, m, k).addcmul_(DD.view(n, k, m, k), scale[:, None, :, None])
+        rest = [nm for nm in self.names if nm not in {x for i in both for x in self.units[i].names}]
+        if rest:
+            J1, J2, g = self._rest_rows(side, rest), self._rest_rows(other, rest), self._lr_vector(rest, lr)
+            K.addmm_(J1 * g, J2.T)
+        return K
+
+    def _rest_rows(self, side: Side, names: list[str]) -> Tensor:
+        if len(side.runs) == 1 and not side.feats:
+            lo, hi, J = side.runs[0]
+            if (lo, hi) == (self.offsets[names[0]][0], self.offsets[names[-1]][1]) \
+                    and sum(self.offsets[nm][1] - self.offsets[nm][0] for nm in names) == hi - lo:
+                return J
+        return torch.cat([self._piece(side, nm) for nm in names], 1)
+
+    def _lr_vector(self, names: list[str], lr: Mapping[str, float]) -> Tensor:
+        return torch.cat([torch.full((self.offsets[nm][1] - self.offsets[nm][0],), float(lr[nm]), device=self.device,
+                                     dtype=self.dtype) for nm in names])
