@@ -106,3 +106,74 @@ def test_tiny_effective_parameters_grow_with_width(tiny_run):
     # the smoother reproduces the telescoping model to within the telescoping error
     assert (table["test/smoother/residual"] <= 10 * table["test/telescope/abs_err"] + 1e-4).all()
     assert summary["digits_noisy/p_train_monotone_fraction"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def both_run():
+    """Exact and sketched smoother on the same tiny networks (digits 3/5, noisy), one thread."""
+    cfg = dataclasses.replace(TINY, widths=(2, 16), max_epochs=15, methods=("exact", "sketch"), probes=64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sink = MemorySink()
+        summary = dd.run(cfg, sink, base.RunContext())
+    finally:
+        torch.set_num_threads(threads)
+    return cfg, summary, sink.metrics()
+
+
+def test_exact_and_sketch_follow_the_same_network_and_agree(both_run):
+    cfg, summary, frame = both_run
+    table = dd.final_table(frame)
+    assert sorted(set(table["method"])) == ["exact", "sketch"] and len(table) == 4
+    ex = table[table["method"] == "exact"].set_index("width").sort_index()
+    sk = table[table["method"] == "sketch"].set_index("width").sort_index()
+    # the same seed trains the same network: identical MSE, identical f̃ (exact c and s·y in both)
+    np.testing.assert_allclose(sk["test/mse"], ex["test/mse"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sk["test/telescope/abs_err"], ex["test/telescope/abs_err"], rtol=0, atol=1e-12)
+    assert summary["digits_noisy/sketch_vs_exact_test_mse_max_diff"] <= 1e-12
+    for split in ("train", "test"):
+        e, s, se = ex[f"{split}/smoother/p_eff"], sk[f"{split}/smoother/p_eff"], sk[f"{split}/smoother/p_eff_se"]
+        assert (se > 0).all() and (se < 0.5 * s).all()
+        assert (np.abs(s - e) <= 4 * se).all(), (split, e.tolist(), s.tolist(), se.tolist())
+        assert f"{split}/smoother/p_eff_se" not in ex or ex[f"{split}/smoother/p_eff_se"].isna().all()
+    assert summary["digits_noisy/sketch_p_train_within_4se_fraction"] == 1.0
+    assert "digits_noisy/sketch/p_train_widest" in summary and "digits_noisy/p_train_widest" in summary
+
+
+def test_overlay_figure_shows_both_methods(both_run, tmp_path):
+    from telescope.plots import module_for
+
+    cfg, summary, frame = both_run
+    figs = module_for("double-descent").figures(frame, base.config_to_dict(cfg), summary, tmp_path)
+    assert len(figs) == 1 and (tmp_path / figs[0].filename).stat().st_size > 5000
+    assert "sketched smoother" in figs[0].caption and "Sketch vs exact" in figs[0].caption
+
+
+def test_methods_and_full_preset_are_validated():
+    with pytest.raises(ConfigError, match="methods"):
+        base.resolve_config("double-descent", dd.Config, "tiny", overrides={"methods": "exact,fast"})
+    with pytest.raises(ConfigError, match="probes"):
+        base.resolve_config("double-descent", dd.Config, "tiny", overrides={"probes": "1"})
+    full = base.resolve_config("double-descent", dd.Config, "full")
+    assert full.methods == ("sketch",) and full.n_train == 5000 and full.datasets == ("mnist_all_noisy",)
+    qa = base.resolve_config("double-descent", dd.Config, "quick-all")
+    assert set(qa.datasets) == {"mnist_noisy", "mnist", "cifar", "mnist1d_noisy"}
+    assert qa.grid("cifar")[1] == 0.0025 and qa.grid("mnist_noisy")[1] == qa.lr == 0.005
+    assert qa.grid("mnist1d_noisy")[1:] == (0.01, 500)
+    assert dataclasses.replace(qa, lr_cifar=0.0).grid("cifar")[1] == qa.lr       # 0: cifar uses lr
+
+
+def test_mnist_all_task_uses_every_digit(tmp_path):
+    import os
+
+    root = os.environ.get("TELESCOPE_DATA")
+    if not root:
+        pytest.skip("TELESCOPE_DATA not set")
+    split = dd.mnist_all_task(n_train=400, n_test=100, seed=1, label_noise=0.25, root=root)
+    assert split.x_train.shape == (400, 64) and split.x_test.shape == (100, 64)
+    assert split.y_test.mean() == 0.5                      # balanced in the binary labels
+    assert 0.0 <= float(split.x_train.min()) and float(split.x_train.max()) <= 1.0
+    clean = dd.mnist_all_task(n_train=400, n_test=100, seed=1, label_noise=0.0, root=root)
+    assert int((clean.y_train != split.y_train).sum()) == 100          # exactly 25% flipped
+    torch.testing.assert_close(clean.x_train, split.x_train)

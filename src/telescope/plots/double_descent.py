@@ -23,17 +23,31 @@ PAPER = {
 TITLES = {
     "cifar": "CIFAR-10 cat/dog (JPEG-derived)", "mnist_noisy": "MNIST 3/5, 20% noise", "mnist": "MNIST 3/5",
     "mnist1d_noisy": "MNIST-1D 0/1, 15% noise", "digits_noisy": "digits 3/5, 20% noise", "digits": "digits 3/5",
+    "mnist_all_noisy": "MNIST ≥5 vs <5, 20% noise",
 }
+METHOD_STYLE = {"exact": dict(ls="-", marker="o"), "sketch": dict(ls="--", marker="s")}
 
 
 def final_values(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Last logged value of every (dataset, width, seed, split, name): the end of training."""
-    last = metrics.sort_values("step").groupby(["dataset", "width", "seed", "split", "name"]).tail(1)
+    """Last logged value of every (dataset, method, width, seed, split, name): the end of
+    training (runs stored before the ``method`` tag count as "exact")."""
+    if "method" not in metrics:
+        metrics = metrics.assign(method="exact")
+    metrics = metrics.assign(method=metrics["method"].fillna("exact"))
+    last = metrics.sort_values("step").groupby(["dataset", "method", "width", "seed", "split", "name"]).tail(1)
     return last
 
 
-def _curve(last: pd.DataFrame, dataset: str, split: str, name: str) -> pd.DataFrame:
-    part = last[(last["dataset"] == dataset) & (last["split"] == split) & (last["name"] == name)]
+def _methods(last: pd.DataFrame, dataset: str) -> list[str]:
+    present = set(last.loc[last["dataset"] == dataset, "method"])
+    return [m for m in METHOD_STYLE if m in present]
+
+
+def _curve(last: pd.DataFrame, dataset: str, split: str, name: str, method: str | None = None) -> pd.DataFrame:
+    if method is None:
+        method = _methods(last, dataset)[0]
+    part = last[(last["dataset"] == dataset) & (last["split"] == split) & (last["name"] == name)
+                & (last["method"] == method)]
     g = part.groupby("width")["value"]
     out = pd.DataFrame({"mean": g.mean(), "se": g.std(ddof=1) / np.sqrt(g.count())}).reset_index()
     out["se"] = out["se"].fillna(0.0)
@@ -54,8 +68,9 @@ def _threshold_width(last: pd.DataFrame, dataset: str) -> float | None:
     return float((float(n.iloc[0]) - (p.iloc[0] - per_unit * widths[0])) / per_unit)
 
 
-def _describe(summary: dict, dataset: str) -> str:
-    get = lambda k: summary.get(f"{dataset}/{k}")  # noqa: E731
+def _describe(summary: dict, dataset: str, method: str = "exact") -> str:
+    pre = f"{dataset}/" if method == "exact" else f"{dataset}/{method}/"
+    get = lambda k: summary.get(pre + k, summary.get(f"{dataset}/{k}"))  # noqa: E731
     parts = []
     if get("test_mse_peak_width") is not None:
         parts.append(f"test MSE peaks at width {get('test_mse_peak_width'):g} (rise into the peak "
@@ -71,7 +86,18 @@ def _describe(summary: dict, dataset: str) -> str:
                          "to that accuracy")
     else:
         parts.append("effective parameters were not tracked in this run")
-    return f"{TITLES.get(dataset, dataset)}: " + "; ".join(parts) + "."
+    return f"{TITLES.get(dataset, dataset)} ({method} smoother): " + "; ".join(parts) + "."
+
+
+def _compare(summary: dict, dataset: str) -> str:
+    get = lambda k: summary.get(f"{dataset}/{k}")  # noqa: E731
+    if get("sketch_vs_exact_p_train_rel_max") is None:
+        return ""
+    return (f" Sketch vs exact on {TITLES.get(dataset, dataset)}: largest relative difference of p_train "
+            f"{100 * get('sketch_vs_exact_p_train_rel_max'):.1f}%, of p_test "
+            f"{100 * get('sketch_vs_exact_p_test_rel_max'):.1f}%; within 4 standard errors at "
+            f"{100 * get('sketch_p_train_within_4se_fraction'):.0f}% (train) and "
+            f"{100 * get('sketch_p_test_within_4se_fraction'):.0f}% (test) of the widths.")
 
 
 def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -> list[Figure]:
@@ -96,10 +122,21 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
             ax.set_ylabel("MSE at end of training")
         if has_p:
             axp = axes[1][col]
-            for split, color, label in (("train", "tab:blue", "p_train"), ("test", "tab:red", "p_test")):
-                c = _curve(last, dataset, split, "smoother/p_eff")
-                axp.plot(c["width"], c["mean"], "o-", ms=3, color=color, label=label)
-                axp.fill_between(c["width"], c["mean"] - c["se"], c["mean"] + c["se"], color=color, alpha=0.2, lw=0)
+            methods = _methods(last, dataset)
+            for method in methods:
+                style = METHOD_STYLE[method]
+                for split, color, label in (("train", "tab:blue", "p_train"), ("test", "tab:red", "p_test")):
+                    c = _curve(last, dataset, split, "smoother/p_eff", method)
+                    if c.empty:
+                        continue
+                    if len(methods) > 1 or method != "exact":
+                        label = f"{label} ({method})"
+                    axp.plot(c["width"], c["mean"], ms=3, color=color, label=label, **style)
+                    se = c["se"]
+                    if method == "sketch" and int(c.shape[0]) and (se == 0).all():
+                        # one seed: show the sketch's own standard error instead
+                        se = _curve(last, dataset, split, "smoother/p_eff_se", method)["mean"].to_numpy()
+                    axp.fill_between(c["width"], c["mean"] - se, c["mean"] + se, color=color, alpha=0.2, lw=0)
             if col == 0:
                 axp.set_ylabel("effective parameters p")
         for row in range(rows):
@@ -112,17 +149,29 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
                 a.legend(loc="best", fontsize=7)
         axes[rows - 1][col].set_xlabel("hidden units h")
     seeds = int(metrics["seed"].nunique())
+    all_methods = [m for m in METHOD_STYLE if m in set(last["method"])]
     caption = (
         "End-of-training train/test MSE (top) and effective parameters p_train, p_test from the telescoping "
         f"smoother (bottom) vs hidden width, mean ± s.e. over {seeds} seed(s); the dashed line marks the "
-        "interpolation threshold (d + 2)·h + 1 = n. Paper: "
+        "interpolation threshold (d + 2)·h + 1 = n."
+        + (" Solid lines/circles: exact smoother; dashed lines/squares: sketched smoother "
+           f"(K = {config.get('probes')} probe label vectors, band ± its standard error when one seed); both "
+           "follow the same trained network." if len(all_methods) > 1 else "")
+        + (f" Effective parameters from the sketched smoother (K = {config.get('probes')} probe label vectors, "
+           "band ± its standard error)." if all_methods == ["sketch"] else "")
+        + " Paper: "
         + " ".join(PAPER[d] for d in datasets if d in PAPER)
-        + " This run: " + " ".join(_describe(summary, d) for d in datasets)
+        + " This run: " + " ".join(_describe(summary, d, m) for d in datasets for m in _methods(last, d))
+        + "".join(_compare(summary, d) for d in datasets)
         + (" The CIFAR images are the shared JPEG-derived copy (lossy re-encoding of CIFAR-10), not the original "
            "pixels." if "cifar" in datasets else "")
         + f" Settings: n = {config.get('n_train')}, γ = {config.get('lr')}, momentum {config.get('momentum')}, "
           f"batch {config.get('batch_size')}, at most {config.get('max_epochs')} epochs, patience "
-          f"{config.get('patience')} epochs.")
+          f"{config.get('patience')} epochs"
+        + (f"; cifar γ = {config.get('lr_cifar')}" if "cifar" in datasets and config.get("lr_cifar") else "")
+        + (f"; MNIST-1D γ = {config.get('lr_1d')}, at most {config.get('max_epochs_1d')} epochs"
+           if "mnist1d_noisy" in datasets else "")
+        + ".")
     figs = [Figure(save(fig, out_dir, "double_descent.png"), caption, "Double descent and effective parameters "
                    "(Fig. 3, 9, 10)")]
     return figs
