@@ -28,6 +28,8 @@ def test_list_names_every_experiment():
     proc = telescope("list")
     assert proc.returncode == 0
     assert any(line.startswith("approximation") for line in proc.stdout.splitlines())
+    (dd,) = [line for line in proc.stdout.splitlines() if line.startswith("double-descent")]
+    assert "[presets: tiny, quick, quick-all, paper, full]" in dd
 
 
 def test_tiny_run_end_to_end_then_skip_and_report(tmp_path):

@@ -56,12 +56,13 @@ def cli(verbose: bool) -> None:
 @cli.command("list")
 @friendly
 def list_cmd() -> None:
-    """Name every experiment, one line each."""
+    """Name every experiment and its presets, one line each."""
     from telescope import experiments
 
     for name in experiments.names():
         exp = experiments.get(name)
-        click.echo(f"{name:<18} {exp.description}")
+        presets = ", ".join(getattr(exp.config_cls, "PRESETS", {}))
+        click.echo(f"{name:<18} {exp.description}  [presets: {presets}]")
 
 
 def execute(name: str, preset: str, seed: int | None, sets: dict[str, str], out: Path,
@@ -77,7 +78,7 @@ def execute(name: str, preset: str, seed: int | None, sets: dict[str, str], out:
 
 @cli.command("run")
 @click.argument("experiment")
-@click.option("--preset", default="quick", show_default=True, help="tiny | quick | paper")
+@click.option("--preset", default="quick", show_default=True, help="tiny | quick | paper, or a study's own preset (e.g. quick-all, full); `telescope list` shows them")
 @click.option("--seed", type=int, default=None, help="Base seed (part of the run's identity).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),

@@ -14,7 +14,7 @@ EXIT_RUNS_FAILED = 1
 
 @click.command("sweep")
 @click.argument("experiment")
-@click.option("--preset", default="tiny", show_default=True, help="tiny | quick | paper")
+@click.option("--preset", default="tiny", show_default=True, help="tiny | quick | paper, or a study's own preset (e.g. quick-all, full); `telescope list` shows them")
 @click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2,...",
               help="A grid axis (repeatable; product of all). For tuple fields separate values with ';'.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Seeds per grid point.")
