@@ -26,5 +26,10 @@ def data_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Seed torch, and run every test on one intra-op thread: the problems are tiny, and extra
+    threads only add spin-waits on a busy shared machine (``make test`` also sets OMP_NUM_THREADS=1)."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)

@@ -13,13 +13,6 @@ from telescope.models import MLP, scale_init
 from telescope.store import MemorySink
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny nets: intra-op threads only add synchronisation (and stall on a busy machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_alpha_scaling_touches_every_parameter():

@@ -167,13 +167,15 @@ def test_methods_and_full_preset_are_validated():
 def test_mnist_all_task_uses_every_digit(tmp_path):
     import os
 
+    from telescope.data.images import digit_group_task
+
     root = os.environ.get("TELESCOPE_DATA")
     if not root:
         pytest.skip("TELESCOPE_DATA not set")
-    split = dd.mnist_all_task(n_train=400, n_test=100, seed=1, label_noise=0.25, root=root)
+    split = digit_group_task(dd.DIGITS_5_TO_9, n_train=400, n_test=100, seed=1, label_noise=0.25, root=root)
     assert split.x_train.shape == (400, 64) and split.x_test.shape == (100, 64)
     assert split.y_test.mean() == 0.5                      # balanced in the binary labels
     assert 0.0 <= float(split.x_train.min()) and float(split.x_train.max()) <= 1.0
-    clean = dd.mnist_all_task(n_train=400, n_test=100, seed=1, label_noise=0.0, root=root)
+    clean = digit_group_task(dd.DIGITS_5_TO_9, n_train=400, n_test=100, seed=1, label_noise=0.0, root=root)
     assert int((clean.y_train != split.y_train).sum()) == 100          # exactly 25% flipped
     torch.testing.assert_close(clean.x_train, split.x_train)

@@ -4,7 +4,6 @@ metric names the figures read, figures written, and fact 13's first half on the 
 import math
 
 import pytest
-import torch
 
 from telescope.experiments import get
 from telescope.experiments.base import RunContext, config_to_dict, resolve_config
@@ -12,12 +11,6 @@ from telescope.plots import module_for
 from telescope.store import MemorySink
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run_tiny(name, **overrides):

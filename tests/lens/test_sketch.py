@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from telescope.errors import ConfigError
-from telescope.lens import Lens, SmootherSpec, smoother_metrics, smoother_of
+from telescope.lens import Lens, SmootherSpec, smoother_of
 from telescope.models import MLP
 from telescope.train import squared_loss
 
@@ -21,12 +21,6 @@ OPTIMIZERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(opt_name, k=1, steps=80, device="cpu", **spec_kw):

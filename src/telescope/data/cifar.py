@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from telescope.data.core import Split, data_dir
-from telescope.data.images import downsample, pick_balanced
+from telescope.data.images import downsample, flip_labels, pick_balanced
 from telescope.errors import ConfigError, DataError
 
 CIFAR_CATDOG = "cifar10/cifar10_catdog_jpeg.npz"
@@ -72,8 +72,6 @@ def cifar_catdog_task(*, n_train: int = 1000, n_test: int = 1000, size: int = 8,
     Class-balanced draws under ``seed`` from the training and the test images (disjoint
     by construction); ``label_noise`` flips that fraction of training labels.
     """
-    if not 0.0 <= label_noise < 1.0:
-        raise ConfigError(f"cifar_catdog_task(label_noise={label_noise}): give a fraction in [0, 1)")
     rng = np.random.default_rng(seed)
     xtr, ytr = load_cifar_catdog("train", root)
     xte, yte = load_cifar_catdog("test", root)
@@ -81,9 +79,7 @@ def cifar_catdog_task(*, n_train: int = 1000, n_test: int = 1000, size: int = 8,
     ite = pick_balanced(yte, (0, 1), n_test, rng, "test")
     y_train = torch.as_tensor(ytr[itr].astype(np.float32))
     y_test = torch.as_tensor(yte[ite].astype(np.float32))
-    if label_noise > 0:
-        flip = rng.choice(n_train, size=int(round(label_noise * n_train)), replace=False)
-        y_train[flip] = 1.0 - y_train[flip]
+    flip_labels(y_train, label_noise, rng, "cifar_catdog_task")
     x_train = downsample(to_grayscale(xtr[itr]), size).reshape(n_train, -1)
     x_test = downsample(to_grayscale(xte[ite]), size).reshape(n_test, -1)
     return Split(x_train, y_train, x_test, y_test)

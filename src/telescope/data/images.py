@@ -133,6 +133,41 @@ def pick_balanced(y: np.ndarray, classes: tuple[int, int], n: int, rng: np.rando
     return rng.permutation(chosen)
 
 
+def flip_labels(y: torch.Tensor, fraction: float, rng: np.random.Generator, what: str) -> torch.Tensor:
+    """Flip exactly round(fraction·n) of the {0, 1} labels ``y`` in place, chosen under ``rng``."""
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"{what}(label_noise={fraction}): give a fraction in [0, 1)")
+    if fraction > 0:
+        flip = rng.choice(len(y), size=int(round(fraction * len(y))), replace=False)
+        y[flip] = 1.0 - y[flip]
+    return y
+
+
+def digit_group_task(positive: tuple[int, ...], *, n_train: int = 5000, n_test: int = 1000, size: int = 8,
+                     seed: int = 0, label_noise: float = 0.0, root: str | Path | None = None) -> Split:
+    """All ten MNIST digits as one binary task: label 1 for the digits in ``positive``, else 0.
+
+    E.g. ``positive=(5, 6, 7, 8, 9)`` (digit ≥ 5) or ``(1, 3, 5, 7, 9)`` (odd). ``n_train``
+    training images (the shared 5,000-image subset holds 5,000: all of them) and ``n_test``
+    test images are drawn balanced in the binary labels under ``seed``; 28×28 is
+    area-averaged to ``size``×``size`` and flattened to (n, size²) in [0, 1];
+    ``label_noise`` flips that fraction of training labels.
+    """
+    group = [int(d) for d in positive]
+    if not group or not all(0 <= d <= 9 for d in group) or len(set(group)) == 10:
+        raise ConfigError(f"digit_group_task(positive={positive}): give some, not all, of the digits 0–9")
+    rng = np.random.default_rng(seed)
+    parts = []
+    for split, n, what in (("train", n_train, "training"), ("test", n_test, "test")):
+        images, digits = load_mnist(split, root)
+        labels = np.isin(digits, group).astype(np.int64)
+        pick = pick_balanced(labels, (0, 1), n, rng, what)
+        parts += [downsample(images[pick] / 255.0, size).reshape(n, -1),
+                  torch.as_tensor(labels[pick].astype(np.float32))]
+    flip_labels(parts[1], label_noise, rng, "digit_group_task")
+    return Split(*parts)
+
+
 def binary_task(dataset: str, classes: tuple[int, int] = (3, 5), *, n_train: int = 1000,
                 n_test: int = 1000, size: int = 8, seed: int = 0, label_noise: float = 0.0,
                 root: str | Path | None = None) -> Split:
@@ -166,9 +201,7 @@ def binary_task(dataset: str, classes: tuple[int, int] = (3, 5), *, n_train: int
         raise ConfigError(f"binary_task(dataset={dataset!r}): choose 'mnist' or 'digits'")
     to_label = lambda y: torch.as_tensor((y == classes[1]).astype(np.float32))  # noqa: E731
     y_train, y_test = to_label(ytr), to_label(yte)
-    if label_noise > 0:
-        flip = rng.choice(len(y_train), size=int(round(label_noise * len(y_train))), replace=False)
-        y_train[flip] = 1.0 - y_train[flip]
+    flip_labels(y_train, label_noise, rng, "binary_task")
     x_train = downsample(xtr, size).reshape(len(itr), -1)
     x_test = downsample(xte, size).reshape(len(ite), -1)
     return Split(x_train, y_train, x_test, y_test)

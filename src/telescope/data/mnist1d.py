@@ -68,9 +68,9 @@ def mnist1d_task(classes: tuple[int, int] = (0, 1), *, n_train: int | None = Non
     """
     if len(classes) != 2 or classes[0] == classes[1] or not all(0 <= c <= 9 for c in classes):
         raise ConfigError(f"mnist1d_task(classes={classes}): give two different digits 0–9")
-    if not 0.0 <= label_noise < 1.0:
+    if not 0.0 <= label_noise < 1.0:  # checked before the (slow) generation
         raise ConfigError(f"mnist1d_task(label_noise={label_noise}): give a fraction in [0, 1)")
-    from telescope.data.images import pick_balanced
+    from telescope.data.images import flip_labels, pick_balanced
 
     data = make_mnist1d(num_samples)
     rng = np.random.default_rng(seed)
@@ -89,7 +89,5 @@ def mnist1d_task(classes: tuple[int, int] = (0, 1), *, n_train: int | None = Non
 
     x_train, y_train = take(data["x"], data["y"], n_train, "training")
     x_test, y_test = take(data["x_test"], data["y_test"], n_test, "test")
-    if label_noise > 0:
-        flip = rng.choice(len(y_train), size=int(round(label_noise * len(y_train))), replace=False)
-        y_train[flip] = 1.0 - y_train[flip]
+    flip_labels(y_train, label_noise, rng, "mnist1d_task")
     return Split(x_train, y_train, x_test, y_test)

@@ -40,7 +40,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from telescope.data import Split, binary_task, downsample, load_mnist
+from telescope.data import Split, binary_task
+from telescope.data.images import digit_group_task
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext
 from telescope.lens import Lens, SmootherSpec, smoother_metrics
@@ -119,24 +120,15 @@ class Config:
 
 
 def load_task(cfg: Config, root=None) -> Split:
-    """The study's data: ``binary_task`` for ``task="pair"``; for ``task="parity"`` the first
-    ``n_train`` of a seeded permutation of all MNIST training images (the shared 5,000-image
-    subset, or the full 60,000 where present) and ``n_test`` test images, label 1 for odd digits,
-    inputs area-downsampled to ``image_size``² and flattened, in [0, 1]."""
+    """The study's data: ``binary_task`` for ``task="pair"``; for ``task="parity"`` all ten MNIST
+    digits, label 1 for odd ones (``digit_group_task``: balanced draws of ``n_train`` training
+    images — the shared 5,000-image subset, or the full 60,000 where present — and ``n_test``
+    test images, area-downsampled to ``image_size``² and flattened, in [0, 1])."""
     if cfg.task == "pair":
         return binary_task(cfg.dataset, tuple(cfg.classes), n_train=cfg.n_train, n_test=cfg.n_test,
                            size=cfg.image_size, seed=cfg.seed, root=root)
-    rng = np.random.default_rng(cfg.seed)
-    parts = []
-    for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
-        images, labels = load_mnist(split, root)
-        if n > len(labels):
-            raise ConfigError(f"grokking-mnist: n_{split}={n} but only {len(labels)} MNIST {split} images "
-                              "are available; lower it or add the full training files to the data folder")
-        pick = rng.permutation(len(labels))[:n]
-        x = downsample(images[pick] / 255.0, cfg.image_size).reshape(n, -1)
-        parts += [x, torch.as_tensor((labels[pick] % 2 == 1).astype(np.float32))]
-    return Split(*parts)
+    return digit_group_task((1, 3, 5, 7, 9), n_train=cfg.n_train, n_test=cfg.n_test, size=cfg.image_size,
+                            seed=cfg.seed, root=root)
 
 
 def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, device: str, progress=None,
