@@ -114,3 +114,15 @@ def test_summary_reads_fit_generalization_and_reliability_off_the_curves():
     assert (s[k + "p_train_at_generalize"], s[k + "p_test_at_generalize"]) == (200, 90)
     assert s[k + "step_p_gap"] == 1000          # step 10 has p_train < 1: not a gap
     assert s[k + "step_unreliable"] == 5000     # residual 0.5 > 3 × 0.05
+
+
+def test_control_quick_preset_shares_the_large_init_optimizer():
+    """Fact 13 compares the control with α = 6: their quick presets must differ only in α, outputs
+    and length (same data size, width, optimizer and smoother), or the p comparison is meaningless."""
+    mnist = resolve_config("grokking-mnist", get("grokking-mnist").config_cls, "quick")
+    control = resolve_config("grokking-control", get("grokking-control").config_cls, "quick")
+    for field in ("n_train", "n_probe", "width", "depth", "lr", "warmup", "weight_decay", "betas", "batch_size",
+                  "loss", "methods", "probes", "smoother_dtype"):
+        assert getattr(mnist, field) == getattr(control, field), field
+    assert mnist.lr == 1e-4 and mnist.warmup == 100      # the paper's rate and warmup (docs/grokking.md)
+    assert control.alphas == (1.0,) and mnist.alphas == (6.0,)

@@ -26,7 +26,7 @@ class Config(grokking_mnist.Config):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(dataset="digits", n_train=60, n_test=100, n_probe=40, width=16, lr=3e-3, warmup=10,
                      batch_size=20, steps=60, seeds=1, log_points=8),
-        "quick": dict(n_train=200, n_probe=100, width=100, lr=1e-3, batch_size=200, steps=1000, seeds=1,
+        "quick": dict(n_train=200, n_probe=100, width=100, lr=1e-4, weight_decay=1.0, batch_size=200, steps=1000, seeds=1,
                       log_points=25, smoother_dtype="float32", methods=("sketch",)),
         "paper": dict(),
     }
