@@ -28,6 +28,10 @@ def test_tiny_presets_log_what_the_figures_need_and_control_uses_fewer_parameter
         for name in ("error", "mse", "smoother/p_eff", "smoother/residual"):
             assert (split, name) in names
     assert ("test", "telescope/abs_err") in names
+    assert ("train", "adam/sharpness_ratio") in names          # NOTE [adam edge of stability]
+    ratio = frame[frame["name"] == "adam/sharpness_ratio"]
+    assert ratio["step"].min() == 1 and (ratio["value"] > 0).all()
+    assert summary["alpha=6/output=linear/method=exact/max_sharpness_ratio"] == ratio["value"].max()
     assert frame["step"].max() == cfg.steps
     assert set(frame["alpha"]) == {6.0}
     large = summary["alpha=6/output=linear/method=exact/final_p_train"]

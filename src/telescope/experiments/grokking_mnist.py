@@ -47,7 +47,7 @@ from telescope.data import Split, binary_task
 from telescope.data.images import digit_group_task
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext
-from telescope.lens import Lens, SmootherSpec, smoother_metrics
+from telescope.lens import Lens, SmootherSpec, adam_sharpness, smoother_metrics
 from telescope.models import MLP, scale_init
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
@@ -167,6 +167,9 @@ def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, devi
         for split, values in smoother_metrics(lens).items():
             sink.log_dict(step, split, values)
         sink.log(step, "train", "weight_norm", weight_norm)
+        if step > 0:    # NOTE [adam edge of stability]: λ_max(γ·a·J_B diag(1/φ) J_Bᵀ) / 2(1+β1)/(1−β1)
+            sink.log(step, "train", "adam/sharpness_ratio",
+                     adam_sharpness(model, opt, x[:cfg.batch_size], loss=cfg.loss)["ratio"])
         if mean_loss is not None:
             sink.log(step, "train", "loss", mean_loss)
 
@@ -197,6 +200,8 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext(), *, name: str = "grokk
 
 
 GENERALIZED = 0.10      # test error below which a run counts as generalized (summary and docs)
+NEAR_EDGE = 0.8         # Adam's preconditioned sharpness / its stability threshold: the smoother's
+                        # fixed-φ recursion barely damps its errors from here on (NOTE [adam edge of stability])
 
 
 def _first(steps: np.ndarray, ok: np.ndarray) -> float:
@@ -219,7 +224,10 @@ def summarize(frame, steps: int) -> dict[str, Any]:
     """Per (α, output, method), means over seeds of: ``step_fit`` (first logged step with train
     error 0), ``step_generalize`` (first logged step with test error < 10 %), the test error and
     p_train/p_test at those two steps, ``step_p_gap`` (first step with p_train ≥ 1 and p_test <
-    0.9·p_train), ``step_unreliable`` (first step where the test residual |s·y + c − f̃| exceeds
+    0.9·p_train), ``step_near_edge`` (first logged step from which Adam's preconditioned sharpness
+    stays at or above ``NEAR_EDGE`` of its stability threshold, lens/stability.py; early transients,
+    when v̂ holds one or two gradients, are not counted) and ``max_sharpness_ratio``,
+    ``step_unreliable`` (first step where the test residual |s·y + c − f̃| exceeds
     both 3·|f − f̃| and 0.02: p⁰ no longer accounts for the network, see :func:`unreliable`),
     final errors, p and residuals. Keys are ``alpha=A/output=O/method=M/NAME``."""
     out: dict[str, Any] = {"steps": steps}
@@ -255,6 +263,11 @@ def summarize(frame, steps: int) -> dict[str, Any]:
                 "final_residual_test": float(run_[("test", "smoother/residual")].to_numpy()[-1]),
                 "final_telescope_abs_err": float(run_[("test", "telescope/abs_err")].to_numpy()[-1]),
             }
+            if ("train", "adam/sharpness_ratio") in run_.columns:
+                ratio = run_[("train", "adam/sharpness_ratio")].to_numpy()
+                near = ratio >= NEAR_EDGE                  # from here on at every later logged step
+                vals["step_near_edge"] = _first(st, np.flip(np.logical_and.accumulate(np.flip(near))))
+                vals["max_sharpness_ratio"] = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else float("nan")
             if ("test", "smoother/p_eff_se") in run_.columns:
                 vals["final_p_train_se"] = float(run_[("train", "smoother/p_eff_se")].to_numpy()[-1])
                 vals["final_p_test_se"] = float(run_[("test", "smoother/p_eff_se")].to_numpy()[-1])

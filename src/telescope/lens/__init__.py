@@ -9,6 +9,7 @@ smoother of the training labels, f̃(x) = s(x)·y + c(x), and its effective para
 from telescope.lens.recorder import Lens, Tracker, check_batch_independent
 from telescope.lens.smoother import (EMAMomentumSGD, SmootherSpec, SmootherTracker, smoother_metrics,
                                      smoother_of)
+from telescope.lens.stability import adam_sharpness, adam_stability_threshold
 
-__all__ = ["EMAMomentumSGD", "Lens", "SmootherSpec", "SmootherTracker", "Tracker", "check_batch_independent",
+__all__ = ["EMAMomentumSGD", "Lens", "adam_sharpness", "adam_stability_threshold", "SmootherSpec", "SmootherTracker", "Tracker", "check_batch_independent",
            "smoother_metrics", "smoother_of"]
