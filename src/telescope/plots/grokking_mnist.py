@@ -78,6 +78,11 @@ def _panel_pair(plt, metrics, panels, title_prefix, summary=None):
                         label=f"|s·y + c − f̃|, {split}" + (f" ({method})" if several else ""))
         s = _mean_se(first, "test", "telescope/abs_err")
         ax.plot(s["step"], s["mean"].clip(lower=1e-8), ":", color="black", label="|f − f̃|, test")
+        # the summary's step_near_edge: Adam's preconditioned sharpness stays ≥ 0.8 of its stability
+        # threshold from here on (NOTE [adam edge of stability] in telescope/lens/stability.py)
+        edge = (summary or {}).get(f"alpha={alpha:g}/output={output}/method={methods[0]}/step_near_edge")
+        if edge is not None and np.isfinite(edge):
+            ax.axvline(edge, color="0.4", ls="--", lw=1, label="Adam: sharpness ≥ 0.8·edge")
         ax.set_yscale("log")
         ax.set_xlabel("optimization step")
         for row in range(3):
@@ -85,7 +90,7 @@ def _panel_pair(plt, metrics, panels, title_prefix, summary=None):
         if col == 0:
             for row, ylabel in enumerate(("misclassification error", "effective parameters p⁰", "smoother residual")):
                 axes[row][0].set_ylabel(ylabel)
-                axes[row][0].legend(loc="best", fontsize=7)
+                axes[row][0].legend(loc="upper left" if row == 2 else "best", fontsize=7)
     return fig
 
 
