@@ -11,5 +11,5 @@ from telescope.lens.smoother import (EMAMomentumSGD, SmootherSpec, SmootherTrack
                                      smoother_of)
 from telescope.lens.stability import adam_sharpness, adam_stability_threshold
 
-__all__ = ["EMAMomentumSGD", "Lens", "adam_sharpness", "adam_stability_threshold", "SmootherSpec", "SmootherTracker", "Tracker", "check_batch_independent",
-           "smoother_metrics", "smoother_of"]
+__all__ = ["EMAMomentumSGD", "Lens", "SmootherSpec", "SmootherTracker", "Tracker", "adam_sharpness",
+           "adam_stability_threshold", "check_batch_independent", "smoother_metrics", "smoother_of"]

@@ -259,6 +259,17 @@ class SmootherSpec:
         return SmootherTracker(self, lens)
 
 
+def adam_preconditioner(optimizer, param: torch.Tensor, group: Mapping[str, Any],
+                        dtype: torch.dtype) -> torch.Tensor:
+    """φ = √v̂ + ε of ``param`` (flattened, ``dtype``) from an Adam/AdamW state after its step:
+    v̂ = v/(1 − β2^t), v the ``exp_avg_sq`` (``max_exp_avg_sq`` with amsgrad)."""
+    st = optimizer.state[param]
+    v = st["max_exp_avg_sq"] if group.get("amsgrad") else st["exp_avg_sq"]
+    beta2 = float(group["betas"][1])
+    return (v.detach().reshape(-1).to(dtype).sqrt() / math.sqrt(1 - beta2 ** float(st["step"]))
+            ).add_(float(group["eps"]))
+
+
 def _loss_scale(loss: str, batch: int, k: int) -> float:
     """a in −∇L = a Σ_{i∈B} J_i (y_i − f_i) (NOTE [loss scaling])."""
     if loss == "mse":
@@ -540,11 +551,8 @@ class SmootherTracker:
             else:                                                                 # Adam / AdamW
                 beta1, beta2 = (float(v) for v in grp["betas"])
                 decoupled = bool(grp.get("decoupled_weight_decay", False)) or isinstance(optimizer, torch.optim.AdamW)
-                st = optimizer.state[param]
-                step = float(st["step"])
-                v = st["max_exp_avg_sq"] if grp.get("amsgrad") else st["exp_avg_sq"]
-                phi = (v.detach().reshape(-1).to(self.dtype).sqrt() / math.sqrt(1 - beta2 ** step)
-                       ).add_(float(grp["eps"]))
+                step = float(optimizer.state[param]["step"])
+                phi = adam_preconditioner(optimizer, param, grp, self.dtype)
                 if wd and not decoupled:
                     g.add_(th, alpha=wd)
                 m.mul_(beta1).add_(g, alpha=1 - beta1)

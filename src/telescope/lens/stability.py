@@ -16,10 +16,10 @@
 from __future__ import annotations
 
 import torch
-from torch.func import functional_call, jacrev, vmap
 
 from telescope.errors import ConfigError, ShapeError
-from telescope.lens.smoother import LOSSES, _loss_scale
+from telescope.kernels.jacobians import detached_params, jacobian_rows
+from telescope.lens.smoother import LOSSES, _loss_scale, adam_preconditioner
 
 
 def adam_stability_threshold(beta1: float) -> float:
@@ -52,34 +52,25 @@ def adam_sharpness(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x_b
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ConfigError("adam_sharpness(model=...): the model has no trainable parameters")
-    params = {n: p.detach() for n, p in named}
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
-
-    def f(ps, xi):
-        return functional_call(model, (ps, buffers), (xi[None],)).reshape(-1)
-
     with torch.no_grad():
-        out = f(params, x_batch[0])
-    if out.numel() != 1:
-        raise ShapeError(f"adam_sharpness(model=...): needs a scalar output per example, got {out.numel()}")
-    jac = vmap(jacrev(lambda ps, xi: f(ps, xi)[0]), (None, 0))(params, x_batch)
+        k = model(x_batch[:1]).numel()
+    if k != 1:
+        raise ShapeError(f"adam_sharpness(model=...): needs a scalar output per example, got {k}")
+    jac = jacobian_rows(model, detached_params(model, [n for n, _ in named]), x_batch)    # {name: (|B|, 1, ...)}
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     A = torch.zeros(x_batch.shape[0], x_batch.shape[0], dtype=torch.float64, device=x_batch.device)
-    beta1 = None
     for name, p in named:
-        group, state = group_of.get(id(p)), optimizer.state.get(p, {})
+        group = group_of.get(id(p))
         if group is None:
             raise ConfigError(f"adam_sharpness: parameter {name!r} is not in the optimizer")
-        if "exp_avg_sq" not in state:
+        if "exp_avg_sq" not in optimizer.state.get(p, {}):
             raise ConfigError("adam_sharpness: the optimizer has not taken a step yet (no exp_avg_sq); "
                               "call it after optimizer.step()")
-        beta1, beta2 = group["betas"]
-        step = float(state["step"])
-        v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
-        phi = (v.double() / (1.0 - beta2 ** step)).sqrt() + group["eps"]
+        beta1 = float(group["betas"][0])
+        phi = adam_preconditioner(optimizer, p, group, torch.float64)
         J = jac[name].reshape(x_batch.shape[0], -1).double()
-        A += J @ ((float(group["lr"]) / phi.reshape(-1))[:, None] * J.T)
+        A += J @ ((float(group["lr"]) / phi)[:, None] * J.T)
     A *= _loss_scale(loss, x_batch.shape[0], 1)
     lam = float(torch.linalg.eigvalsh(A)[-1])
-    threshold = adam_stability_threshold(float(beta1))
+    threshold = adam_stability_threshold(beta1)
     return {"sharpness": lam, "threshold": threshold, "ratio": lam / threshold}

@@ -79,7 +79,8 @@ def _panel_pair(plt, metrics, panels, title_prefix, summary=None):
         s = _mean_se(first, "test", "telescope/abs_err")
         ax.plot(s["step"], s["mean"].clip(lower=1e-8), ":", color="black", label="|f − f̃|, test")
         # the summary's step_near_edge: Adam's preconditioned sharpness stays ≥ 0.8 of its stability
-        # threshold from here on (NOTE [adam edge of stability] in telescope/lens/stability.py)
+        # threshold from here on (NOTE [adam edge of stability] in telescope/lens/stability.py); 0.8 is
+        # NEAR_EDGE of experiments/grokking_mnist.py, not imported so that plots stay free of torch
         edge = (summary or {}).get(f"alpha={alpha:g}/output={output}/method={methods[0]}/step_near_edge")
         if edge is not None and np.isfinite(edge):
             ax.axvline(edge, color="0.4", ls="--", lw=1, label="Adam: sharpness ≥ 0.8·edge")
