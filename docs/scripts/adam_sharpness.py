@@ -6,8 +6,9 @@ full batches) and, at log-spaced steps from step 100 on, ``telescope.lens.adam_s
 eigenvalue of γ_t·a·J_B diag(1/φ_t) J_Bᵀ on a batch B (the training set when the batch is full;
 a = 2/|B| for the mean squared error, φ_t = √v̂_t + ε), the matrix that the smoother's label-space
 recursion applies to the batch residual every step with φ held fixed. Adam's EMA momentum
-(β1 = 0.9) is stable below 2(1 + β1)/(1 − β1) = 38. With N > BATCH the batches are reshuffled
-every epoch as in ``telescope.train.fit`` and the sharpness is taken on the first BATCH images.
+(β1 = 0.9) is stable below 2(1 + β1)/(1 − β1) = 38. With N > BATCH the batches come from
+``telescope.train.batches`` (reshuffled every epoch, as in ``fit``) and the sharpness is taken
+on the first BATCH images.
 
     PYTHONPATH=src TELESCOPE_DATA=../shared/data python docs/scripts/adam_sharpness.py LR WEIGHT_DECAY STEPS [N WIDTH BATCH]
 """
@@ -21,6 +22,7 @@ import torch
 from telescope.experiments.grokking_mnist import Config, load_task
 from telescope.lens import adam_sharpness
 from telescope.models import MLP, scale_init
+from telescope.train import batches
 
 
 def main(lr: float, weight_decay: float, steps: int, n: int = 200, width: int = 100, batch: int = 200) -> None:
@@ -33,13 +35,9 @@ def main(lr: float, weight_decay: float, steps: int, n: int = 200, width: int = 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / 100))
     marks = {round(10 ** (k / 8)) for k in range(8 * int(math.log10(steps)) + 1)} | {steps}
-    gen = torch.Generator().manual_seed(0)
-    order, pos = torch.randperm(n, generator=gen), 0
+    index_batches = batches(n, batch, torch.Generator().manual_seed(0))
     for t in range(1, steps + 1):
-        if pos + batch > n:
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos:pos + batch]
-        pos += batch
+        idx = next(index_batches)
         loss = ((model(x[idx]).squeeze(-1) - y[idx]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
