@@ -54,4 +54,6 @@ def main(lr: float, weight_decay: float, steps: int, n: int = 200, width: int = 
 
 
 if __name__ == "__main__":
+    if len(sys.argv) not in (4, 7):
+        sys.exit("usage: adam_sharpness.py LR WEIGHT_DECAY STEPS [N WIDTH BATCH]")
     main(float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), *map(int, sys.argv[4:7]))
