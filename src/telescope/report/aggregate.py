@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from telescope.store import read_json
+from telescope.store import read_json, run_status
 
 
 def _scalar(value: Any) -> bool:
@@ -39,7 +39,6 @@ def _grid_value(config: dict[str, Any], key: str, fallback: str) -> Any:
 
 def runs_table(sweep_dir: str | Path) -> pd.DataFrame:
     """One row per run listed in ``sweep.json`` (see module docstring)."""
-    from telescope.sweeps.runner import run_status
 
     sweep_dir = Path(sweep_dir)
     manifest = read_json(sweep_dir / "sweep.json")

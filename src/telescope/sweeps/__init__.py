@@ -11,7 +11,8 @@ non-printing core of ``telescope run``.
 """
 
 from telescope.sweeps.backends import BACKENDS, default_workers
-from telescope.sweeps.runner import RunFailed, RunOutcome, run_one, run_status
+from telescope.store import run_status
+from telescope.sweeps.runner import RunFailed, RunOutcome, run_one
 from telescope.sweeps.spec import SweepSpec, Task, parse_grid
 from telescope.sweeps.sweep import SweepResult, read_sweep, run_sweep
 

@@ -171,7 +171,7 @@ def run_local(tasks: list[dict[str, Any]], *, workers: int, on_event: EventFn,
 
 
 def _record_death(task: dict[str, Any], message: str) -> None:
-    from telescope.sweeps.runner import record_failure
+    from telescope.store import record_failure
 
     run_dir = Path(task["sweep_dir"]) / task["name"]
     if run_dir.exists():

@@ -3,14 +3,8 @@
 :func:`run_one` is the core of ``telescope run`` and of every sweep task, on every
 backend: the same function, so a run's results do not depend on how it was launched.
 
-# NOTE [run status files]
-# A run directory ends in exactly one of two states:
-#   DONE    written last by RunDir.finish; the run is complete and is never redone.
-#   FAILED  JSON {"error", "type", "traceback", "config", "attempt", "time"} written when
-#           the experiment raised. The finished units in parts/ are kept, so a retry
-#           (``telescope sweep ... --retry-failed`` or ``telescope run``) resumes.
-# A directory with neither was interrupted (killed, power cut): it is simply rerun and
-# resumes from its finished units. A new attempt removes FAILED before it starts.
+The run's life cycle (DONE, FAILED, :func:`~telescope.store.run_status`) is the store's:
+NOTE [run status files] in :mod:`telescope.store.rundir`.
 """
 
 from __future__ import annotations
@@ -22,14 +16,12 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from telescope.errors import TelescopeError
-from telescope.store import RunDir, read_json, write_json_atomic
+from telescope.store import FAILED, RunDir, record_failure, run_status  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-FAILED = "FAILED"
 
 
 class RunFailed(TelescopeError):
@@ -68,7 +60,7 @@ def run_meta(preset: str, device: str, data_dir: str | None, sets: Mapping[str, 
 
 def open_run(experiment: str, preset: str, seed: int | None, sets: Mapping[str, Any], out: str | Path,
              device: str = "cpu", data_dir: str | None = None, *, meta: Mapping[str, Any] | None = None,
-             show_progress: bool = False):
+             show_progress: bool = False, emit: Callable[[str], None] | None = None):
     """Resolve the config and open (or create) its run directory: ``(experiment, config, RunDir)``."""
     from telescope.errors import ConfigError
     from telescope.experiments.base import config_to_dict
@@ -80,14 +72,14 @@ def open_run(experiment: str, preset: str, seed: int | None, sets: Mapping[str, 
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     run = RunDir.open(out, experiment, config_to_dict(config), run_meta(preset, device, data_dir, sets, meta),
-                      show_progress=show_progress)
+                      show_progress=show_progress, emit=emit)
     return exp, config, run
 
 
 def run_one(experiment: str, preset: str, seed: int | None, sets: Mapping[str, Any], out: str | Path,
             device: str = "cpu", data_dir: str | None = None, *, force: bool = False,
             show_progress: bool = False, meta: Mapping[str, Any] | None = None,
-            attempt: int = 1) -> RunOutcome:
+            attempt: int = 1, emit: Callable[[str], None] | None = None) -> RunOutcome:
     """Run one experiment into ``out/<experiment>-<config hash>``, or skip it if already ``DONE``.
 
     Raises :class:`~telescope.errors.ConfigError` for a bad config (nothing written but
@@ -95,13 +87,15 @@ def run_one(experiment: str, preset: str, seed: int | None, sets: Mapping[str, A
     ``DivergenceError``) or :class:`RunFailed` for an unexpected error; in both failure
     cases ``FAILED`` is written first (see NOTE [run status files]) and, for unexpected
     errors, ``error.log`` holds the traceback. ``KeyboardInterrupt`` leaves the directory
-    as interrupted (no ``FAILED``): a rerun resumes it.
+    as interrupted (no ``FAILED``): a rerun resumes it. A ``DONE`` run whose files do not
+    read back is repaired from its parts or redone (``RunDir.settle``). ``emit`` receives
+    progress lines (pass it when the output is not a terminal).
     """
     from telescope.experiments.base import RunContext
 
     exp, config, run = open_run(experiment, preset, seed, sets, out, device, data_dir, meta=meta,
-                                show_progress=show_progress)
-    if run.done and not force:
+                                show_progress=show_progress, emit=emit)
+    if not force and run.settle():
         return RunOutcome(run.path, "skipped")
     if force:
         run.reset()
@@ -123,30 +117,3 @@ def run_one(experiment: str, preset: str, seed: int | None, sets: Mapping[str, A
                         f"{run.path / 'error.log'}; finished parts are kept") from None
     run.finish(summary)
     return RunOutcome(run.path, "done", time.perf_counter() - start)
-
-
-def record_failure(run_dir: Path, exc: BaseException, attempt: int = 1) -> None:
-    """Write ``FAILED`` (error, traceback and config) into ``run_dir``."""
-    config = {}
-    with contextlib.suppress(Exception):
-        config = read_json(run_dir / "config.json")
-    write_json_atomic(run_dir / FAILED, {
-        "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-        "type": type(exc).__name__,
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        "config": config,
-        "attempt": attempt,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    })
-
-
-def run_status(run_dir: Path) -> str:
-    """``"done"``, ``"failed"``, ``"incomplete"`` (started, neither marker) or ``"missing"``."""
-    run_dir = Path(run_dir)
-    if (run_dir / "DONE").exists():
-        return "done"
-    if (run_dir / FAILED).exists():
-        return "failed"
-    if (run_dir / "config.json").exists():
-        return "incomplete"
-    return "missing"

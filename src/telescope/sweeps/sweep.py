@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 from telescope.errors import ConfigError
 from telescope.store import read_json, write_json_atomic
 from telescope.sweeps.backends import BACKENDS, default_workers, run_local, run_ray
-from telescope.sweeps.runner import FAILED, run_status
+from telescope.store import FAILED, run_status
 from telescope.sweeps.spec import SweepSpec
 
 log = logging.getLogger(__name__)

@@ -47,7 +47,8 @@ def limit_threads(threads: int = THREADS_PER_WORKER) -> None:
 
 def execute_task(task: dict[str, Any], *, return_files: bool = False) -> dict[str, Any]:
     """Run one sweep task; failures are recorded in the run directory and returned, not raised."""
-    from telescope.sweeps.runner import record_failure, run_one
+    from telescope.store import record_failure
+    from telescope.sweeps.runner import run_one
 
     start = time.perf_counter()
     result: dict[str, Any] = {"name": task["name"], "status": "failed", "error": None, "seconds": 0.0,
