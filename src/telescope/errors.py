@@ -48,3 +48,7 @@ def require(module: str, extra: str, purpose: str):
             f"{purpose} needs the optional package '{module}': "
             f"pip install 'telescope[{extra}]'"
         ) from exc
+
+
+class BusyError(TelescopeError, RuntimeError):
+    """Another process holds what this one needs (a sweep directory being run); the message names it."""

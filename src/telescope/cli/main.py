@@ -2,47 +2,100 @@
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
-from telescope.errors import ConfigError, TelescopeError
+from telescope.cli.errors import friendly, log_errors_in
+from telescope.cli.sweep import sweep_cmd
+from telescope.experiments.base import parse_overrides
 
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
-
-
-def _fail(message: str, code: int = EXIT_ERROR) -> None:
-    click.echo(f"telescope: error: {message}", err=True)
-    sys.exit(code)
+HEADLINE_VALUES = 8  # summary values printed after a run; the rest stay in summary.json
 
 
-def friendly(fn):
-    """Run a command; turn known errors into one line and a non-zero exit."""
+def progress_lines() -> Callable[[str], None] | None:
+    """Where progress goes as plain lines: stdout when it is not a terminal (a log, a batch job)."""
+    return None if sys.stdout.isatty() else click.echo
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+
+def headline(run_dir: Path) -> list[str]:
+    """A few lines of a finished run's results: the first summary values and where the rest are."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    scalars = [(k, v) for k, v in summary.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    lines = [f"results ({path}):"]
+    for key, value in scalars[:HEADLINE_VALUES]:
+        lines.append(f"  {key} = {value:.6g}" if isinstance(value, float) else f"  {key} = {value}")
+    if len(summary) > HEADLINE_VALUES:
+        lines.append(f"  ... {len(summary) - min(len(scalars), HEADLINE_VALUES)} more in summary.json")
+    return lines
+
+
+class StudyCommand(click.Command):
+    """``telescope run STUDY --help`` also lists STUDY's config keys (NOTE [typed configs])."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(a in ("-h", "--help") for a in args):
+            ctx.meta["telescope.study"] = self._study(args)
+        return super().parse_args(ctx, args)
+
+    def _study(self, args: list[str]) -> str | None:
+        takes_value = {name for p in self.params if isinstance(p, click.Option) and not p.is_flag
+                       for name in p.opts}
+        skip = False
+        for arg in args:
+            if skip:
+                skip = False
+            elif arg in takes_value:
+                skip = True
+            elif not arg.startswith("-"):
+                return arg
+        return None
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        study = ctx.meta.get("telescope.study")
+        if not study:
+            formatter.write_paragraph()
+            formatter.write_text("`telescope run STUDY --help` lists STUDY's config keys; `telescope list` names "
+                                 "the studies.")
+            return
+        from telescope import experiments
+        from telescope.errors import TelescopeError
+
         try:
-            return fn(*args, **kwargs)
+            exp = experiments.get(study)
         except TelescopeError as exc:
-            _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        except KeyboardInterrupt:
-            _fail("interrupted; finished parts are kept, rerun the same command to resume", EXIT_INTERRUPTED)
+            formatter.write_paragraph()
+            formatter.write_text(str(exc))
+            return
+        with formatter.section(f"Config keys of {study} (--set KEY=VALUE; tuples comma-separated)"):
+            formatter.write_dl(_key_rows(exp.config_cls))
 
-    return wrapper
+
+def _show(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value) if value else "(empty)"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
-def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"--set {pair!r}: expected key=value")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
+def _key_rows(config_cls: type) -> list[tuple[str, str]]:
+    from telescope.experiments.base import describe
+
+    rows = []
+    for row in describe(config_cls):
+        kind = row["type"] + (f" ({row['bounds']})" if row["bounds"] else "")
+        presets = "; ".join(f"{p}: {_show(v)}" for p, v in row["presets"].items())
+        text = f"{kind}; default {_show(row['default'])}" + (f"; {presets}" if presets else "")
+        rows.append((row["key"], text))
+    return rows
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,16 +120,26 @@ def list_cmd() -> None:
 
 def execute(name: str, preset: str, seed: int | None, sets: dict[str, str], out: Path,
             device: str, data_dir: str | None, *, force: bool = False, quiet: bool = False) -> Path:
-    """Resolve, run and store one experiment (see :func:`telescope.sweeps.runner.run_one`)."""
+    """Resolve, run and store one experiment (see :func:`telescope.sweeps.runner.run_one`).
+
+    Unless ``quiet``: a progress bar on a terminal, plain progress lines otherwise, and the
+    run's headline results at the end.
+    """
     from telescope.sweeps.runner import run_one
 
-    outcome = run_one(name, preset, seed, sets, out, device, data_dir, force=force, show_progress=not quiet)
-    if outcome.status == "skipped" and not quiet:
-        click.echo(f"already done (same config): {outcome.path}")
+    log_errors_in(out)
+    outcome = run_one(name, preset, seed, sets, out, device, data_dir, force=force, show_progress=not quiet,
+                      emit=None if quiet else progress_lines())
+    log_errors_in(outcome.path)
+    if not quiet:
+        if outcome.status == "skipped":
+            click.echo(f"already done (same config): {outcome.path}")
+        for line in headline(outcome.path):
+            click.echo(line)
     return outcome.path
 
 
-@cli.command("run")
+@cli.command("run", cls=StudyCommand)
 @click.argument("experiment")
 @click.option("--preset", default="quick", show_default=True, help="tiny | quick | paper, or a study's own preset (e.g. quick-all, full); `telescope list` shows them")
 @click.option("--seed", type=int, default=None, help="Base seed (part of the run's identity).")
@@ -90,7 +153,7 @@ def execute(name: str, preset: str, seed: int | None, sets: dict[str, str], out:
 @friendly
 def run_cmd(experiment, preset, seed, sets, out, device, data_dir, force, report) -> None:
     """Run EXPERIMENT and store its results in a run directory."""
-    path = execute(experiment, preset, seed, _parse_sets(sets), out, device, data_dir, force=force)
+    path = execute(experiment, preset, seed, parse_overrides(sets), out, device, data_dir, force=force)
     click.echo(f"run directory: {path}")
     if report:
         from telescope.report import build_report
@@ -106,6 +169,7 @@ def report_cmd(directory: Path, index_all: bool) -> None:
     """Write figures (PNG) and a self-contained report.html for a run directory."""
     from telescope.report import build_index, build_report
 
+    log_errors_in(directory)
     path = build_index(directory) if index_all else build_report(directory)
     click.echo(f"report: {path}")
 
@@ -160,8 +224,6 @@ def data_where(data_dir: str | None) -> None:
 
     click.echo(str(resolve_dir(data_dir)))
 
-
-from telescope.cli.sweep import sweep_cmd  # noqa: E402  (telescope sweep: src/telescope/cli/sweep.py)
 
 cli.add_command(sweep_cmd)
 

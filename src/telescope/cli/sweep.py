@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from telescope.cli.main import _parse_sets, friendly
+from telescope.cli.errors import friendly, log_errors_in
+from telescope.errors import ConfigError
+from telescope.experiments.base import parse_overrides
 
 EXIT_RUNS_FAILED = 1
 
@@ -45,7 +47,11 @@ def sweep_cmd(experiment, preset, grids, seeds, seed_start, sets, backend, worke
     from telescope.store.sinks import MLflowSink, TensorBoardSink
     from telescope.sweeps import SweepSpec, parse_grid, run_sweep
 
-    spec = SweepSpec(experiment, preset, parse_grid(grids), seeds, seed_start, _parse_sets(sets))
+    if workers is not None and workers < 1:
+        raise ConfigError(f"telescope sweep --workers {workers}: need at least 1 worker "
+                          "(leave it out to use every core available)")
+    log_errors_in(out)
+    spec = SweepSpec(experiment, preset, parse_grid(grids), seeds, seed_start, parse_overrides(sets))
     sweep_dir = out / name if name else spec.default_dir(out)
     trackers = []
     if tensorboard:
@@ -72,6 +78,8 @@ def sweep_cmd(experiment, preset, grids, seeds, seed_start, sets, backend, worke
             click.echo(f"{prefix} retry    {label}: {info.get('error')}; attempt {info['attempt']}")
 
     click.echo(f"sweep directory: {sweep_dir}  ({total} runs, backend {backend})")
+    if sweep_dir.is_dir():
+        log_errors_in(sweep_dir)
     result = run_sweep(spec, out, sweep_dir=sweep_dir, backend=backend, workers=workers, address=address,
                        device=device, data_dir=data_dir, retry_failed=retry_failed, trackers=trackers,
                        on_event=on_event, gpus_per_run=gpus_per_run)

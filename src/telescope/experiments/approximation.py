@@ -25,7 +25,7 @@ import torch
 
 from telescope.data import binary_task
 from telescope.errors import ConfigError
-from telescope.experiments.base import RunContext
+from telescope.experiments.base import RunContext, bounded
 from telescope.lens import Lens
 from telescope.models import MLP
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
@@ -36,25 +36,25 @@ SETTINGS = ("sgd", "adamw", "momentum", "weight_decay", "sigmoid")
 @dataclass(frozen=True)
 class Config:
     dataset: str = "mnist"
-    classes: tuple[int, ...] = (3, 5)
-    n_train: int = 1000
-    n_test: int = 1000
-    image_size: int = 8
-    width: int = 200
-    depth: int = 3
-    batch_size: int = 200
-    steps: int = 5000
-    seeds: int = 4
-    seed: int = 0
-    settings: tuple[str, ...] = SETTINGS
-    sgd_lrs: tuple[float, ...] = (0.003, 0.01, 0.03)
-    adamw_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
-    momentum: float = 0.9
-    weight_decay: float = 0.1
-    betas: tuple[float, ...] = (0.9, 0.99)
-    log_points: int = 40
-    loss: str = "mse"
-    dtype: str = "float32"
+    classes: tuple[int, ...] = bounded((3, 5), ge=0, le=9, nonempty=True)
+    n_train: int = bounded(1000, ge=1)
+    n_test: int = bounded(1000, ge=1)
+    image_size: int = bounded(8, ge=1)
+    width: int = bounded(200, ge=1)
+    depth: int = bounded(3, ge=1)
+    batch_size: int = bounded(200, ge=1)
+    steps: int = bounded(5000, ge=1)
+    seeds: int = bounded(4, ge=1)
+    seed: int = bounded(0, ge=0)
+    settings: tuple[str, ...] = bounded(SETTINGS, choices=SETTINGS, nonempty=True)
+    sgd_lrs: tuple[float, ...] = bounded((0.003, 0.01, 0.03), gt=0)
+    adamw_lrs: tuple[float, ...] = bounded((3e-5, 1e-4, 3e-4), gt=0)
+    momentum: float = bounded(0.9, ge=0, lt=1)
+    weight_decay: float = bounded(0.1, ge=0)
+    betas: tuple[float, ...] = bounded((0.9, 0.99), ge=0, lt=1)
+    log_points: int = bounded(40, ge=1)
+    loss: str = bounded("mse", choices=("mse", "half_mse"))
+    dtype: str = bounded("float32", choices=("float32", "float64"))
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(dataset="digits", n_train=200, n_test=100, width=32, batch_size=50, steps=60,
@@ -63,15 +63,6 @@ class Config:
         "quick": dict(steps=2000, seeds=2),
         "paper": dict(),
     }
-
-    def validate(self) -> None:
-        unknown = [s for s in self.settings if s not in SETTINGS]
-        if unknown:
-            raise ConfigError(f"approximation: unknown setting(s) {unknown}; choose from {', '.join(SETTINGS)}")
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"approximation: dtype={self.dtype!r}; choose float32 or float64")
-        if self.steps < 1 or self.seeds < 1:
-            raise ConfigError("approximation: steps and seeds must be at least 1")
 
     def lrs(self, setting: str) -> tuple[float, ...]:
         return self.adamw_lrs if setting == "adamw" else self.sgd_lrs

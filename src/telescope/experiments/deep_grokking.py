@@ -55,7 +55,7 @@ import torch.nn as nn
 
 from telescope.data import load_digits, load_mnist
 from telescope.errors import ConfigError, DataError
-from telescope.experiments.base import RunContext
+from telescope.experiments.base import RunContext, bounded
 from telescope.lens.rank import centered_alignment, effective_rank, numerical_rank, tunnel_length
 from telescope.models import MLP, scale_init
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
@@ -65,27 +65,27 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Config:
-    dataset: str = "mnist"
-    subset: str = "balanced"
-    n_trains: tuple[int, ...] = (1000, 2000)
-    n_test: int = 2000
-    depths: tuple[int, ...] = (6,)
-    width: int = 128
-    alpha: float = 6.0
-    lr: float = 1e-3
-    weight_decays: tuple[float, ...] = (0.1,)
-    batch_size: int = 200
-    steps: int = 20000
-    seeds: int = 1
-    seed: int = 0
-    data_seed: int = 0
-    log_points: int = 80
-    probe_points: int = 16
-    probe_ridge: float = 1e-3
-    ntk_points: int = 100
-    rank_rtol: float = 1e-3
-    tunnel_fraction: float = 0.75
-    dtype: str = "float32"
+    dataset: str = bounded("mnist", choices=("mnist", "digits"))
+    subset: str = bounded("balanced", choices=("balanced", "first"))
+    n_trains: tuple[int, ...] = bounded((1000, 2000), ge=10, nonempty=True)
+    n_test: int = bounded(2000, ge=2)
+    depths: tuple[int, ...] = bounded((6,), ge=2, nonempty=True)
+    width: int = bounded(128, ge=1)
+    alpha: float = bounded(6.0, gt=0)
+    lr: float = bounded(1e-3, gt=0)
+    weight_decays: tuple[float, ...] = bounded((0.1,), ge=0, nonempty=True)
+    batch_size: int = bounded(200, ge=1)
+    steps: int = bounded(20000, ge=1)
+    seeds: int = bounded(1, ge=1)
+    seed: int = bounded(0, ge=0)
+    data_seed: int = bounded(0, ge=0)
+    log_points: int = bounded(80, ge=2)
+    probe_points: int = bounded(16, ge=0)
+    probe_ridge: float = bounded(1e-3, ge=0)
+    ntk_points: int = bounded(100, ge=0)
+    rank_rtol: float = bounded(1e-3, gt=0)
+    tunnel_fraction: float = bounded(0.75, gt=0, le=1)
+    dtype: str = bounded("float32", choices=("float32", "float64"))
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(dataset="digits", n_trains=(300,), n_test=300, depths=(4,), width=32, alpha=2.0,
@@ -98,27 +98,9 @@ class Config:
     }
 
     def validate(self) -> None:
-        if self.dataset not in ("mnist", "digits"):
-            raise ConfigError(f"deep-grokking: dataset={self.dataset!r}; choose 'mnist' or 'digits'")
-        if self.subset not in ("balanced", "first"):
-            raise ConfigError(f"deep-grokking: subset={self.subset!r}; choose 'balanced' (N/10 per class "
-                              "under data_seed) or 'first' (first N images of the full MNIST training file)")
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"deep-grokking: dtype={self.dtype!r}; choose float32 or float64")
-        if not self.depths or min(self.depths) < 2:
-            raise ConfigError(f"deep-grokking: depths={self.depths}; need at least 2 linear layers each")
-        if not self.n_trains or min(self.n_trains) < 10:
-            raise ConfigError(f"deep-grokking: n_trains={self.n_trains}; need at least 10 training images")
         if self.subset == "balanced" and any(n % 10 for n in self.n_trains):
             raise ConfigError(f"deep-grokking: n_trains={self.n_trains}; with subset='balanced' each N must "
                               "be a multiple of 10 (N/10 images per class)")
-        if self.steps < 1 or self.seeds < 1 or self.width < 1 or self.batch_size < 1:
-            raise ConfigError("deep-grokking: steps, seeds, width and batch_size must be at least 1")
-        if self.n_test < 2 or self.log_points < 2 or self.probe_points < 0 or self.ntk_points < 0:
-            raise ConfigError("deep-grokking: need n_test >= 2, log_points >= 2, probe_points >= 0, "
-                              "ntk_points >= 0")
-        if not self.weight_decays or min(self.weight_decays) < 0:
-            raise ConfigError(f"deep-grokking: weight_decays={self.weight_decays}; need values >= 0")
 
 
 # ----------------------------------------------------------------------------- data

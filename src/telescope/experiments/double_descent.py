@@ -63,7 +63,7 @@ import torch
 from telescope.data import Split, binary_task
 from telescope.data.images import digit_group_task
 from telescope.errors import ConfigError
-from telescope.experiments.base import RunContext
+from telescope.experiments.base import RunContext, bounded
 from telescope.models import MLP
 from telescope.train import fit, make_optimizer, squared_loss
 
@@ -130,33 +130,33 @@ FULL_PRESET: dict[str, Any] = dict(
 
 @dataclass(frozen=True)
 class Config:
-    datasets: tuple[str, ...] = ("mnist_noisy", "mnist")
-    n_train: int = 1000
-    n_test: int = 1000
-    image_size: int = 8
-    widths: tuple[int, ...] = PAPER_WIDTHS
+    datasets: tuple[str, ...] = bounded(("mnist_noisy", "mnist"), choices=tuple(DATASETS), nonempty=True)
+    n_train: int = bounded(1000, ge=1)
+    n_test: int = bounded(1000, ge=1)
+    image_size: int = bounded(8, ge=1)
+    widths: tuple[int, ...] = bounded(PAPER_WIDTHS, ge=1, nonempty=True)
     # MNIST-1D has its own grid, learning rate and epoch budget in the paper (App. D.2)
-    widths_1d: tuple[int, ...] = PAPER_WIDTHS_1D
-    lr: float = 0.0025
-    lr_1d: float = 0.01
-    lr_cifar: float = 0.0        # γ for cifar; 0 = the same as ``lr`` (NOTE [double-descent quick-all])
-    momentum: float = 0.95
-    batch_size: int = 100
-    max_epochs: int = 30000
-    max_epochs_1d: int = 500
-    patience: int = 500          # epochs without an improvement > tol of the train loss
-    tol: float = 1e-4
+    widths_1d: tuple[int, ...] = bounded(PAPER_WIDTHS_1D, ge=1, nonempty=True)
+    lr: float = bounded(0.0025, gt=0)
+    lr_1d: float = bounded(0.01, gt=0)
+    lr_cifar: float = bounded(0.0, ge=0)  # γ for cifar; 0 = the same as ``lr`` (NOTE [double-descent quick-all])
+    momentum: float = bounded(0.95, ge=0, lt=1)
+    batch_size: int = bounded(100, ge=1)
+    max_epochs: int = bounded(30000, ge=1)
+    max_epochs_1d: int = bounded(500, ge=1)
+    patience: int = bounded(500, ge=1)  # epochs without an improvement > tol of the train loss
+    tol: float = bounded(1e-4, ge=0)
     stop_at_interpolation: bool = True
     smoother: bool = True        # track p_train / p_test (needs telescope.lens.SmootherSpec)
-    methods: tuple[str, ...] = ("exact",)   # smoother method(s): "exact", "sketch" (one unit each)
-    probes: int = 32             # sketch: probe label vectors K
-    smoother_dtype: str = "float64"
-    p_probe: int = 0             # test points used for p_test (0 = all of n_test)
-    log_every: int = 0           # also log train/test curves every this many epochs (0 = end only)
-    seeds: int = 4
-    seed: int = 0
-    loss: str = "mse"
-    dtype: str = "float32"
+    methods: tuple[str, ...] = bounded(("exact",), choices=METHODS, nonempty=True)  # smoother method(s): "exact", "sketch" (one unit each)
+    probes: int = bounded(32, ge=2)  # sketch: probe label vectors K
+    smoother_dtype: str = bounded("float64", choices=("float32", "float64"))
+    p_probe: int = bounded(0, ge=0)  # test points used for p_test (0 = all of n_test)
+    log_every: int = bounded(0, ge=0)  # also log train/test curves every this many epochs (0 = end only)
+    seeds: int = bounded(4, ge=1)
+    seed: int = bounded(0, ge=0)
+    loss: str = bounded("mse", choices=("mse", "half_mse"))
+    dtype: str = bounded("float32", choices=("float32", "float64"))
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(datasets=("digits_noisy",), n_train=100, n_test=100, widths=(2, 8, 32),
@@ -173,34 +173,9 @@ class Config:
     }
 
     def validate(self) -> None:
-        unknown = [d for d in self.datasets if d not in DATASETS]
-        if unknown or not self.datasets:
-            raise ConfigError(f"double-descent: datasets={list(self.datasets)}; choose one or more of "
-                              f"{', '.join(DATASETS)}")
-        for name in ("widths", "widths_1d"):
-            ws = getattr(self, name)
-            if not ws or any(int(w) < 1 for w in ws):
-                raise ConfigError(f"double-descent: {name}={list(ws)}; give positive hidden widths")
-        if self.lr_cifar < 0:
-            raise ConfigError(f"double-descent: lr_cifar={self.lr_cifar}; give a positive γ or 0 (= lr)")
-        for name in ("n_train", "n_test", "batch_size", "max_epochs", "max_epochs_1d", "patience", "seeds"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"double-descent: {name}={getattr(self, name)} must be at least 1")
-        if self.p_probe < 0:
-            raise ConfigError(f"double-descent: p_probe={self.p_probe}; give 0 (all test points) or a count")
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"double-descent: dtype={self.dtype!r}; choose float32 or float64")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods or len(set(self.methods)) != len(self.methods):
+        if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"double-descent: methods={list(self.methods)}; give one or both of "
                               f"{', '.join(METHODS)}, each once")
-        if self.probes < 2:
-            raise ConfigError(f"double-descent: probes={self.probes}; the sketch needs at least 2 probe "
-                              "vectors for a standard error (32 is a good default)")
-        if self.smoother_dtype not in ("float32", "float64"):
-            raise ConfigError(f"double-descent: smoother_dtype={self.smoother_dtype!r}; choose float32 or float64")
-        if self.loss not in ("mse", "half_mse"):
-            raise ConfigError(f"double-descent: loss={self.loss!r}; choose 'mse' or 'half_mse'")
 
     def grid(self, dataset: str) -> tuple[tuple[int, ...], float, int]:
         """(widths, learning rate, epoch cap) for ``dataset``."""

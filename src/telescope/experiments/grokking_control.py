@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from telescope.experiments import grokking_mnist
-from telescope.experiments.base import RunContext
+from telescope.experiments.base import RunContext, bounded
 
 
 @dataclass(frozen=True)
 class Config(grokking_mnist.Config):
-    alphas: tuple[float, ...] = (1.0,)
-    outputs: tuple[str, ...] = ("linear", "sigmoid")
-    steps: int = 1000
+    alphas: tuple[float, ...] = bounded((1.0,), gt=0, nonempty=True)
+    outputs: tuple[str, ...] = bounded(("linear", "sigmoid"), choices=grokking_mnist.OUTPUTS, nonempty=True)
+    steps: int = bounded(1000, ge=1)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(dataset="digits", n_train=60, n_test=100, n_probe=40, width=16, lr=3e-3, warmup=10,

@@ -46,7 +46,7 @@ import torch
 from telescope.data import Split, binary_task
 from telescope.data.images import digit_group_task
 from telescope.errors import ConfigError
-from telescope.experiments.base import RunContext
+from telescope.experiments.base import RunContext, bounded
 from telescope.lens import Lens, SmootherSpec, adam_sharpness, smoother_metrics
 from telescope.models import MLP, scale_init
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
@@ -59,31 +59,31 @@ TASKS = ("pair", "parity")
 @dataclass(frozen=True)
 class Config:
     dataset: str = "mnist"
-    task: str = "pair"                  # "pair": classes[0] → 0 vs classes[1] → 1; "parity": every digit, odd → 1
-    classes: tuple[int, ...] = (3, 5)
-    n_train: int = 1000
-    n_test: int = 1000
-    n_probe: int = 1000                 # test images the smoother tracks (p_test); errors use all n_test
-    image_size: int = 8
-    width: int = 200
-    depth: int = 3
-    alphas: tuple[float, ...] = (5.0, 6.0, 7.0)
-    outputs: tuple[str, ...] = ("linear",)
-    lr: float = 1e-4
-    warmup: int = 100
-    weight_decay: float = 0.1
-    betas: tuple[float, ...] = (0.9, 0.99)
-    batch_size: int = 200
-    steps: int = 100_000
-    seeds: int = 4
-    seed: int = 0
-    log_points: int = 40
-    loss: str = "mse"
-    dtype: str = "float32"
-    smoother_dtype: str = "float64"
-    memory_budget_gb: float = 8.0
-    methods: tuple[str, ...] = ("exact",)   # smoother method(s); several: the same training once per method
-    probes: int = 32                        # K, probe label vectors of the sketch
+    task: str = bounded("pair", choices=TASKS)  # "pair": classes[0] → 0 vs classes[1] → 1; "parity": every digit, odd → 1
+    classes: tuple[int, ...] = bounded((3, 5), ge=0, le=9, nonempty=True)
+    n_train: int = bounded(1000, ge=1)
+    n_test: int = bounded(1000, ge=1)
+    n_probe: int = bounded(1000, ge=1)  # test images the smoother tracks (p_test); errors use all n_test
+    image_size: int = bounded(8, ge=1)
+    width: int = bounded(200, ge=1)
+    depth: int = bounded(3, ge=1)
+    alphas: tuple[float, ...] = bounded((5.0, 6.0, 7.0), gt=0, nonempty=True)
+    outputs: tuple[str, ...] = bounded(("linear",), choices=OUTPUTS, nonempty=True)
+    lr: float = bounded(1e-4, gt=0)
+    warmup: int = bounded(100, ge=0)
+    weight_decay: float = bounded(0.1, ge=0)
+    betas: tuple[float, ...] = bounded((0.9, 0.99), ge=0, lt=1)
+    batch_size: int = bounded(200, ge=1)
+    steps: int = bounded(100_000, ge=1)
+    seeds: int = bounded(4, ge=1)
+    seed: int = bounded(0, ge=0)
+    log_points: int = bounded(40, ge=1)
+    loss: str = bounded("mse", choices=("mse", "half_mse"))
+    dtype: str = bounded("float32", choices=("float32", "float64"))
+    smoother_dtype: str = bounded("float64", choices=("float32", "float64"))
+    memory_budget_gb: float = bounded(8.0, gt=0)
+    methods: tuple[str, ...] = bounded(("exact",), choices=METHODS, nonempty=True)  # smoother method(s); several: the same training once per method
+    probes: int = bounded(32, ge=1)  # K, probe label vectors of the sketch
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(dataset="digits", n_train=60, n_test=100, n_probe=40, width=16, alphas=(6.0,),
@@ -99,27 +99,16 @@ class Config:
 
     def validate(self) -> None:
         name = type(self).__module__.rsplit(".", 1)[-1].replace("_", "-")
-        bad = [o for o in self.outputs if o not in OUTPUTS]
-        if bad:
-            raise ConfigError(f"{name}: unknown output(s) {bad}; choose from {', '.join(OUTPUTS)}")
-        if self.dtype not in ("float32", "float64") or self.smoother_dtype not in ("float32", "float64"):
-            raise ConfigError(f"{name}: dtype={self.dtype!r}, smoother_dtype={self.smoother_dtype!r}; "
-                              "choose float32 or float64")
-        if self.steps < 1 or self.seeds < 1 or self.batch_size < 1 or self.warmup < 0:
-            raise ConfigError(f"{name}: steps, seeds and batch_size must be ≥ 1 and warmup ≥ 0")
         if not 1 <= self.n_probe <= self.n_test:
             raise ConfigError(f"{name}: n_probe={self.n_probe} must lie in [1, n_test={self.n_test}]")
-        if self.task not in TASKS or (self.task == "parity" and self.dataset != "mnist"):
+        if self.task == "parity" and self.dataset != "mnist":
             raise ConfigError(f"{name}: task={self.task!r} with dataset={self.dataset!r}; choose task 'pair', "
                               "or 'parity' with dataset 'mnist'")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods or len(set(self.methods)) != len(self.methods):
+        if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"{name}: methods={self.methods}; give distinct entries of {', '.join(METHODS)}")
         if "sketch" in self.methods and self.probes < 2:
             raise ConfigError(f"{name}: probes={self.probes}; the sketch needs K ≥ 2 probe vectors "
                               "for a standard error")
-        if not self.alphas or any(a <= 0 for a in self.alphas):
-            raise ConfigError(f"{name}: alphas={self.alphas} must be positive")
 
 
 def load_task(cfg: Config, root=None) -> Split:

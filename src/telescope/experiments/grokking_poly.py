@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from telescope.errors import ConfigError, DivergenceError
-from telescope.experiments.base import RunContext
+from telescope.experiments.base import RunContext, bounded
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
 
 log = logging.getLogger(__name__)
@@ -37,21 +37,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Config:
-    d: int = 50
-    width: int = 200
-    n_train: int = 275
-    n_test: int = 275
-    epsilons: tuple[float, ...] = (0.05, 0.2, 0.5)
-    alpha: float = 1.0
-    lr: float = 1.0
-    epochs: int = 10000
-    eval_every: int = 20
-    log_points: int = 60
+    d: int = bounded(50, ge=1)
+    width: int = bounded(200, ge=1)
+    n_train: int = bounded(275, ge=1)
+    n_test: int = bounded(275, ge=1)
+    epsilons: tuple[float, ...] = bounded((0.05, 0.2, 0.5), nonempty=True)
+    alpha: float = bounded(1.0, gt=0)
+    lr: float = bounded(1.0, gt=0)
+    epochs: int = bounded(10000, ge=1)
+    eval_every: int = bounded(20, ge=1)
+    log_points: int = bounded(60, ge=1)
     centred: bool = True
-    smoother: str = "closed_form"
-    gap_ratio: float = 1.0
-    seeds: int = 1
-    seed: int = 0
+    smoother: str = bounded("closed_form", choices=("closed_form", "lens"))
+    gap_ratio: float = bounded(1.0, gt=0, le=1)
+    seeds: int = bounded(1, ge=1)
+    seed: int = bounded(0, ge=0)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(d=12, width=30, n_train=50, n_test=60, epsilons=(0.1, 0.5), epochs=600, eval_every=5,
@@ -60,20 +60,6 @@ class Config:
         "paper": dict(d=100, width=500, n_train=550, n_test=500, epochs=100000, eval_every=100, log_points=100,
                       seeds=5),
     }
-
-    def validate(self) -> None:
-        for name in ("d", "width", "n_train", "n_test", "epochs", "eval_every", "log_points", "seeds"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"grokking-poly: {name}={getattr(self, name)}; it must be at least 1")
-        if self.smoother not in ("closed_form", "lens"):
-            raise ConfigError(f"grokking-poly: smoother={self.smoother!r}; choose 'closed_form' or 'lens' "
-                              "(NOTE [two smoother paths])")
-        if not 0 < self.gap_ratio <= 1:
-            raise ConfigError(f"grokking-poly: gap_ratio={self.gap_ratio}; choose a ratio in (0, 1]")
-        if not self.alpha > 0 or not self.epsilons:
-            raise ConfigError(f"grokking-poly: alpha={self.alpha}, epsilons={self.epsilons}; need alpha > 0 and "
-                              "at least one ε")
-
 
 class ClosedFormSmoother:
     """The telescoping model as a smoother, for full-batch GD on mean((f − y)²) of a

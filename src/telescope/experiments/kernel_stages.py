@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 
 from telescope.errors import ConfigError
+from telescope.experiments.base import bounded, check_fields
 from telescope.flow import (
     EmpiricalFlow,
     ProductTarget,
@@ -59,29 +60,29 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Config:
-    d: int = 200
-    n: int = 2000
-    n_test: int = 2000
-    noise: float = 0.3
+    d: int = bounded(200, ge=3)
+    n: int = bounded(2000, ge=1)
+    n_test: int = bounded(2000, ge=1)
+    noise: float = bounded(0.3, ge=0)
     target: str = "x1+x2*x3"
     kernels: tuple[str, ...] = ("exp", "ntk_relu", "rf_relu")
-    t_max: float = 1e7
-    points_per_decade: int = 8
-    threshold: float = 0.5
+    t_max: float = bounded(1e7, ge=1)
+    points_per_decade: int = bounded(8, ge=1)
+    threshold: float = bounded(0.5, gt=0, lt=1)
     # "faster training is not better generalisation": nuggets in units of n·λ_{d,1}
-    nuggets: tuple[float, ...] = (0.0, 1.0, 10.0)
-    fit_tol: float = 0.01
+    nuggets: tuple[float, ...] = bounded((0.0, 1.0, 10.0), ge=0)
+    fit_tol: float = bounded(0.01, gt=0)
     # the neural bridge
     bridge: bool = True
-    bridge_d: int = 20
-    bridge_n: int = 200
-    bridge_n_test: int = 4000
-    bridge_width: int = 1024
-    bridge_scale: float = 4.0
-    bridge_lr: float = 2.0
-    bridge_steps: int = 1000
-    bridge_batch: int = 50
-    seed: int = 0
+    bridge_d: int = bounded(20, ge=3)
+    bridge_n: int = bounded(200, ge=1)
+    bridge_n_test: int = bounded(4000, ge=1)
+    bridge_width: int = bounded(1024, ge=2)
+    bridge_scale: float = bounded(4.0, gt=0)
+    bridge_lr: float = bounded(2.0, gt=0)
+    bridge_steps: int = bounded(1000, ge=1)
+    bridge_batch: int = bounded(50, ge=1)
+    seed: int = bounded(0, ge=0)
 
     PRESETS: ClassVar[dict] = {
         "tiny": {"d": 100, "n": 1000, "n_test": 500, "kernels": ("exp",), "points_per_decade": 6,
@@ -94,28 +95,14 @@ class Config:
     }
 
     def validate(self) -> None:
-        for name in ("d", "bridge_d"):
-            if getattr(self, name) < 3:
-                raise ConfigError(f"kernel-stages: {name}={getattr(self, name)} must be >= 3 "
-                                  "(the Funk–Hecke eigenvalues need d >= 3)")
-        for name in ("n", "n_test", "bridge_n", "bridge_n_test", "bridge_steps", "bridge_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"kernel-stages: {name}={getattr(self, name)} must be >= 1")
-        if not self.bridge_scale > 0 or not self.bridge_lr > 0:
-            raise ConfigError(f"kernel-stages: bridge_scale={self.bridge_scale} and bridge_lr={self.bridge_lr} "
-                              "must be > 0")
-        if self.bridge_width < 2 or self.bridge_width % 2:
+        check_fields(self, "kernel-stages")  # run() validates a config built without resolve_config
+        if self.bridge_width % 2:
             raise ConfigError(f"kernel-stages: bridge_width={self.bridge_width} must be even and >= 2")
         if not self.kernels:
             raise ConfigError("kernel-stages: kernels is empty; name at least one of "
                               f"{', '.join(sorted(INNER_PRODUCT_KERNELS))}")
         for k in self.kernels:
             inner_product_kernel(k)
-        if any(c < 0 for c in self.nuggets):
-            raise ConfigError(f"kernel-stages: nuggets={self.nuggets} must be >= 0")
-        if self.noise < 0 or self.t_max < 1 or not 0 < self.threshold < 1:
-            raise ConfigError(f"kernel-stages: need noise >= 0 (got {self.noise}), t_max >= 1 (got "
-                              f"{self.t_max}) and 0 < threshold < 1 (got {self.threshold})")
         target = ProductTarget.parse(self.target)
         target.check_dim(min(self.d, self.bridge_d))
 

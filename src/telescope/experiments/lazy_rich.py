@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from telescope.errors import ConfigError, DivergenceError
-from telescope.experiments.base import RunContext
+from telescope.experiments.base import RunContext, bounded
 from telescope.models.modular import ModularQuadraticMLP, modular_addition
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
 
@@ -53,32 +53,32 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Config:
-    d: int = 50
-    width: int = 200
-    n_train: int = 275
-    n_test: int = 1000
-    epsilon: float = 0.02
-    alpha: float = 1.0
-    alphas: tuple[float, ...] = (0.25, 1.0, 4.0)
-    epsilons: tuple[float, ...] = (0.02, 0.1)
-    lr: float = 1.0
-    epochs: int = 30000
-    eval_every: int = 50
-    log_points: int = 60
-    grok_threshold: float = 0.5
+    d: int = bounded(50, ge=1)
+    width: int = bounded(200, ge=1)
+    n_train: int = bounded(275, ge=1)
+    n_test: int = bounded(1000, ge=1)
+    epsilon: float = bounded(0.02, ge=0)
+    alpha: float = bounded(1.0, gt=0)
+    alphas: tuple[float, ...] = bounded((0.25, 1.0, 4.0), gt=0)
+    epsilons: tuple[float, ...] = bounded((0.02, 0.1), ge=0)
+    lr: float = bounded(1.0, gt=0)
+    epochs: int = bounded(30000, ge=1)
+    eval_every: int = bounded(50, ge=1)
+    log_points: int = bounded(60, ge=1)
+    grok_threshold: float = bounded(0.5, gt=0, lt=1)
     centred: bool = True
-    smoother_test_points: int = 0
-    phase_alphas: tuple[float, ...] = (0.5, 1.0, 2.0)
-    phase_epsilons: tuple[float, ...] = (0.02, 0.05, 0.1)
-    phase_epochs: int = 10000
-    modular_p: int = 23
-    modular_width: int = 100
-    modular_train_fraction: float = 0.9
-    modular_scales: tuple[float, ...] = (0.25, 0.5, 0.7)
-    modular_lr: float = 100.0
-    modular_epochs: int = 15000
-    modular_eval_every: int = 50
-    seed: int = 0
+    smoother_test_points: int = bounded(0, ge=0)
+    phase_alphas: tuple[float, ...] = bounded((0.5, 1.0, 2.0), gt=0)
+    phase_epsilons: tuple[float, ...] = bounded((0.02, 0.05, 0.1), ge=0)
+    phase_epochs: int = bounded(10000, ge=1)
+    modular_p: int = bounded(23, ge=2)
+    modular_width: int = bounded(100, ge=1)
+    modular_train_fraction: float = bounded(0.9, gt=0, lt=1)
+    modular_scales: tuple[float, ...] = bounded((0.25, 0.5, 0.7), gt=0)
+    modular_lr: float = bounded(100.0, gt=0)
+    modular_epochs: int = bounded(15000, ge=1)
+    modular_eval_every: int = bounded(50, ge=1)
+    seed: int = bounded(0, ge=0)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(d=16, width=40, n_train=64, n_test=200, epsilon=0.05, alpha=0.5, alphas=(0.5, 2.0),
@@ -91,21 +91,6 @@ class Config:
                       phase_alphas=(0.4, 1.2, 2.0, 2.8, 4.0, 5.6), phase_epsilons=(0.02, 0.06, 0.12, 0.2, 0.28),
                       phase_epochs=110000, modular_scales=(0.5, 1.0, 1.5, 2.0), modular_epochs=100000),
     }
-
-    def validate(self) -> None:
-        if self.smoother_test_points < 0:
-            raise ConfigError(f"lazy-rich: smoother_test_points={self.smoother_test_points}; use 0 (off) or a count")
-        for name in ("d", "width", "n_train", "n_test", "epochs", "eval_every", "log_points", "phase_epochs",
-                     "modular_width", "modular_epochs", "modular_eval_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"lazy-rich: {name}={getattr(self, name)}; it must be at least 1")
-        bad = [a for a in (self.alpha, *self.alphas, *self.phase_alphas, *self.modular_scales) if not a > 0]
-        if bad:
-            raise ConfigError(f"lazy-rich: alphas/scales must be positive; received {bad}")
-        if not 0 < self.grok_threshold < 1:
-            raise ConfigError(f"lazy-rich: grok_threshold={self.grok_threshold}; choose a fraction in (0, 1)")
-        if self.modular_p < 2:
-            raise ConfigError(f"lazy-rich: modular_p={self.modular_p}; use a modulus ≥ 2 (the paper uses 23)")
 
     def units(self) -> list[tuple[float, float, int, tuple[str, ...]]]:
         """(α, ε, epochs, roles) for every committee-machine run, duplicates merged."""

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from telescope.data.core import Split
 from telescope.data.vision import augment_crop_flip, classification, match_shape
 from telescope.errors import ConfigError, DivergenceError
-from telescope.experiments.base import RunContext
+from telescope.experiments.base import RunContext, bounded
 from telescope.lens.averaging import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
                                       has_batchnorm, interpolate, layer_kinds, recompute_batchnorm)
 from telescope.models import MLP
@@ -60,31 +60,31 @@ SOURCE_FOR = {"cifar10": "mnist", "mnist": "fashion-mnist", "fashion-mnist": "mn
 
 @dataclass(frozen=True)
 class Config:
-    model: str = "mlp"                 # mlp | cnn | cnn-bn | resnet20 | linear (a control)
+    model: str = bounded("mlp", choices=("mlp", "cnn", "cnn-bn", "resnet20", "linear"))  # mlp | cnn | cnn-bn | resnet20 | linear (a control)
     dataset: str = "mnist"             # mnist | cifar10 (| fashion-mnist)
-    n_train: int = 5000
-    n_eval: int = 1000                 # test examples for barriers and the weight-averaging gaps
-    n_grad: int = 256                  # test examples for the gradient change
-    width: int = 256
-    steps: int = 1500
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    milestones: tuple[int, ...] = ()   # lr divided by 10 at these steps
-    spawn_steps: tuple[int, ...] = (0, 10, 40, 150, 600)
-    delta: int = 0                     # gradient-change horizon; 0 = one epoch
-    pairs: int = 1                     # child pairs per spawn point (inner seeds)
-    seeds: int = 1                     # parent runs (outer seeds)
-    alphas: int = 30
+    n_train: int = bounded(5000, ge=1)
+    n_eval: int = bounded(1000, ge=1)  # test examples for barriers and the weight-averaging gaps
+    n_grad: int = bounded(256, ge=1)  # test examples for the gradient change
+    width: int = bounded(256, ge=1)
+    steps: int = bounded(1500, ge=1)
+    batch_size: int = bounded(128, ge=1)
+    lr: float = bounded(0.1, gt=0)
+    momentum: float = bounded(0.9, ge=0, lt=1)
+    weight_decay: float = bounded(1e-4, ge=0)
+    milestones: tuple[int, ...] = bounded((), ge=1)  # lr divided by 10 at these steps
+    spawn_steps: tuple[int, ...] = bounded((0, 10, 40, 150, 600), ge=0)
+    delta: int = bounded(0, ge=0)  # gradient-change horizon; 0 = one epoch
+    pairs: int = bounded(1, ge=1)  # child pairs per spawn point (inner seeds)
+    seeds: int = bounded(1, ge=1)  # parent runs (outer seeds)
+    alphas: int = bounded(30, ge=2)
     augment: bool = False
     bn_recompute: bool = True
-    variants: tuple[str, ...] = ("random", "pretrained")
+    variants: tuple[str, ...] = bounded(("random", "pretrained"), choices=VARIANTS, nonempty=True)
     pretrain_dataset: str = ""         # "" = SOURCE_FOR[dataset] (NOTE [pretrained source])
-    pretrain_steps: int = 1000
-    finetune_spawn_steps: tuple[int, ...] = ()  # t' grid of the pretrained arm; () = spawn_steps
-    finetune_pairs: int = 0            # child pairs per t' in the pretrained arm; 0 = pairs
-    seed: int = 0
+    pretrain_steps: int = bounded(1000, ge=1)
+    finetune_spawn_steps: tuple[int, ...] = bounded((), ge=0)  # t' grid of the pretrained arm; () = spawn_steps
+    finetune_pairs: int = bounded(0, ge=0)  # child pairs per t' in the pretrained arm; 0 = pairs
+    seed: int = bounded(0, ge=0)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(n_train=512, n_eval=200, n_grad=32, width=32, steps=40, batch_size=64,
@@ -100,23 +100,14 @@ class Config:
     }
 
     def validate(self) -> None:
-        if self.model not in ("mlp", "cnn", "cnn-bn", "resnet20", "linear"):
-            raise ConfigError(f"lmc: model={self.model!r}; choose mlp, cnn, cnn-bn, resnet20 or linear")
-        bad = [v for v in self.variants if v not in VARIANTS]
-        if bad:
-            raise ConfigError(f"lmc: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
-        if any(t < 0 or t >= self.steps for t in self.spawn_steps):
+        if any(t >= self.steps for t in self.spawn_steps):
             raise ConfigError(f"lmc: every spawn step must lie in [0, steps={self.steps}), got {self.spawn_steps}")
-        if any(t < 0 or t >= self.steps for t in self.finetune_spawn_steps):
+        if any(t >= self.steps for t in self.finetune_spawn_steps):
             raise ConfigError(f"lmc: every finetune spawn step must lie in [0, steps={self.steps}), "
                               f"got {self.finetune_spawn_steps}")
         if "pretrained" in self.variants and self.source() == self.dataset:
             raise ConfigError(f"lmc: pretrain_dataset={self.source()!r} is the target dataset; choose another "
                               f"(e.g. {SOURCE_FOR.get(self.dataset, 'mnist')!r})")
-        if self.pretrain_steps < 1:
-            raise ConfigError(f"lmc: pretrain_steps={self.pretrain_steps}; it must be at least 1")
-        if self.alphas < 2:
-            raise ConfigError("lmc: alphas must be at least 2")
 
     def source(self) -> str:
         """The pretraining dataset (NOTE [pretrained source])."""

@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 
 from telescope.errors import ConfigError, DivergenceError
-from telescope.experiments.base import RunContext
+from telescope.experiments.base import RunContext, bounded
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +64,25 @@ _MAX_DEPTH_P = (0.1, 0.1, 0.6, 0.1, 0.1)
 class Config:
     datasets: tuple[str, ...] = ("houses",)
     p_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5)
-    irregular_frac: float = 0.1
+    irregular_frac: float = bounded(0.1, gt=0, lt=1)
     skew_threshold: float = 2.0             # |skewness| above which a feature is logged (inf: never)
-    n_val: int = 2000
-    n_test: int = 4000
-    max_train: int = 0                      # 0: all remaining regular rows
-    gbt_trials: int = 25
-    gbt_estimators: tuple[float, ...] = (10.5, 1000.5)   # LogUniformInt bounds
-    nn_trials: int = 6
-    nn_lr: tuple[float, ...] = (1e-5, 1e-2)               # LogUniform bounds
-    nn_epochs: int = 60
-    nn_search_epochs: int = 60
-    batch_size: int = 128
-    width: int = 64
-    depth: int = 3                          # hidden layers (4 nn.Linear)
-    optimizer: str = "adam"                 # "adam" | "sgd"
-    nn_inputs: str = "quantile"             # "quantile" (GOV22) | "standard"; NOTE [network inputs]
-    kernel_records: int = 20
-    n_seeds: int = 2
-    seed: int = 0
+    n_val: int = bounded(2000, ge=1)
+    n_test: int = bounded(4000, ge=1)
+    max_train: int = bounded(0, ge=0)  # 0: all remaining regular rows
+    gbt_trials: int = bounded(25, ge=1)
+    gbt_estimators: tuple[float, ...] = bounded((10.5, 1000.5), gt=0)  # LogUniformInt bounds
+    nn_trials: int = bounded(6, ge=1)
+    nn_lr: tuple[float, ...] = bounded((1e-5, 1e-2), gt=0)  # LogUniform bounds
+    nn_epochs: int = bounded(60, ge=1)
+    nn_search_epochs: int = bounded(60, ge=1)
+    batch_size: int = bounded(128, ge=1)
+    width: int = bounded(64, ge=1)
+    depth: int = bounded(3, ge=1)  # hidden layers (4 nn.Linear)
+    optimizer: str = bounded("adam", choices=("adam", "sgd"))  # "adam" | "sgd"
+    nn_inputs: str = bounded("quantile", choices=("quantile", "standard"))  # "quantile" (GOV22) | "standard"; NOTE [network inputs]
+    kernel_records: int = bounded(20, ge=1)
+    n_seeds: int = bounded(2, ge=1)
+    seed: int = bounded(0, ge=0)
 
     PRESETS: ClassVar[dict] = {
         "tiny": {"max_train": 600, "n_val": 200, "n_test": 400, "gbt_trials": 2,
@@ -105,14 +105,6 @@ class Config:
                 or self.p_grid[-1] >= 1:
             raise ConfigError(f"trees-vs-nets: p_grid={self.p_grid}: give increasing proportions "
                               "starting at 0 and below 1, e.g. 0,0.125,0.25,0.375,0.5")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"trees-vs-nets: optimizer={self.optimizer!r}: use 'adam' or 'sgd'")
-        if self.nn_inputs not in ("quantile", "standard"):
-            raise ConfigError(f"trees-vs-nets: nn_inputs={self.nn_inputs!r}: use 'quantile' (GOV22) or 'standard'")
-        for name in ("gbt_trials", "nn_trials", "nn_epochs", "nn_search_epochs", "kernel_records",
-                     "n_seeds", "batch_size", "width", "depth"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"trees-vs-nets: {name}={getattr(self, name)}: must be >= 1")
         if len(self.gbt_estimators) != 2 or len(self.nn_lr) != 2:
             raise ConfigError("trees-vs-nets: gbt_estimators and nn_lr take two bounds: low,high")
 

@@ -70,12 +70,23 @@ def _died(task: dict[str, Any], exitcode: int | None) -> dict[str, Any]:
             "error": f"worker process died ({how}) on each of {task['attempt']} attempts"}
 
 
+# NOTE [workers die with their driver]
+# A local worker must not outlive the driver that gave it its task: an orphan keeps
+# computing, and a rerun of the sweep then races it (it finishes runs the new driver is
+# about to start, and the summary miscounts). Each worker gets the reading end of a pipe
+# whose only writing end the driver holds (``alive``); a watchdog thread in the worker
+# blocks on it and ends the process (os._exit) when it reads end-of-file, which the kernel
+# delivers as soon as the driver is gone, however it died (SIGKILL included). This works for
+# forkserver and spawn alike, where a parent-death signal (prctl) would watch the
+# forkserver instead of the driver. Files are written atomically (NOTE [one source of
+# truth]), so a worker ended mid-unit leaves no damaged file: the rerun redoes that unit.
 class _Worker:
     def __init__(self, ctx) -> None:
         from telescope.sweeps.worker import worker_main
 
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=worker_main, args=(child,), daemon=True)
+        alive_r, self.alive = ctx.Pipe(duplex=False)  # NOTE [workers die with their driver]
+        self.process = ctx.Process(target=worker_main, args=(child, alive_r), daemon=True)
         saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
         os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # NOTE [one thread per worker]
         try:
@@ -87,6 +98,7 @@ class _Worker:
                 else:
                     os.environ[key] = value
         child.close()
+        alive_r.close()
         self.task: dict[str, Any] | None = None
 
     def stop(self, *, kill: bool = False) -> None:
@@ -102,6 +114,7 @@ class _Worker:
             self.process.kill()
             self.process.join()
         self.conn.close()
+        self.alive.close()
 
 
 def run_local(tasks: list[dict[str, Any]], *, workers: int, on_event: EventFn,

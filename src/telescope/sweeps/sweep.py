@@ -8,6 +8,7 @@ Layout (NOTE [sweep directory])::
                                            config.json, parts/, metrics.parquet,
                                            summary.json, DONE | FAILED
     <sweep dir>/tensorboard/, mlruns/      tracking exports (--tensorboard, --mlflow)
+    <sweep dir>/sweep.lock                 held by the running driver (NOTE [sweep lock])
 
 A run with ``DONE`` is skipped; a run with ``FAILED`` is skipped (and still counted as
 failed) unless ``retry_failed``; any other run (never started, or interrupted) is run
@@ -25,6 +26,7 @@ from typing import Any, Callable, Sequence
 from telescope.errors import ConfigError
 from telescope.store import read_json, write_json_atomic
 from telescope.sweeps.backends import BACKENDS, default_workers, run_local, run_ray
+from telescope.sweeps.lock import sweep_lock
 from telescope.store import FAILED, run_status
 from telescope.sweeps.spec import SweepSpec
 
@@ -87,6 +89,8 @@ def run_sweep(spec: SweepSpec, out: str | Path = "runs", *, sweep_dir: str | Pat
         raise ConfigError(f"telescope sweep --backend {backend}: choose one of {', '.join(BACKENDS)}")
     if max_attempts < 1:
         raise ConfigError(f"run_sweep: max_attempts={max_attempts}; need at least 1")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"run_sweep: workers={workers}; need at least 1 (None: every core available)")
     if backend == "ray":
         from telescope.sweeps.backends import import_ray
 
@@ -95,12 +99,22 @@ def run_sweep(spec: SweepSpec, out: str | Path = "runs", *, sweep_dir: str | Pat
     notify = on_event or (lambda kind, info: None)
     tasks = spec.tasks()  # resolves and validates every config before anything runs
     sweep_dir = Path(sweep_dir) if sweep_dir else spec.default_dir(out)
-    open_sweep(spec, sweep_dir, tasks)
     if device.startswith("cuda"):
         import torch
 
         if backend == "local" and not torch.cuda.is_available():
             raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    with sweep_lock(sweep_dir):  # NOTE [sweep lock]
+        return _run_locked(spec, tasks, sweep_dir, start, notify, backend=backend, workers=workers,
+                           address=address, device=device, data_dir=data_dir, retry_failed=retry_failed,
+                           trackers=trackers, max_attempts=max_attempts, cpus_per_run=cpus_per_run,
+                           gpus_per_run=gpus_per_run, return_files=return_files)
+
+
+def _run_locked(spec: SweepSpec, tasks, sweep_dir: Path, start: float, notify, *, backend, workers, address,
+                device, data_dir, retry_failed, trackers, max_attempts, cpus_per_run, gpus_per_run,
+                return_files) -> SweepResult:
+    open_sweep(spec, sweep_dir, tasks)
     result = SweepResult(sweep_dir, len(tasks))
     pending = []
     meta_base = {"sweep": sweep_dir.name}

@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,28 @@ def unpack_run(files: dict[str, bytes], run_dir: Path) -> None:
         _write_atomic(target, files[rel])
 
 
-def worker_main(conn) -> None:
-    """A local worker process: receive tasks on ``conn``, send results back, stop on ``None``."""
+EXIT_ORPHANED = 3
+
+
+def _die_with_driver(alive) -> None:
+    """Block until the driver's end of ``alive`` closes, then end this process (NOTE [workers die with their driver])."""
+    try:
+        while True:
+            alive.recv()  # the driver never sends: this returns only by end-of-file
+    except (EOFError, OSError):
+        pass
+    os._exit(EXIT_ORPHANED)
+
+
+def worker_main(conn, alive=None) -> None:
+    """A local worker process: receive tasks on ``conn``, send results back, stop on ``None``.
+
+    ``alive``: the reading end of the driver's liveness pipe; when it closes, the worker
+    ends at once, mid-task or not (NOTE [workers die with their driver] in
+    :mod:`telescope.sweeps.backends`).
+    """
+    if alive is not None:
+        threading.Thread(target=_die_with_driver, args=(alive,), name="telescope-watchdog", daemon=True).start()
     limit_threads()
     while True:
         try:
