@@ -1,30 +1,42 @@
-"""The registry of studies: ``telescope run NAME`` looks names up here.
+"""The one registry of studies: ``telescope run NAME``, the plots and the report look names up here.
 
-Each entry maps a name to the module that holds its ``Config`` and ``run``; modules are
-imported only when used, so ``telescope list`` stays fast. Add a study by adding one
-line to ``_MODULES``.
+Each study is one line of ``STUDIES``: its name and the basename of its two modules,
+``telescope.experiments.<module>`` (``Config`` and ``run``) and ``telescope.plots.<module>``
+(``figures``, optional). Modules are imported only when used, so ``telescope list`` stays
+fast and :mod:`telescope.plots` can read this table without importing torch. Add a study by
+adding one line.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 
 from telescope.errors import ConfigError
 
-_MODULES: dict[str, str] = {
-    "approximation": "telescope.experiments.approximation",
-    "deep-grokking": "telescope.experiments.deep_grokking",
-    "double-descent": "telescope.experiments.double_descent",
-    "kernel-stages": "telescope.experiments.kernel_stages",
-    "grokking-control": "telescope.experiments.grokking_control",
-    "grokking-mnist": "telescope.experiments.grokking_mnist",
-    "lmc": "telescope.experiments.lmc",
-    "grokking-poly": "telescope.experiments.grokking_poly",
-    "lazy-rich": "telescope.experiments.lazy_rich",
-    "trees-vs-nets": "telescope.experiments.trees_vs_nets",
+STUDIES: dict[str, str] = {
+    "approximation": "approximation",
+    "deep-grokking": "deep_grokking",
+    "double-descent": "double_descent",
+    "kernel-stages": "kernel_stages",
+    "grokking-control": "grokking_control",
+    "grokking-mnist": "grokking_mnist",
+    "lmc": "lmc",
+    "grokking-poly": "grokking_poly",
+    "lazy-rich": "lazy_rich",
+    "trees-vs-nets": "trees_vs_nets",
 }
+_MODULES: dict[str, str] = {name: f"telescope.experiments.{module}" for name, module in STUDIES.items()}
+
+
+def plots_module(name: str) -> str | None:
+    """The import path of study ``name``'s figures module, or ``None`` (unknown study, or no figures)."""
+    if name not in STUDIES:
+        return None
+    path = f"telescope.plots.{STUDIES[name]}"
+    return path if importlib.util.find_spec(path) is not None else None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Figures from stored results only (never torch, never a re-run).
 
-Each study with figures has a module ``telescope.plots.<module>`` (its name listed in
-``_MODULES``) with
+Each study with figures has a module ``telescope.plots.<module>`` (the study's line in the
+one registry, :data:`telescope.experiments.STUDIES`) with
 
     figures(metrics: pandas.DataFrame, config: dict, summary: dict, out_dir: Path)
         -> list[Figure]
@@ -18,19 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-_MODULES: dict[str, str] = {
-    "approximation": "telescope.plots.approximation",
-    "deep-grokking": "telescope.plots.deep_grokking",
-    "double-descent": "telescope.plots.double_descent",
-    "kernel-stages": "telescope.plots.kernel_stages",
-    "grokking-control": "telescope.plots.grokking_control",
-    "grokking-mnist": "telescope.plots.grokking_mnist",
-    "lmc": "telescope.plots.lmc",
-    "grokking-poly": "telescope.plots.grokking_poly",
-    "lazy-rich": "telescope.plots.lazy_rich",
-    "trees-vs-nets": "telescope.plots.trees_vs_nets",
-}
-
 
 @dataclass(frozen=True)
 class Figure:
@@ -40,9 +27,11 @@ class Figure:
 
 
 def module_for(experiment: str) -> ModuleType | None:
-    if experiment not in _MODULES:
-        return None
-    return importlib.import_module(_MODULES[experiment])
+    """The figures module of ``experiment`` (see :func:`telescope.experiments.plots_module`), or ``None``."""
+    from telescope.experiments import plots_module
+
+    path = plots_module(experiment)
+    return importlib.import_module(path) if path else None
 
 
 def setup_matplotlib():

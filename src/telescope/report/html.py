@@ -9,12 +9,15 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telescope.errors import DataError
-from telescope.store import read_json, read_metrics
+from telescope.errors import DataError, TelescopeError
+from telescope.store import read_json, read_metrics, run_status
+
+log = logging.getLogger(__name__)
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
@@ -77,6 +80,13 @@ def render_page(title: str, sections: list[Section], intro: str = "") -> str:
             "</body></html>")
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except ValueError as exc:
+        raise DataError(f"telescope report: {path} is unreadable ({type(exc).__name__}: {exc})") from None
+
+
 def run_section(run_dir: Path, anchor: str | None = None) -> Section:
     """Figures, summary and config of one run directory (figures written to ``figures/``)."""
     from telescope import plots
@@ -84,12 +94,12 @@ def run_section(run_dir: Path, anchor: str | None = None) -> Section:
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise DataError(f"telescope report: {run_dir} is not a run directory (no config.json)")
-    record = read_json(run_dir / "config.json")
+    record = _read_json(run_dir / "config.json")
     experiment = record.get("experiment", "?")
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
-    done = (run_dir / "DONE").exists()
+    summary = _read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+    done = run_status(run_dir) == "done"
     section = Section(anchor or run_dir.name, f"{experiment} — {run_dir.name}", group=experiment)
-    status = "finished" if done else "incomplete (no DONE): figures show the parts finished so far"
+    status = "finished" if done else "incomplete (no trusted DONE): figures show the parts finished so far"
     preset = record.get("meta", {}).get("preset", "?")
     section.body.append(f"<p class='muted'>preset <code>{html.escape(str(preset))}</code> · {status} · "
                         f"<code>{html.escape(str(run_dir))}</code></p>")
@@ -270,17 +280,29 @@ def build_index(root: str | Path) -> Path:
     if not sweeps and not runs:
         raise DataError(f"telescope report --all: no runs or sweeps (config.json / sweep.json) under {root}")
     sections: list[Section] = []
-    studies = [(sweep_sections(sweep, prefix=f"s{i}-"), sweep) for i, sweep in enumerate(sweeps)]
-    studies += [([run_section(run, anchor=f"run{i}")], run) for i, run in enumerate(runs)]
-    for secs, directory in studies:
+    studies = [(lambda d=sweep, i=i: sweep_sections(d, prefix=f"s{i}-"), sweep) for i, sweep in enumerate(sweeps)]
+    studies += [(lambda d=run, i=i: [run_section(d, anchor=f"run{i}")], run) for i, run in enumerate(runs)]
+    unreadable = 0
+    for i, (make, directory) in enumerate(studies):
+        try:
+            secs = make()
+        except (TelescopeError, OSError, ValueError, KeyError) as exc:  # one bad run does not stop the index
+            unreadable += 1
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            log.warning("telescope report --all: %s is unreadable, left out (%s)", directory, reason)
+            section = Section(f"bad{i}", f"unreadable — {directory.name}", group="unreadable")
+            section.body.append(f"<p><code>{html.escape(str(directory))}</code>: {html.escape(reason)}</p>")
+            sections.append(section)
+            continue
         page = directory / "report.html"
         page.write_text(render_page(secs[0].title, secs), encoding="utf-8")
         link = html.escape(page.relative_to(root).as_posix())
         secs[0].body.insert(0, f"<p class='muted'>own page: <a href='{link}'>{link}</a></p>")
         sections.extend(secs)
-    sections.sort(key=lambda s: s.group)  # stable: keeps each sweep's sections together
+    sections.sort(key=lambda s: (s.group == "unreadable", s.group))  # stable: each sweep's sections stay together
     intro = (f"<p class='muted'>{len(sweeps)} sweep(s) and {len(runs)} single run(s) under "
-             f"<code>{html.escape(str(root))}</code>.</p>")
+             f"<code>{html.escape(str(root))}</code>"
+             + (f"; {unreadable} unreadable, listed at the end" if unreadable else "") + ".</p>")
     page = root / "report.html"
     page.write_text(render_page(f"telescope — all runs under {root}", sections, intro), encoding="utf-8")
     return page
