@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,8 +45,23 @@ def test_tiny_run_end_to_end_then_skip_and_report(tmp_path):
     assert {"telescope/abs_err", "linearized/abs_err", "error", "telescope/error",
             "linearized/error"} <= set(frame[frame["split"] == "test"]["name"])
     assert (run_dir / "DONE").stat().st_mtime >= (run_dir / "summary.json").stat().st_mtime
+    # stdout is a pipe here: progress comes as plain lines, one per finished unit; then the headline
+    lines = proc.stdout.splitlines()
+    assert [l for l in lines if l.startswith("finished unit")] == [
+        l for l in lines if re.match(r"finished unit setting=(sgd, lr=0.05|adamw, lr=0.001), seed=0 \(\d", l)]
+    assert sum(l.startswith("finished unit") for l in lines) == 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    head = lines[lines.index(f"results ({run_dir / 'summary.json'}):") + 1:]
+    assert head[0] == f"  adamw/lr=0.001/final_test_error = {summary['adamw/lr=0.001/final_test_error']:.6g}"
+    assert len(head) == 10 and head[8] == "  ... 5 more in summary.json"
+    # a corrupt metrics.parquet: the report reads parts/, a rerun rebuilds the file without training
+    good = pd.read_parquet(run_dir / "metrics.parquet")
+    (run_dir / "metrics.parquet").write_bytes(b"\0" * 100)
     again = telescope("run", "approximation", "--preset", "tiny", "--out", str(tmp_path))
-    assert again.returncode == 0 and "already done" in again.stdout
+    assert again.returncode == 0 and "already done" in again.stdout and "finished unit" not in again.stdout
+    assert "results (" in again.stdout
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "metrics.parquet"), good)
+    (run_dir / "metrics.parquet").write_bytes(b"")
     rep = telescope("report", str(run_dir))
     assert rep.returncode == 0, rep.stderr
     assert (run_dir / "report.html").exists() and (run_dir / "figures" / "approximation_error.png").exists()
@@ -72,7 +88,7 @@ def test_missing_data_is_one_line(tmp_path):
 def test_divergence_stops_with_message_and_keeps_metrics(tmp_path):
     proc = telescope("run", "approximation", "--preset", "tiny", "--set", "sgd_lrs=100000",
                      "--set", "settings=sgd", "--out", str(tmp_path))
-    assert_one_line_error(proc, "diverged")
+    assert_one_line_error(proc, "unit setting=sgd, lr=100000, seed=0 diverged")
     (run_dir,) = list(tmp_path.iterdir())
     assert not (run_dir / "DONE").exists()
     frame = pd.read_parquet(run_dir / "metrics.parquet")
@@ -102,6 +118,43 @@ def test_interrupted_run_resumes_without_redoing_finished_units(tmp_path, monkey
     execute("approximation", "tiny", None, {}, tmp_path, "cpu", None, quiet=True)
     assert calls == ["sgd", "adamw", "adamw"]  # sgd was not trained again
     assert finished.stat().st_mtime_ns == stamp and (run_dir / "DONE").exists()
+
+
+def test_report_of_a_resumed_then_killed_run_shows_every_finished_unit(tmp_path, monkeypatch):
+    """Ctrl-C in the second unit (metrics.parquet written), rerun killed before it finishes, report."""
+    from telescope.cli.main import execute
+    from telescope.experiments import approximation
+    from telescope.report import build_report
+    from telescope.store import RunDir, read_metrics
+
+    original, calls = approximation.run_unit, []
+
+    def flaky(cfg, data, setting, lr, seed, sink, device, progress=None):
+        calls.append(setting)
+        if setting == "adamw" and calls.count("adamw") == 1:
+            raise KeyboardInterrupt
+        return original(cfg, data, setting, lr, seed, sink, device, progress)
+
+    class Killed(BaseException):
+        """SIGKILL: nothing after the last finished unit is written."""
+
+    def killed(self, summary):
+        raise Killed
+
+    monkeypatch.setattr(approximation, "run_unit", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        execute("approximation", "tiny", None, {}, tmp_path, "cpu", None, quiet=True)
+    (run_dir,) = list(tmp_path.iterdir())
+    assert set(pd.read_parquet(run_dir / "metrics.parquet")["setting"]) == {"sgd"}  # written at the Ctrl-C
+    monkeypatch.setattr(RunDir, "finish", killed)
+    with pytest.raises(Killed):
+        execute("approximation", "tiny", None, {}, tmp_path, "cpu", None, quiet=True)
+    frame = read_metrics(run_dir)
+    assert set(frame["setting"]) == {"sgd", "adamw"} and frame["step"].max() == 60  # adamw finished now
+    parts = pd.concat([pd.read_parquet(p) for p in sorted((run_dir / "parts").glob("*.parquet"))],
+                      ignore_index=True)
+    pd.testing.assert_frame_equal(frame, parts)
+    assert build_report(run_dir).exists()
 
 
 def test_demo_fallback_without_mnist_fits_the_digits_data():
