@@ -20,8 +20,12 @@ $(STAMP): $(PY) pyproject.toml
 
 venv: $(STAMP)
 
+# one demo process: torch may use every core it is given, said explicitly (as `make test`
+# pins one per process); override with `make demo DEMO_THREADS=n`
+DEMO_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
+
 demo: $(STAMP)
-	$(VENV)/bin/telescope demo
+	OMP_NUM_THREADS=$(DEMO_THREADS) MKL_NUM_THREADS=$(DEMO_THREADS) $(VENV)/bin/telescope demo
 
 # one torch thread per test process: the suite's models are small, and on a shared
 # machine two threads per process oversubscribe the cores

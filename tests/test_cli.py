@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,13 @@ def test_demo_fallback_without_mnist_fits_the_digits_data():
     cfg = resolve_config("approximation", approximation.Config, "quick", overrides=DEMO_WITHOUT_MNIST)
     split = binary_task(cfg.dataset, tuple(cfg.classes), n_train=cfg.n_train, n_test=cfg.n_test)
     assert split.x_train.shape == (250, 64) and split.x_test.shape == (100, 64)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_demo_and_make_test_set_their_threads_explicitly():
+    root = Path(__file__).resolve().parents[1]
+    dry = subprocess.run(["make", "-n", "-C", str(root), "demo", "test", "STAMP=Makefile"], capture_output=True,
+                         text=True, check=True).stdout
+    demo = next(line for line in dry.splitlines() if "telescope demo" in line)
+    test = next(line for line in dry.splitlines() if "pytest" in line)
+    assert re.search(r"OMP_NUM_THREADS=[1-9]\d* ", demo) and "OMP_NUM_THREADS=1 " in test, dry
