@@ -141,3 +141,27 @@ def test_a_divergence_names_its_unit(tmp_path):
         with pytest.raises(DivergenceError, match=r"^unit setting=sgd, lr=0.05, seed=3 diverged: loss is nan"):
             with sink.unit("sgd/lr=0.05/seed=3", setting="sgd", lr=0.05, seed=3):
                 raise DivergenceError("loss is nan at step 4")
+
+
+def test_a_run_finished_before_done_listed_its_files_is_still_done(tmp_path):
+    """Runs finished by earlier versions (DONE a timestamp, no parts record) are not redone."""
+    run = RunDir.open(tmp_path, "exp", {"a": 1})
+    _unit(run, "u1", 1.0, seed=0)
+    pd.read_parquet(run.path / "parts" / "u1.parquet").to_parquet(run.path / "metrics.parquet", index=False)
+    (run.path / "summary.json").write_text('{"x": 1}')
+    (run.path / "DONE").write_text("2026-12-01T10:00:00\n")
+    assert run.done and run.settle() and run_status(run.path) == "done"
+    assert (run.path / "DONE").read_text() == "2026-12-01T10:00:00\n"  # trusted as it is: not rewritten
+
+
+def test_line_progress_prints_at_most_one_line_per_interval(monkeypatch):
+    from telescope.store import LineProgress
+
+    now = [0.0]
+    monkeypatch.setattr("telescope.store.rundir.time.monotonic", lambda: now[0])
+    lines = []
+    bar = LineProgress(100, "study", lines.append, every=30)
+    for _ in range(100):
+        now[0] += 1.0
+        bar.update()
+    assert lines == ["study: 30/100 (30 %), 30 s", "study: 60/100 (60 %), 60 s", "study: 90/100 (90 %), 90 s"]
