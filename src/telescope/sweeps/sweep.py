@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from telescope.errors import ConfigError
+from telescope.errors import ConfigError, DataError
 from telescope.store import read_json, write_json_atomic
 from telescope.sweeps.backends import BACKENDS, default_workers, run_local, run_ray
 from telescope.sweeps.lock import sweep_lock
@@ -57,7 +57,11 @@ def open_sweep(spec: SweepSpec, sweep_dir: Path, tasks: Sequence[Any] | None = N
     sweep_dir = Path(sweep_dir)
     path = sweep_dir / MANIFEST
     if path.exists():
-        old = read_json(path)
+        try:
+            old = read_json(path)
+        except ValueError as exc:
+            raise DataError(f"telescope sweep: {path} is unreadable ({exc}); delete it and rerun the same "
+                            "command: a new one is written and the finished runs there are skipped") from None
         if old.get("spec") != spec.manifest():
             raise ConfigError(
                 f"telescope sweep: {sweep_dir} holds a different sweep (its sweep.json has {old.get('spec')}); "
@@ -189,8 +193,6 @@ def _write_status(sweep_dir: Path, tasks, backend: str, result: SweepResult) -> 
 
 def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
     """The manifest of a sweep directory (:class:`~telescope.errors.DataError` if there is none)."""
-    from telescope.errors import DataError
-
     path = Path(sweep_dir) / MANIFEST
     if not path.exists():
         raise DataError(f"read_sweep: {sweep_dir} is not a sweep directory (no {MANIFEST})")

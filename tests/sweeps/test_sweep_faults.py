@@ -1,4 +1,4 @@
-"""A sweep's driver: its workers die with it, and a second driver on the same directory is refused."""
+"""A sweep under faults: its workers die with a killed driver, a second driver is refused, a bad manifest is one line."""
 
 import os
 import signal
@@ -94,3 +94,14 @@ def test_workers_die_with_a_killed_driver_and_a_second_driver_is_refused(tmp_pat
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         driver.wait(timeout=10)
+
+
+def test_an_unreadable_manifest_is_one_line(tmp_path, tiny_spec):
+    from telescope.errors import DataError
+    from telescope.sweeps import run_sweep
+
+    spec = tiny_spec(grid=("width=16",), seeds=1)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "sweep.json").write_text('{"spec": ')
+    with pytest.raises(DataError, match=r"sweep.json is unreadable .*delete it and rerun"):
+        run_sweep(spec, tmp_path, sweep_dir=tmp_path / "s", workers=1)
