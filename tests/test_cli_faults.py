@@ -139,3 +139,23 @@ def test_report_all_reports_an_unreadable_run_in_one_line_and_goes_on(tmp_path):
     assert "1 unreadable" in page and "unreadable — " + bad.name in page
     single = telescope("report", str(bad))
     one_line(single, "u.parquet is unreadable")
+
+
+def test_sweep_help_lists_the_keys_too():
+    proc = telescope("sweep", "lmc", "--help")
+    assert proc.returncode == 0 and "Config keys of lmc" in proc.stdout and "spawn_steps" in proc.stdout
+
+
+def test_no_import_circle_in_the_cli():
+    import ast
+
+    import telescope.cli
+
+    folder = Path(telescope.cli.__file__).parent
+    edges = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        edges[f"telescope.cli.{path.stem}"] = {
+            n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("telescope.cli")}
+    assert "telescope.cli.main" not in set().union(*(v for k, v in edges.items() if k != "telescope.cli.__init__"))
+    assert edges["telescope.cli.sweep"] <= {"telescope.cli.errors", "telescope.cli.study_help"}

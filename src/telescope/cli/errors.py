@@ -81,6 +81,10 @@ def friendly(fn):
             fail("interrupted; finished parts are kept, rerun the same command to resume", EXIT_INTERRUPTED)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # whoever read stdout went away (`telescope list | head`): nothing to report
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except OSError as exc:
             if exc.filename is None:
                 _unexpected(exc)

@@ -8,13 +8,14 @@ from pathlib import Path
 import click
 
 from telescope.cli.errors import friendly, log_errors_in
+from telescope.cli.study_help import StudyCommand
 from telescope.errors import ConfigError
 from telescope.experiments.base import parse_overrides
 
 EXIT_RUNS_FAILED = 1
 
 
-@click.command("sweep")
+@click.command("sweep", cls=StudyCommand)
 @click.argument("experiment")
 @click.option("--preset", default="tiny", show_default=True, help="tiny | quick | paper, or a study's own preset (e.g. quick-all, full); `telescope list` shows them")
 @click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2,...",

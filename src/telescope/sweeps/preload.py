@@ -29,10 +29,10 @@ def preload() -> list[str]:
         except Exception:  # noqa: BLE001 - a broken optional module must not stop the forkserver
             failed.append(name)
     try:
-        from telescope.experiments import _MODULES
+        from telescope.experiments import STUDIES
     except Exception:  # noqa: BLE001
         return failed
-    for path in _MODULES.values():
+    for path in (f"telescope.experiments.{module}" for module in STUDIES.values()):
         try:
             importlib.import_module(path)
         except Exception:  # noqa: BLE001
