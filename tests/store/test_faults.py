@@ -165,3 +165,15 @@ def test_line_progress_prints_at_most_one_line_per_interval(monkeypatch):
         now[0] += 1.0
         bar.update()
     assert lines == ["study: 30/100 (30 %), 30 s", "study: 60/100 (60 %), 60 s", "study: 90/100 (90 %), 90 s"]
+
+
+def test_finish_refuses_done_while_a_set_aside_part_is_not_redone(tmp_path):
+    run = RunDir.open(tmp_path, "exp", {"a": 1})
+    _unit(run, "u1", 1.0, seed=0)
+    _unit(run, "u2", 2.0, seed=1)
+    (run.path / "parts" / "u2.parquet").write_bytes(b"")
+    assert set(run.metrics()["seed"]) == {0}  # what a study would summarise: u2 is set aside here
+    with pytest.raises(DataError, match="u2.parquet .* set aside; run the same command again"):
+        run.finish({"x": 1.0})
+    assert not (run.path / "DONE").exists()
+    assert not RunDir.open(tmp_path, "exp", {"a": 1}).unit_done("u2")  # the rerun redoes u2

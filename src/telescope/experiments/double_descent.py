@@ -148,7 +148,7 @@ class Config:
     tol: float = bounded(1e-4, ge=0)
     stop_at_interpolation: bool = True
     smoother: bool = True        # track p_train / p_test (needs telescope.lens.SmootherSpec)
-    methods: tuple[str, ...] = bounded(("exact",), choices=METHODS, nonempty=True)  # smoother method(s): "exact", "sketch" (one unit each)
+    methods: tuple[str, ...] = bounded(("exact",), choices=METHODS, nonempty=True)  # smoother method(s), one unit each
     probes: int = bounded(32, ge=2)  # sketch: probe label vectors K
     smoother_dtype: str = bounded("float64", choices=("float32", "float64"))
     p_probe: int = bounded(0, ge=0)  # test points used for p_test (0 = all of n_test)

@@ -59,7 +59,7 @@ TASKS = ("pair", "parity")
 @dataclass(frozen=True)
 class Config:
     dataset: str = "mnist"
-    task: str = bounded("pair", choices=TASKS)  # "pair": classes[0] → 0 vs classes[1] → 1; "parity": every digit, odd → 1
+    task: str = bounded("pair", choices=TASKS)  # "pair": classes[0] → 0, [1] → 1; "parity": odd → 1
     classes: tuple[int, ...] = bounded((3, 5), ge=0, le=9, nonempty=True)
     n_train: int = bounded(1000, ge=1)
     n_test: int = bounded(1000, ge=1)
@@ -82,7 +82,7 @@ class Config:
     dtype: str = bounded("float32", choices=("float32", "float64"))
     smoother_dtype: str = bounded("float64", choices=("float32", "float64"))
     memory_budget_gb: float = bounded(8.0, gt=0)
-    methods: tuple[str, ...] = bounded(("exact",), choices=METHODS, nonempty=True)  # smoother method(s); several: the same training once per method
+    methods: tuple[str, ...] = bounded(("exact",), choices=METHODS, nonempty=True)  # several: one training per method
     probes: int = bounded(32, ge=1)  # K, probe label vectors of the sketch
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {

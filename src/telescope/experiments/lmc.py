@@ -60,7 +60,7 @@ SOURCE_FOR = {"cifar10": "mnist", "mnist": "fashion-mnist", "fashion-mnist": "mn
 
 @dataclass(frozen=True)
 class Config:
-    model: str = bounded("mlp", choices=("mlp", "cnn", "cnn-bn", "resnet20", "linear"))  # mlp | cnn | cnn-bn | resnet20 | linear (a control)
+    model: str = bounded("mlp", choices=("mlp", "cnn", "cnn-bn", "resnet20", "linear"))  # linear: a control
     dataset: str = "mnist"             # mnist | cifar10 (| fashion-mnist)
     n_train: int = bounded(5000, ge=1)
     n_eval: int = bounded(1000, ge=1)  # test examples for barriers and the weight-averaging gaps

@@ -79,7 +79,7 @@ class Config:
     width: int = bounded(64, ge=1)
     depth: int = bounded(3, ge=1)  # hidden layers (4 nn.Linear)
     optimizer: str = bounded("adam", choices=("adam", "sgd"))  # "adam" | "sgd"
-    nn_inputs: str = bounded("quantile", choices=("quantile", "standard"))  # "quantile" (GOV22) | "standard"; NOTE [network inputs]
+    nn_inputs: str = bounded("quantile", choices=("quantile", "standard"))  # GOV22: quantile; NOTE [network inputs]
     kernel_records: int = bounded(20, ge=1)
     n_seeds: int = bounded(2, ge=1)
     seed: int = bounded(0, ge=0)

@@ -421,7 +421,7 @@ class RunDir:
         self.path = Path(path)
         self.show_progress = show_progress
         self.emit = emit
-        self._set_aside: list[Path] = []
+        self._set_aside: list[Path] = []  # parts set aside by this object (their original paths)
 
     # -- lifecycle
     @classmethod
@@ -497,7 +497,7 @@ class RunDir:
     def _set_part_aside(self, path: Path, reason: str) -> None:
         target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}")
         os.replace(path, target)
-        self._set_aside.append(target)
+        self._set_aside.append(path)
         log.warning("%s does not read back (%s); set aside as %s, its unit is redone", path, reason, target.name)
 
     def unit_done(self, key: str) -> bool:
@@ -556,11 +556,11 @@ class RunDir:
     # -- the end
     def finish(self, summary: Mapping[str, Any]) -> None:
         """Write ``metrics.parquet``, ``summary.json`` and, last, ``DONE``."""
-        self._set_aside.clear()
         self._write_metrics()
-        if self._set_aside:
-            raise DataError(f"RunDir.finish: {self._set_aside[0].name} in {self.path / 'parts'} did not read "
-                            "back and was set aside; run the same command again to redo its unit")
+        lost = [p for p in self._set_aside if not p.exists()]  # set aside and not redone since
+        if lost:
+            raise DataError(f"RunDir.finish: {lost[0].name} in {self.path / 'parts'} did not read back and was "
+                            "set aside; run the same command again to redo its unit")
         write_json_atomic(self.path / "summary.json", dict(summary))
         self._write_done()
 

@@ -108,7 +108,10 @@ EXIT_ORPHANED = 3
 
 
 def _die_with_driver(alive) -> None:
-    """Block until the driver's end of ``alive`` closes, then end this process (NOTE [workers die with their driver])."""
+    """Block until the driver's end of ``alive`` closes, then end this process.
+
+    NOTE [workers die with their driver] in :mod:`telescope.sweeps.backends`.
+    """
     try:
         while True:
             alive.recv()  # the driver never sends: this returns only by end-of-file
