@@ -10,7 +10,10 @@
 # existed counts as fresh when it is not older than the newest part.
 # ``DONE`` (JSON) lists the files it vouches for with their sizes. A DONE whose files do not
 # read back is not trusted: RunDir.settle rebuilds metrics.parquet from intact parts, or
-# withdraws DONE so that the run is redone, skipping its intact units. A part that does not
+# withdraws DONE so that the run is redone, skipping its intact units. (The status check
+# compares sizes, parses summary.json and reads parquet footers only; data pages are read
+# by the readers, by unit_done and by settle's rebuild, which raise or set aside what
+# fails.) A part that does not
 # read back (empty, truncated, corrupt) is set aside as ``<name>.parquet.corrupt-<time>``
 # with a warning, and its unit is redone.
 # Every file is written to a temporary file created with mode 0666 (so it follows the
