@@ -49,23 +49,6 @@ def test_closed_form_linearized_gd_equals_gd_on_the_linearized_network():
         torch.testing.assert_close(lin.test_prediction(math.inf), ridgeless, rtol=1e-8, atol=1e-10)
 
 
-def test_kernel_alignment_formulas():
-    g = torch.Generator().manual_seed(1)
-    a = torch.randn(9, 4, generator=g, dtype=torch.float64)
-    k = a @ a.T
-    y = torch.randn(9, generator=g, dtype=torch.float64)
-    h = torch.eye(9, dtype=torch.float64) - 1 / 9
-    yc = h @ y
-    cortes = float(yc @ (h @ k @ h) @ yc / ((h @ k @ h).norm() * (yc @ yc)))
-    assert L.kernel_alignment(k, y) == pytest.approx(cortes, rel=1e-12)
-    code = float(yc @ (h @ k) @ yc / ((h @ k).norm() * (yc @ yc)))
-    assert L.kernel_alignment(k, y, centring="column") == pytest.approx(code, rel=1e-12)
-    assert L.kernel_alignment(torch.outer(y, y) * 3.0, y) == pytest.approx(1.0, rel=1e-12)
-    assert L.kernel_alignment(5.0 * k, y + 2.0) == pytest.approx(cortes, rel=1e-12)
-    with pytest.raises(ConfigError, match="centring"):
-        L.kernel_alignment(k, y, centring="rows")
-
-
 def test_config_validation_and_units():
     with pytest.raises(ConfigError, match="grok_threshold"):
         resolve_config("lazy-rich", L.Config, "tiny", overrides={"grok_threshold": "1.5"})

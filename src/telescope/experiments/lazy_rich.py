@@ -45,10 +45,18 @@ import torch
 
 from telescope.errors import ConfigError, DivergenceError
 from telescope.experiments.base import RunContext
+from telescope.kernels import kernel_target_alignment
+from telescope.measures import weight_norm
 from telescope.models.modular import ModularQuadraticMLP, modular_addition
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
+from telescope.train import log_steps
 
 log = logging.getLogger(__name__)
+
+
+def alignment(kernel: torch.Tensor, y: torch.Tensor, centering: str = "double") -> float:
+    """``ntk/alignment`` (Cortes et al.) and, with ``"one_sided"``, the authors' code's form."""
+    return float(kernel_target_alignment(kernel, y, centering=centering))
 
 
 @dataclass(frozen=True)
@@ -123,27 +131,7 @@ class Config:
         return [(a, e, t, tuple(roles)) for (a, e, t), roles in runs.items()]
 
 
-# ----------------------------------------------------------------------------- kernel tools
-
-
-def kernel_alignment(kernel: torch.Tensor, y: torch.Tensor, *, centring: str = "double") -> float:
-    """Kernel–target alignment y_cᵀ K_c y_c / (‖K_c‖_F ‖y_c‖²), y_c = y − mean(y).
-
-    ``centring="double"``: K_c = HKH, H = I − 11ᵀ/n (Cortes, Mohri & Rostamizadeh's
-    centred alignment; the contract's ``ntk/alignment``). ``"column"``: K_c = K − column
-    means, as the authors' code computes it (the numerator is the same; the norm differs).
-    Cost O(n²). Shapes: kernel (n, n), y (n,).
-    """
-    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or y.shape != (kernel.shape[0],):
-        raise ConfigError(f"kernel_alignment: kernel {tuple(kernel.shape)} and y {tuple(y.shape)} "
-                          "must be (n, n) and (n,)")
-    yc = y - y.mean()
-    kc = kernel - kernel.mean(dim=0, keepdim=True)
-    if centring == "double":
-        kc = kc - kc.mean(dim=1, keepdim=True)
-    elif centring != "column":
-        raise ConfigError(f"kernel_alignment(centring={centring!r}): choose 'double' or 'column'")
-    return float((yc @ kc @ yc) / (kc.norm() * (yc @ yc)))
+# ----------------------------------------------------------------------------- linearized baseline
 
 
 class LinearizedGD:
@@ -195,12 +183,6 @@ class LinearizedGD:
 # ----------------------------------------------------------------------------- units
 
 
-def log_grid(total: int, points: int) -> list[int]:
-    """0 plus about ``points`` log-spaced epochs in [1, total], ending at ``total``."""
-    grid = np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), points)).astype(int))
-    return sorted({0, *grid.tolist(), total})
-
-
 def first_below(steps: np.ndarray, values: np.ndarray, level: float) -> float:
     """The first step whose value is below ``level`` (NaN if none)."""
     hit = np.nonzero(values < level)[0]
@@ -223,9 +205,9 @@ def run_committee(cfg: Config, data, alpha: float, epsilon: float, epochs: int, 
         kreg = float(((lin.test_prediction(math.inf) - yt) ** 2).mean())
         sink.log(0, "test", "kernel_regression/mse", kreg)
         k0_test = model.tangent_kernel(xt)
-        sink.log(0, "test", "kernel/initial_alignment", kernel_alignment(k0_test, yt, centring="column"))
+        sink.log(0, "test", "kernel/initial_alignment", alignment(k0_test, yt, centering="one_sided"))
 
-    grid = set(log_grid(epochs, cfg.log_points))
+    grid = set(log_steps(epochs, cfg.log_points))
     smoother = None
     if cfg.smoother_test_points > 0:
         from telescope.experiments.grokking_poly import ClosedFormSmoother
@@ -246,8 +228,8 @@ def run_committee(cfg: Config, data, alpha: float, epsilon: float, epochs: int, 
                 dec = model.loss_decomposition(beta)
                 sink.log_dict(ep, "population", {f"decomposition/{k}": v for k, v in dec.items()})
                 k = model.tangent_kernel(xt)
-                sink.log_dict(ep, "test", {"ntk/alignment": kernel_alignment(k, yt),
-                                           "ntk/alignment_code": kernel_alignment(k, yt, centring="column")})
+                sink.log_dict(ep, "test", {"ntk/alignment": alignment(k, yt),
+                                           "ntk/alignment_code": alignment(k, yt, centering="one_sided")})
                 if smoother is not None:
                     p = smoother.effective_parameters()
                     sink.log(ep, "train", "smoother/p_eff", p["train"])
@@ -307,7 +289,7 @@ def run_modular(cfg: Config, scale: float, sink, progress=None) -> dict[str, flo
                 steps.append(ep), acc_tr.append(a_tr), acc_te.append(a_te)
                 sink.log_dict(ep, "train", {"loss": float(loss), "mse": float(((out - y) ** 2).mean()),
                                             "error": 1 - a_tr,
-                                            "weight_norm": float(torch.sqrt(sum((p ** 2).sum() for p in model.parameters())))})
+                                            "weight_norm": weight_norm(model.parameters())})
                 sink.log_dict(ep, "test", {"loss": float(((out_t - yt) ** 2).mean() / scale ** 2),
                                            "mse": float(((out_t - yt) ** 2).mean()), "error": 1 - a_te})
         if ep == cfg.modular_epochs:

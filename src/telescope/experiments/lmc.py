@@ -11,7 +11,7 @@ vs the first-order prediction f_{θ_t'} + ∇f_{θ_t'}·(θ_avg − θ_t'). Dige
 
 # NOTE [lmc choices]
 # - Gradient change: the true-class logit, parent checkpoints t' and t' + Δ
-#   (NOTE [gradient change] in telescope.lens.averaging).
+#   (NOTE [gradient change] in telescope.measures.averaging).
 # - First-order prediction: gradients frozen at the spawn point, t* = t'.
 # - BatchNorm: averaged weights get running statistics re-estimated on training data
 #   (``bn_recompute=True``, the default); children keep their own.
@@ -49,8 +49,8 @@ from telescope.data.core import Split
 from telescope.data.vision import augment_crop_flip, classification, match_shape
 from telescope.errors import ConfigError, DivergenceError
 from telescope.experiments.base import RunContext
-from telescope.lens.averaging import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
-                                      has_batchnorm, interpolate, layer_kinds, recompute_batchnorm)
+from telescope.measures import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
+                                has_batchnorm, interpolate, layer_kinds, recompute_batchnorm)
 from telescope.models import MLP
 from telescope.models.convnets import ResNet20, SmallCNN
 
