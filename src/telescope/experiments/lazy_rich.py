@@ -49,7 +49,7 @@ from telescope.kernels import kernel_target_alignment
 from telescope.measures import weight_norm
 from telescope.models.modular import ModularQuadraticMLP, modular_addition
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
-from telescope.train import log_steps
+from telescope.train import fit, log_steps
 
 log = logging.getLogger(__name__)
 
@@ -275,30 +275,30 @@ def run_modular(cfg: Config, scale: float, sink, progress=None) -> dict[str, flo
     model = ModularQuadraticMLP(cfg.modular_p, cfg.modular_width, scale=scale, generator=gen, dtype=torch.float64)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.modular_lr / scale ** 2)
     steps, acc_tr, acc_te = [], [], []
-    for ep in range(cfg.modular_epochs + 1):
-        out = model(x)
-        loss = ((out - y) ** 2).mean() / scale ** 2
-        if ep % cfg.modular_eval_every == 0:
-            with torch.no_grad():
-                if not math.isfinite(float(loss)):
-                    raise DivergenceError(f"lazy-rich: modular MLP at scale {scale:g} diverged at epoch {ep}; "
-                                          f"lower modular_lr (now {cfg.modular_lr:g})")
-                out_t = model(xt)
-                a_tr = float((out.argmax(1) == y.argmax(1)).double().mean())
-                a_te = float((out_t.argmax(1) == yt.argmax(1)).double().mean())
-                steps.append(ep), acc_tr.append(a_tr), acc_te.append(a_te)
-                sink.log_dict(ep, "train", {"loss": float(loss), "mse": float(((out - y) ** 2).mean()),
-                                            "error": 1 - a_tr,
-                                            "weight_norm": weight_norm(model.parameters())})
-                sink.log_dict(ep, "test", {"loss": float(((out_t - yt) ** 2).mean() / scale ** 2),
-                                           "mse": float(((out_t - yt) ** 2).mean()), "error": 1 - a_te})
-        if ep == cfg.modular_epochs:
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if progress is not None and ep % 100 == 99:
-            progress.update(100)
+
+    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((out - target) ** 2).mean() / scale ** 2
+
+    @torch.no_grad()
+    def record(ep: int, _loss: float | None = None) -> None:
+        if ep % cfg.modular_eval_every:
+            return
+        out, out_t = model(x), model(xt)
+        loss = float(loss_fn(out, y))
+        if not math.isfinite(loss):
+            raise DivergenceError(f"lazy-rich: modular MLP at scale {scale:g} diverged at epoch {ep}; "
+                                  f"lower modular_lr (now {cfg.modular_lr:g})")
+        a_tr = float((out.argmax(1) == y.argmax(1)).double().mean())
+        a_te = float((out_t.argmax(1) == yt.argmax(1)).double().mean())
+        steps.append(ep), acc_tr.append(a_tr), acc_te.append(a_te)
+        sink.log_dict(ep, "train", {"loss": loss, "mse": float(((out - y) ** 2).mean()), "error": 1 - a_tr,
+                                    "weight_norm": weight_norm(model.parameters())})
+        sink.log_dict(ep, "test", {"loss": float(loss_fn(out_t, yt)),
+                                   "mse": float(((out_t - yt) ** 2).mean()), "error": 1 - a_te})
+
+    record(0)
+    fit(model, opt, loss_fn, x, y, steps=cfg.modular_epochs, batch_size=len(x), generator=gen,
+        callbacks=[record], progress=progress)
     s, tr, te = np.array(steps), np.array(acc_tr), np.array(acc_te)
     t_train, t_test = first_below(s, 1 - tr, 0.1), first_below(s, 1 - te, 0.1)
     return {"final_train_acc": float(tr[-1]), "final_test_acc": float(te[-1]),
