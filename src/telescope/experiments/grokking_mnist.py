@@ -47,7 +47,7 @@ from telescope.data.images import digit_group_task
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext
 from telescope.lens import Lens, SmootherSpec, adam_sharpness, smoother_metrics
-from telescope.measures import weight_norm
+from telescope.measures import binary_metrics, weight_norm
 from telescope.models import MLP, scale_init
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
@@ -155,11 +155,7 @@ def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, devi
     def record(step: int, mean_loss: float | None) -> None:
         with torch.no_grad():
             for split, xs, ys in (("train", x, y), ("test", x_test, y_test)):
-                f = model(xs).double()
-                sink.log_dict(step, split, {
-                    "mse": float(((f - ys.double()) ** 2).mean()),
-                    "error": float(((f > 0.5).double() != ys.double()).double().mean()),
-                })
+                sink.log_dict(step, split, binary_metrics(model(xs), ys))
         pred = lens.predictions("test", linearized=False)
         sink.log(step, "test", "telescope/abs_err",
                  float((pred["network"].double() - pred["telescope"].double()).abs().mean()))

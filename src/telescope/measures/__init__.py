@@ -3,6 +3,7 @@
 - :mod:`~telescope.measures.features`: each linear layer's pre-activations, the numerical and
   effective rank of their covariance, and ridge probes on them (Deep Grokking).
 - :mod:`~telescope.measures.weights`: weight norms.
+- :mod:`~telescope.measures.predictions`: ``mse`` and ``error`` of outputs against targets.
 - :mod:`~telescope.measures.averaging`: weight interpolation, BatchNorm re-estimation, per-layer
   gradient change and the first-order prediction of an averaged model (linear mode connectivity).
 
@@ -14,9 +15,10 @@ from telescope.measures.averaging import (first_order_prediction, gradient_chang
                                           recompute_batchnorm, true_class_gradients)
 from telescope.measures.features import (as_float64, covariance_spectrum, feature_covariance, feature_effective_rank,
                                          layer_features, numerical_rank, probe_accuracy, tunnel_length)
+from telescope.measures.predictions import binary_error, binary_metrics
 from telescope.measures.weights import weight_norm
 
-__all__ = ["as_float64", "covariance_spectrum", "feature_covariance", "feature_effective_rank",
+__all__ = ["as_float64", "binary_error", "binary_metrics", "covariance_spectrum", "feature_covariance", "feature_effective_rank",
            "first_order_prediction", "gradient_change_by_kind", "gradient_change_by_layer", "has_batchnorm",
            "interpolate", "layer_features", "layer_groups", "layer_kinds", "numerical_rank", "probe_accuracy",
            "recompute_batchnorm", "true_class_gradients", "tunnel_length", "weight_norm"]
