@@ -50,7 +50,8 @@ from telescope.data.vision import augment_crop_flip, classification, match_shape
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext
 from telescope.measures import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
-                                has_batchnorm, interpolate, layer_kinds, recompute_batchnorm)
+                                has_batchnorm, interpolate, interpolation_barrier, layer_kinds,
+                                recompute_batchnorm)
 from telescope.models import MLP
 from telescope.models.convnets import ResNet20, SmallCNN
 from telescope.train import batches, fit
@@ -215,14 +216,10 @@ def compare_children(cfg: Config, model: nn.Module, spawn_params, a_state, b_sta
         sink.log_dict(i, "interp", {"alpha": float(alpha), "loss": float(loss[i]), "error": float(err[i]),
                                     "spawn_step": float(t)})
     # α weights the first child (a): value at α = 0 is child b, at α = 1 child a
-    lin_loss = alphas * loss[-1] + (1 - alphas) * loss[0]
-    lin_err = alphas * err[-1] + (1 - alphas) * err[0]
-    half = int(np.argmin(np.abs(alphas - 0.5)))
+    (loss_half, loss_max), (err_half, err_max) = (interpolation_barrier(alphas, v) for v in (loss, err))
     sink.log_dict(t, "test", {
-        "barrier/loss_half": float(loss[half] - 0.5 * (loss[0] + loss[-1])),
-        "barrier/loss_max": float(np.max(loss - lin_loss)),
-        "barrier/error_half": float(err[half] - 0.5 * (err[0] + err[-1])),
-        "barrier/error_max": float(np.max(err - lin_err)),
+        "barrier/loss_half": loss_half, "barrier/loss_max": loss_max,
+        "barrier/error_half": err_half, "barrier/error_max": err_max,
         "child/loss": float(0.5 * (loss[0] + loss[-1])),
         "child/error": float(0.5 * (err[0] + err[-1])),
     })

@@ -257,10 +257,10 @@ class _KernelRecorder:
     """``fit`` hooks for :func:`_train_nn`: the epoch's mean loss and, at ``steps``, the kernel
     weight norms at θ_{t−1} against B_t (NOTE [network kernel weights])."""
 
-    def __init__(self, model, opt, x, x_test, n, steps_per_epoch, steps, adam, test_rows, unit):
-        self.model, self.opt, self.x, self.x_test, self.n = model, opt, x, x_test, n
-        self.steps_per_epoch, self.steps, self.adam, self.test_rows, self.unit = steps_per_epoch, steps, adam, \
-            test_rows, unit
+    def __init__(self, model, opt, x, x_test, steps_per_epoch: int, steps: set[int], adam: bool,
+                 test_rows, unit):
+        self.model, self.opt, self.x, self.x_test, self.unit = model, opt, x, x_test, unit
+        self.steps_per_epoch, self.steps, self.adam, self.test_rows = steps_per_epoch, steps, adam, test_rows
         self.running, self.idx, self.before = 0.0, None, None
 
     def before_step(self, step: int, idx: torch.Tensor) -> None:
@@ -276,7 +276,7 @@ class _KernelRecorder:
                             self.test_rows, step, self.unit)
         if step % self.steps_per_epoch == 0:
             if self.unit is not None:
-                self.unit.log(step, "train", "loss", self.running / self.n)
+                self.unit.log(step, "train", "loss", self.running / self.x.shape[0])
             self.running = 0.0
 
 
@@ -299,7 +299,7 @@ def _train_nn(data: _Data, config: Config, lr: float, seed: int, epochs: int, de
     rec_steps = set(np.unique(np.linspace(1, total, min(config.kernel_records, total)).round().astype(int)).tolist()) \
         if record else set()
     x_test = torch.as_tensor(data.nn_final[1], dtype=dt, device=device) if record else None
-    hooks = _KernelRecorder(model, opt, x, x_test, n, steps_per_epoch, rec_steps, config.optimizer == "adam",
+    hooks = _KernelRecorder(model, opt, x, x_test, steps_per_epoch, rec_steps, config.optimizer == "adam",
                             data.test_rows, unit)
     fit(model, opt, torch.nn.functional.mse_loss, x, y, steps=total,
         stream=batches(n, bs, gen, drop_last=False), before_step=[hooks.before_step], callbacks=[hooks])
