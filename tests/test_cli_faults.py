@@ -1,6 +1,5 @@
 """The command line under bad input and faults (issue 17): one line, a non-zero exit, nothing left behind."""
 
-import json
 import os
 import re
 import shutil

@@ -8,8 +8,8 @@ from telescope.experiments import lmc
 from telescope.experiments.base import RunContext, resolve_config
 from telescope.data.vision import match_shape
 from telescope.errors import ConfigError
-from telescope.lens.averaging import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
-                                      interpolate, layer_groups, layer_kinds, recompute_batchnorm)
+from telescope.measures import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
+                                interpolate, layer_groups, layer_kinds, recompute_batchnorm)
 from telescope.models import MLP
 from telescope.models.convnets import SmallCNN
 from telescope.store import MemorySink

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from telescope.errors import DivergenceError
+from telescope.errors import ConfigError, DivergenceError
 from telescope.models import MLP
 from telescope.train import RecordAt, batches, fit, log_steps
 
@@ -38,3 +38,90 @@ def test_fit_stops_with_a_clear_error_on_a_non_finite_loss():
     with pytest.raises(DivergenceError, match="step 1"):
         fit(model, opt, lambda f, t: ((f - t) ** 2).mean(), x, y, steps=3, batch_size=4,
             generator=torch.Generator().manual_seed(0))
+
+
+def test_batches_without_drop_last_keep_the_short_batch_and_always_shuffle():
+    gen = torch.Generator().manual_seed(0)
+    stream = batches(10, 4, gen, drop_last=False)
+    epoch = [next(stream) for _ in range(3)]
+    assert [len(b) for b in epoch] == [4, 4, 2]
+    assert sorted(torch.cat(epoch).tolist()) == list(range(10))
+    full = next(batches(4, 10, torch.Generator().manual_seed(1), drop_last=False))
+    assert sorted(full.tolist()) == [0, 1, 2, 3] and not torch.equal(full, torch.arange(4))
+
+
+def _problem():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1).double()
+    x, y = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 1, dtype=torch.float64)
+    return model, x, y
+
+
+def _mse(f, t):
+    return ((f - t) ** 2).mean()
+
+
+def test_fit_is_the_hand_written_loop_exactly():
+    model, x, y = _problem()
+    ref = torch.nn.Linear(3, 1).double()
+    ref.load_state_dict(model.state_dict())
+    opt, opt_ref = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, ref))
+    fit(model, opt, _mse, x, y, steps=7, batch_size=5, generator=torch.Generator().manual_seed(3))
+    stream = batches(12, 5, torch.Generator().manual_seed(3))
+    for _ in range(7):
+        idx = next(stream)
+        opt_ref.zero_grad()
+        _mse(ref(x[idx]), y[idx]).backward()
+        opt_ref.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_stream_continues_across_calls_and_hooks_see_the_batch_before_the_update():
+    model, x, y = _problem()
+    twin = torch.nn.Linear(3, 1).double()
+    twin.load_state_dict(model.state_dict())
+    opt, opt_twin = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin))
+    fit(twin, opt_twin, _mse, x, y, steps=5, batch_size=5, generator=torch.Generator().manual_seed(4))
+
+    stream = batches(12, 5, torch.Generator().manual_seed(4))
+    seen, after = [], {}
+    snapshot = lambda: model.weight.detach().clone()  # noqa: E731
+
+    def before(step, idx):
+        seen.append((step, idx.clone()))
+        assert torch.equal(snapshot(), after[step - 1]) if step > 1 else True   # θ_{t−1}
+
+    def callback(step, loss):
+        after[step] = snapshot()
+
+    last = fit(model, opt, _mse, x, y, steps=3, stream=stream, before_step=[before], callbacks=[callback])
+    last = fit(model, opt, _mse, x, y, steps=2, stream=stream, before_step=[before], callbacks=[callback],
+               start_step=last)
+    assert last == 5 and [s for s, _ in seen] == [1, 2, 3, 4, 5]
+    again = batches(12, 5, torch.Generator().manual_seed(4))
+    assert all(torch.equal(idx, next(again)) for _, idx in seen)
+    assert torch.equal(model.weight, twin.weight) and torch.equal(model.bias, twin.bias)
+
+
+def test_prepare_maps_each_batch_before_the_forward():
+    model, x, y = _problem()
+    twin = torch.nn.Linear(3, 1).double()
+    twin.load_state_dict(model.state_dict())
+    opt, opt_twin = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin))
+    calls = []
+
+    def prepare(xb, yb):
+        calls.append(len(xb))
+        return 2.0 * xb, yb
+
+    fit(model, opt, _mse, x, y, steps=4, batch_size=6, generator=torch.Generator().manual_seed(5), prepare=prepare)
+    fit(twin, opt_twin, _mse, 2.0 * x, y, steps=4, batch_size=6, generator=torch.Generator().manual_seed(5))
+    assert calls == [6, 6, 6, 6]
+    assert torch.equal(model.weight, twin.weight)
+
+
+def test_fit_needs_a_stream_or_a_batch_size_and_generator():
+    model, x, y = _problem()
+    with pytest.raises(ConfigError, match="batch_size and generator"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), _mse, x, y, steps=1, batch_size=4)

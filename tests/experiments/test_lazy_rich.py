@@ -1,69 +1,15 @@
-"""lazy-rich: the closed-form linearized dynamics against GD on the linearized network, the
-alignment formulas, and the paper's phenomena on the tiny preset."""
+"""lazy-rich: config, units and the paper's phenomena on the tiny preset (the closed-form
+linearized dynamics: tests/flow/test_linearized.py; the alignments: tests/kernels)."""
 
-import math
 
 import numpy as np
 import pytest
-import torch
-from torch.func import functional_call, jacrev
 
 from telescope.errors import ConfigError
 from telescope.experiments import get
 from telescope.experiments import lazy_rich as L
 from telescope.experiments.base import RunContext, config_to_dict, resolve_config
-from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
 from telescope.store import MemorySink
-
-
-def test_closed_form_linearized_gd_equals_gd_on_the_linearized_network():
-    g = torch.Generator().manual_seed(0)
-    x, y, xt, yt, _ = gaussian_quadratic_task(5, 12, 7, generator=g)
-    model = CommitteeMachine(5, 6, epsilon=0.3, alpha=1.5, centred=False, generator=g)
-    w0 = model.weight.detach().clone()
-    lr, steps = 0.8 * model.width / model.alpha ** 2, 40
-
-    def f(w, inp):
-        return functional_call(model, ({"weight": w}, {"weight0": model.weight0}), (inp,))
-
-    jac = {name: jacrev(f)(w0, inp).reshape(inp.shape[0], -1) for name, inp in (("train", x), ("test", xt))}
-    f0 = {"train": f(w0, x).detach(), "test": f(w0, xt).detach()}
-
-    def f_lin(w, split):                     # the network linearized at W₀, in parameter space
-        return f0[split] + jac[split] @ (w - w0).reshape(-1)
-
-    w = w0.clone().requires_grad_(True)
-    for _ in range(steps):
-        loss = ((f_lin(w, "train") - y) ** 2).mean()
-        (grad,) = torch.autograd.grad(loss, w)
-        w = (w - lr * grad).detach().requires_grad_(True)
-    with torch.no_grad():
-        lin = L.LinearizedGD(model.tangent_kernel(x), model.tangent_kernel(xt, x), y, model(x), model(xt), lr)
-        torch.testing.assert_close(lin.train_residual(steps), f_lin(w, "train") - y, rtol=1e-9, atol=1e-11)
-        torch.testing.assert_close(lin.test_prediction(steps), f_lin(w, "test"), rtol=1e-9, atol=1e-11)
-        # t = 0 is the initial network; t → ∞ is ridgeless kernel regression (interpolates the train set)
-        torch.testing.assert_close(lin.test_prediction(0), model(xt))
-        assert lin.train_residual(math.inf).abs().max() < 1e-9
-        k = model.tangent_kernel(x)
-        ridgeless = model(xt) + model.tangent_kernel(xt, x) @ torch.linalg.solve(k, y - model(x))
-        torch.testing.assert_close(lin.test_prediction(math.inf), ridgeless, rtol=1e-8, atol=1e-10)
-
-
-def test_kernel_alignment_formulas():
-    g = torch.Generator().manual_seed(1)
-    a = torch.randn(9, 4, generator=g, dtype=torch.float64)
-    k = a @ a.T
-    y = torch.randn(9, generator=g, dtype=torch.float64)
-    h = torch.eye(9, dtype=torch.float64) - 1 / 9
-    yc = h @ y
-    cortes = float(yc @ (h @ k @ h) @ yc / ((h @ k @ h).norm() * (yc @ yc)))
-    assert L.kernel_alignment(k, y) == pytest.approx(cortes, rel=1e-12)
-    code = float(yc @ (h @ k) @ yc / ((h @ k).norm() * (yc @ yc)))
-    assert L.kernel_alignment(k, y, centring="column") == pytest.approx(code, rel=1e-12)
-    assert L.kernel_alignment(torch.outer(y, y) * 3.0, y) == pytest.approx(1.0, rel=1e-12)
-    assert L.kernel_alignment(5.0 * k, y + 2.0) == pytest.approx(cortes, rel=1e-12)
-    with pytest.raises(ConfigError, match="centring"):
-        L.kernel_alignment(k, y, centring="rows")
 
 
 def test_config_validation_and_units():

@@ -15,6 +15,7 @@ from telescope.kernels import (
     kernel_target_alignment,
     kernel_weight_norms,
     relative_change,
+    spectrum_effective_rank,
     top_eigenvalues,
 )
 
@@ -102,3 +103,42 @@ def test_statistics_refuse_bad_input():
         effective_rank(K, method="svd")
     with pytest.raises(ConfigError, match="count must be"):
         top_eigenvalues(K, 0)
+
+
+def test_alignment_against_the_projector_formula_for_vector_and_matrix_targets():
+    # HKH and H y yᵀ H with the explicit H = I − 11ᵀ/n (the formula lazy-rich and deep-grokking log)
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    k = a @ a.T
+    h = torch.eye(9, dtype=torch.float64) - 1 / 9
+    for yy in (torch.randn(9, generator=g, dtype=torch.float64), torch.randn(9, 3, generator=g, dtype=torch.float64)):
+        ym = yy.reshape(9, -1)
+        kc, tc = h @ k @ h, h @ ym @ ym.T @ h
+        close(kernel_target_alignment(k, yy), float((kc * tc).sum() / (kc.norm() * tc.norm())))
+        kcol = h @ k
+        yc = h @ ym
+        code = torch.trace(yc.T @ kcol @ yc) / (kcol.norm() * tc.norm())
+        close(kernel_target_alignment(k, yy, centering="one_sided"), float(code))
+        close(kernel_target_alignment(5.0 * k + 2.0, yy + 3.0), float((kc * tc).sum() / (kc.norm() * tc.norm())))
+
+
+def test_alignment_of_one_hot_labels_accepts_integer_targets():
+    g = torch.Generator().manual_seed(4)
+    labels = torch.nn.functional.one_hot(torch.randint(0, 10, (200,), generator=g), 10)   # int64
+    yd = labels.double()
+    close(kernel_target_alignment(yd @ yd.T, labels), 1.0)
+    close(kernel_target_alignment(5.0 * yd @ yd.T + 3.0, labels), 1.0)                  # scale, shift
+    z = torch.randn(200, 50, generator=g, dtype=torch.float64)
+    assert abs(kernel_target_alignment(z @ z.T, labels).item()) < 0.1
+    assert math.isnan(kernel_target_alignment(torch.ones(200, 200, dtype=torch.float64), labels).item())
+
+
+def test_spectrum_effective_rank_by_hand_and_of_a_zero_spectrum():
+    close(spectrum_effective_rank(T([2, 2, 0])), 2.0)
+    close(spectrum_effective_rank(T([3, 1]), method="participation"), 16 / 10)
+    close(spectrum_effective_rank(T([0, 0])), 0.0)
+    close(effective_rank(torch.zeros(3, 3, dtype=torch.float64)), 0.0)
+    with pytest.raises(ShapeError, match="1-d"):
+        spectrum_effective_rank(torch.eye(2, dtype=torch.float64))
+    with pytest.raises(ConfigError, match="method"):
+        spectrum_effective_rank(T([1, 2]), method="svd")

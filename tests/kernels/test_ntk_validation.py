@@ -191,16 +191,3 @@ def test_auto_prefers_structured_unless_mostly_fallback(caplog):
     with caplog.at_level(logging.DEBUG, logger="telescope.kernels.ntk"):
         empirical_ntk(norm_net, torch.randn(3, 2, dtype=torch.float64), params=["1.weight", "1.bias"], output="full")
     assert "chose 'ntk_vp'" in caplog.text
-
-
-def test_kernels_import_only_torch():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, telescope.kernels; "
-        "bad = [m for m in ('telescope.store', 'telescope.cli', 'telescope.experiments', "
-        "'matplotlib', 'sklearn', 'pandas', 'scipy') if m in sys.modules]; print(bad)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from telescope.report import build_index, build_report
-from telescope.report.aggregate import runs_table, sweep_table
+from telescope.report.aggregate import sweep_table
 from telescope.store import read_json
 from telescope.sweeps import SweepSpec, parse_grid, run_one, run_sweep
 

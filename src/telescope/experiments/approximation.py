@@ -18,15 +18,15 @@ log-spaced steps, it logs |f − f̃| (``telescope/abs_err``), |f − f_lin|
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from telescope.data import binary_task
-from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
 from telescope.lens import Lens
+from telescope.measures import binary_error, binary_metrics
 from telescope.models import MLP
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
@@ -96,17 +96,13 @@ def run_unit(cfg: Config, data, setting: str, lr: float, seed: int, sink, device
         metrics = {
             "telescope/abs_err": float((net - p["telescope"]).abs().mean()),
             "linearized/abs_err": float((net - p["linearized"]).abs().mean()),
-            "mse": float(((net - y_test.double()) ** 2).mean()),
+            **binary_metrics(net, y_test),
+            "telescope/error": binary_error(p["telescope"], y_test),
+            "linearized/error": binary_error(p["linearized"], y_test),
         }
-        for key, f in (("error", net), ("telescope/error", p["telescope"]), ("linearized/error", p["linearized"])):
-            metrics[key] = float(((f > 0.5).double() != y_test.double()).double().mean())
         sink.log_dict(step, "test", metrics)
         with torch.no_grad():
-            f_train = model(x).double()
-        sink.log_dict(step, "train", {
-            "mse": float(((f_train - y.double()) ** 2).mean()),
-            "error": float(((f_train > 0.5).double() != y.double()).double().mean()),
-        })
+            sink.log_dict(step, "train", binary_metrics(model(x), y))
         if mean_loss is not None:
             sink.log(step, "train", "loss", mean_loss)
 

@@ -23,7 +23,7 @@ the last hidden layer. Digest: shared/papers/grokking-and-kernel-dynamics.md (a)
 
 # NOTE [deep grokking deviations]
 # * Ranks: pre-activations (outputs of each ``nn.Linear``) of a float64 copy of the net on
-#   the test images, NOTE [feature rank tolerance] in telescope/lens/rank.py.
+#   the test images, NOTE [feature rank tolerance] in telescope/measures/features.py.
 # * Tunnel length counts the width-w layers 1..L−1 with rank < 0.75·w (the output layer's
 #   rank is at most 10 and is left out); ``tunnel_length`` uses the authors' rank,
 #   ``tunnel_length_rel`` the rank at relative tolerance ``rank_rtol``.
@@ -32,10 +32,9 @@ the last hidden layer. Digest: shared/papers/grokking-and-kernel-dynamics.md (a)
 #   authors train a softmax head with Adam for 30 epochs; the closed form needs no
 #   learning rate and is deterministic, and measures the same thing (linear decodability).
 # * NTK alignment: the trace tangent kernel Σ_k ∇θ f_k(x)·∇θ f_k(x') restricted to the
-#   parameters (weight and bias) of the last hidden layer (``last_hidden_ntk``: torch.func
-#   for ∂f/∂z, then the outer-product structure of a linear layer; checked against the full
-#   torch.func Jacobian) on the first ``ntk_points`` test images, centred-aligned with the
-#   one-hot label kernel.
+#   parameters (weight and bias) of the last hidden layer (``last_hidden_ntk``:
+#   ``telescope.kernels.empirical_ntk(params=[...])`` on a float64 copy) on the first
+#   ``ntk_points`` test images, centred-aligned with the one-hot label kernel.
 # * Not included: the smoother's effective parameters p_train/p_test. With 10 outputs and
 #   N ≥ 1000 the exact smoother tracks an (N·10)-column matrix per probe point through
 #   every step; that is beyond a CPU-minutes preset (see docs/deep-grokking.md).
@@ -43,7 +42,6 @@ the last hidden layer. Digest: shared/papers/grokking-and-kernel-dynamics.md (a)
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -51,12 +49,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from telescope.data import load_digits, load_mnist
 from telescope.errors import ConfigError, DataError
 from telescope.experiments.base import RunContext, bounded
-from telescope.lens.rank import centered_alignment, effective_rank, numerical_rank, tunnel_length
+from telescope.kernels import empirical_ntk, kernel_target_alignment
+from telescope.measures import (as_float64, feature_effective_rank, layer_features, numerical_rank, probe_accuracy,
+                                tunnel_length, weight_norm)
 from telescope.models import MLP, scale_init
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
@@ -170,94 +169,13 @@ def _balanced_from(y: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Gener
 # ----------------------------------------------------------------------------- measurements
 
 
-@torch.no_grad()
-def layer_features(model: MLP, x: torch.Tensor) -> list[torch.Tensor]:
-    """The output of every ``nn.Linear`` of ``model`` on ``x``: L tensors (n, d_l), pre-activation."""
-    feats = []
-    h = x
-    for module in model:
-        h = module(h)
-        if isinstance(module, nn.Linear):
-            feats.append(h)
-    return feats
-
-
-def as_float64(model: MLP) -> MLP:
-    """A float64 copy of ``model`` (NOTE [feature rank tolerance]: ranks need float64 arithmetic)."""
-    if all(p.dtype == torch.float64 for p in model.parameters()):
-        return model
-    return copy.deepcopy(model).double()
-
-
-def weight_norms(model: MLP) -> dict[str, float]:
-    """L2 norm of all parameters and of the last linear layer (weight and bias)."""
-    total = math.sqrt(sum(float((p.detach().double() ** 2).sum()) for p in model.parameters()))
-    last = model.linear_layers()[-1]
-    last_norm = math.sqrt(sum(float((p.detach().double() ** 2).sum()) for p in last.parameters()))
-    return {"weight_norm": total, "weight_norm/last_layer": last_norm}
-
-
-def probe_accuracy(train_feats: torch.Tensor, y_train: torch.Tensor, test_feats: torch.Tensor,
-                   y_test: torch.Tensor, ridge: float = 1e-3) -> float:
-    """Test accuracy of a ridge classifier on one-hot targets fit to (N, d) training features.
-
-    Features are standardised with the training mean and std (constant columns dropped),
-    an intercept is added, and W = (XᵀX + λI)⁻¹XᵀY with λ = ridge·tr(XᵀX)/d, in float64.
-    Cost O(N d² + d³). (NOTE [deep grokking deviations].)
-    """
-    xtr, xte = train_feats.double(), test_feats.double()
-    mean, std = xtr.mean(0), xtr.std(0)
-    keep = std > 1e-12 * max(float(std.max()), 1e-300)
-    xtr = (xtr[:, keep] - mean[keep]) / std[keep]
-    xte = (xte[:, keep] - mean[keep]) / std[keep]
-    ones = lambda a: torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], 1)  # noqa: E731
-    xtr, xte = ones(xtr), ones(xte)
-    targets = torch.nn.functional.one_hot(y_train, 10).double()
-    gram = xtr.T @ xtr
-    lam = ridge * float(torch.trace(gram)) / gram.shape[0]
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    w = torch.linalg.solve(gram + lam * eye, xtr.T @ targets)
-    return float(((xte @ w).argmax(1) == y_test).double().mean())
-
-
-def last_hidden_ntk(model: MLP, x: torch.Tensor, implementation: str = "structured") -> torch.Tensor:
-    """Trace tangent kernel of the last hidden layer's parameters: (n, d) → (n, n) float64.
-
-    K(x, x') = Σ_k Σ_θ ∂f_k(x)/∂θ · ∂f_k(x')/∂θ over θ = weight and bias of linear layer L−1
-    (the layer z = W h + b that feeds the last ReLU), on a float64 copy of ``model``.
-
-    * ``"structured"`` (default): ∂f_k/∂W_ij = g_ki h_j with g = ∂f/∂z, so
-      K = (Σ_k G_k G_kᵀ) ⊙ (H Hᵀ + 1); g by ``torch.func.jacrev`` of the layers after z,
-      vmapped over inputs. Time O(n k w² + n² (k w + d)), memory O(n k w + n²).
-    * ``"reference"``: the full parameter Jacobian by ``torch.func.jacrev`` through
-      ``functional_call``, then J Jᵀ. Memory O(n k P) with P = w·d + w: a check only.
-    """
-    from torch.func import functional_call, jacrev, vmap
-
+def last_hidden_ntk(model: MLP, x: torch.Tensor) -> torch.Tensor:
+    """Trace tangent kernel (n, n) float64 of the last hidden layer's weight and bias
+    (the layer z = W h + b that feeds the last ReLU), on a float64 copy of ``model``; x (n, d)."""
     net = as_float64(model)
-    modules = list(net)
     layer = net.linear_layers()[-2]
-    where = next(i for i, m in enumerate(modules) if m is layer)
-    xs = x.double()
-    if implementation == "structured":
-        before, after = nn.Sequential(*modules[:where]), nn.Sequential(*modules[where + 1:])
-        with torch.no_grad():
-            h = before(xs)
-            z = layer(h)
-        g = vmap(jacrev(lambda zi: after(zi[None])[0]))(z).detach()  # (n, k, w)
-        return torch.einsum("nkw,mkw->nm", g, g) * (h @ h.T + 1.0)
-    if implementation == "reference":
-        prefix = next(name for name, m in net.named_modules() if m is layer)
-        params = {f"{prefix}.{k}": v.detach() for k, v in layer.named_parameters()}
-        others = {k: v.detach() for k, v in net.named_parameters() if k not in params}
-
-        def f(p, xi):
-            return functional_call(net, {**others, **p}, (xi[None],))[0]
-
-        jac = vmap(jacrev(f), in_dims=(None, 0))(params, xs)
-        flat = torch.cat([j.reshape(xs.shape[0], j.shape[1], -1) for j in jac.values()], dim=2)  # (n, k, P)
-        return torch.einsum("nkp,mkp->nm", flat, flat).detach()
-    raise ConfigError(f"last_hidden_ntk(implementation={implementation!r}): choose 'structured' or 'reference'")
+    prefix = next(name for name, m in net.named_modules() if m is layer)
+    return empirical_ntk(net, x.double(), params=[f"{prefix}.weight", f"{prefix}.bias"]).detach()
 
 
 # ----------------------------------------------------------------------------- one run
@@ -291,7 +209,8 @@ def run_unit(cfg: Config, data: Digits, depth: int, weight_decay: float, seed: i
     def record(step: int, mean_loss: float | None) -> None:
         evaluate("train", x, y, step)
         evaluate("test", x_test, y_test, step)
-        sink.log_dict(step, "train", weight_norms(model))
+        sink.log_dict(step, "train", {"weight_norm": weight_norm(model.parameters()),
+                                      "weight_norm/last_layer": weight_norm(model.linear_layers()[-1].parameters())})
         if mean_loss is not None:
             sink.log(step, "train", "loss", mean_loss)
         net64 = as_float64(model)
@@ -302,7 +221,7 @@ def run_unit(cfg: Config, data: Digits, depth: int, weight_decay: float, seed: i
             ranks.append(r)
             rel.append(rr)
             sink.log_dict(step, "test", {f"feature_rank/{layer}": r, f"feature_rank_rel/{layer}": rr,
-                                         f"effective_rank/{layer}": effective_rank(a)})
+                                         f"effective_rank/{layer}": feature_effective_rank(a)})
         sink.log_dict(step, "test", {
             "tunnel_length": tunnel_length(ranks[:hidden], cfg.width, cfg.tunnel_fraction),
             "tunnel_length_rel": tunnel_length(rel[:hidden], cfg.width, cfg.tunnel_fraction)})
@@ -314,8 +233,8 @@ def run_unit(cfg: Config, data: Digits, depth: int, weight_decay: float, seed: i
             if cfg.ntk_points:
                 xs = x_test[:cfg.ntk_points]
                 kernel = last_hidden_ntk(model, xs)
-                sink.log(step, "test", "ntk/alignment",
-                         centered_alignment(kernel, torch.nn.functional.one_hot(y_test[:len(xs)], 10)))
+                labels = torch.nn.functional.one_hot(y_test[:len(xs)], 10)
+                sink.log(step, "test", "ntk/alignment", float(kernel_target_alignment(kernel, labels)))
 
     recorder = RecordAt(checkpoints, record)
     recorder.start()

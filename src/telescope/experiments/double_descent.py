@@ -64,6 +64,7 @@ from telescope.data import Split, binary_task
 from telescope.data.images import digit_group_task
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
+from telescope.measures import binary_metrics
 from telescope.models import MLP
 from telescope.train import fit, make_optimizer, squared_loss
 
@@ -252,9 +253,7 @@ def train_width(cfg: Config, data: Split, dataset: str, width: int, seed: int, s
         with torch.no_grad():
             out = {}
             for split, xs, ys in (("train", x, y), ("test", x_test, y_test)):
-                f = model(xs).double()
-                out[split] = {"mse": float(((f - ys.double()) ** 2).mean()),
-                              "error": float(((f > 0.5).double() != ys.double()).double().mean())}
+                out[split] = binary_metrics(model(xs), ys)
             return out
 
     best, stale, reason, step, epoch = math.inf, 0, "max_epochs", 0, 0

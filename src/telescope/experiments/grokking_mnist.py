@@ -36,7 +36,6 @@ and the smoother's ``smoother/p_eff`` and ``smoother/residual`` on train and tes
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,6 +47,7 @@ from telescope.data.images import digit_group_task
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
 from telescope.lens import Lens, SmootherSpec, adam_sharpness, smoother_metrics
+from telescope.measures import binary_metrics, weight_norm
 from telescope.models import MLP, scale_init
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
@@ -144,18 +144,13 @@ def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, devi
     def record(step: int, mean_loss: float | None) -> None:
         with torch.no_grad():
             for split, xs, ys in (("train", x, y), ("test", x_test, y_test)):
-                f = model(xs).double()
-                sink.log_dict(step, split, {
-                    "mse": float(((f - ys.double()) ** 2).mean()),
-                    "error": float(((f > 0.5).double() != ys.double()).double().mean()),
-                })
-            weight_norm = math.sqrt(sum(float(p.double().pow(2).sum()) for p in model.parameters()))
+                sink.log_dict(step, split, binary_metrics(model(xs), ys))
         pred = lens.predictions("test", linearized=False)
         sink.log(step, "test", "telescope/abs_err",
                  float((pred["network"].double() - pred["telescope"].double()).abs().mean()))
         for split, values in smoother_metrics(lens).items():
             sink.log_dict(step, split, values)
-        sink.log(step, "train", "weight_norm", weight_norm)
+        sink.log(step, "train", "weight_norm", weight_norm(model.parameters()))
         if step > 0:    # NOTE [adam edge of stability]: λ_max(γ·a·J_B diag(1/φ) J_Bᵀ) / 2(1+β1)/(1−β1)
             sink.log(step, "train", "adam/sharpness_ratio",
                      adam_sharpness(model, opt, x[:cfg.batch_size], loss=cfg.loss)["ratio"])

@@ -28,9 +28,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from telescope.errors import ConfigError, DivergenceError
+from telescope.errors import DivergenceError
 from telescope.experiments.base import RunContext, bounded
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
+from telescope.train import fit
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,6 @@ def run_unit(cfg: Config, epsilon: float, seed: int, sink, progress=None) -> dic
         lens = Lens(model, {"test": xt}, smoother=SmootherSpec(x, y, loss="mse"))
         tracker = smoother_of(lens)
         opt = torch.optim.SGD(model.parameters(), lr=lr)
-        batch = torch.arange(cfg.n_train)
 
         def state():
             tel = {"train": tracker.telescope("train"), "test": tracker.telescope("test")}
@@ -135,37 +135,40 @@ def run_unit(cfg: Config, epsilon: float, seed: int, sink, progress=None) -> dic
                     {"train": smoother.residual("train"), "test": smoother.residual("test")})
 
     l0 = None
-    for ep in range(cfg.epochs + 1):
-        if ep in grid:
-            with torch.no_grad():
-                f_train, f_test = model(x), model(xt)
-                mse = {"train": float(((f_train - y) ** 2).mean()), "test": float(((f_test - yt) ** 2).mean())}
-            if not math.isfinite(mse["train"]):
-                raise DivergenceError(f"grokking-poly: ε={epsilon:g} diverged at step {ep} (γ={lr:g}); lower lr")
-            l0 = mse["test"] if l0 is None else l0
-            p, tel, res = state()
-            for split, f in (("train", f_train), ("test", f_test)):
-                sink.log_dict(ep, split, {"mse": mse[split], "smoother/p_eff": p[split],
-                                          "telescope/abs_err": float((f - tel[split].to(f.dtype)).abs().mean()),
-                                          "smoother/residual": res[split]})
-            for key, v in (("step", ep), ("train", mse["train"]), ("test", mse["test"]),
-                           ("p_train", p["train"]), ("p_test", p["test"])):
-                rows[key].append(float(v))
-        if ep == cfg.epochs:
-            break
-        if cfg.smoother == "lens":
-            opt.zero_grad(set_to_none=True)
-            loss = ((model(x) - y) ** 2).mean()
-            loss.backward()
-            lens.step(opt, batch=batch)
-        else:
+
+    def record(ep: int, _loss: float | None = None) -> None:
+        nonlocal l0
+        if ep not in grid:
+            return
+        with torch.no_grad():
+            f_train, f_test = model(x), model(xt)
+            mse = {"train": float(((f_train - y) ** 2).mean()), "test": float(((f_test - yt) ** 2).mean())}
+        if not math.isfinite(mse["train"]):
+            raise DivergenceError(f"grokking-poly: ε={epsilon:g} diverged at step {ep} (γ={lr:g}); lower lr")
+        l0 = mse["test"] if l0 is None else l0
+        p, tel, res = state()
+        for split, f in (("train", f_train), ("test", f_test)):
+            sink.log_dict(ep, split, {"mse": mse[split], "smoother/p_eff": p[split],
+                                      "telescope/abs_err": float((f - tel[split].to(f.dtype)).abs().mean()),
+                                      "smoother/residual": res[split]})
+        for key, v in (("step", ep), ("train", mse["train"]), ("test", mse["test"]),
+                       ("p_train", p["train"]), ("p_test", p["test"])):
+            rows[key].append(float(v))
+
+    record(0)
+    if cfg.smoother == "lens":
+        fit(model, opt, lambda f, t: ((f - t) ** 2).mean(), x, y, steps=cfg.epochs, batch_size=cfg.n_train,
+            generator=gen, lens=lens, callbacks=[record], progress=progress)
+    else:   # closed-form GD (no autograd), so not through fit: mse_gradient's float ops are its own
+        for ep in range(1, cfg.epochs + 1):
             with torch.no_grad():
                 before = model.weight.detach().clone()
                 delta = -lr * model.mse_gradient(x, model(x) - y)
                 model.weight += delta
                 smoother.step(before, delta)
-        if progress is not None and ep % 100 == 99:
-            progress.update(100)
+            record(ep)
+            if progress is not None and ep % 100 == 0:
+                progress.update(100)
     return summarize_unit({k: np.array(v) for k, v in rows.items()}, l0, cfg.gap_ratio)
 
 

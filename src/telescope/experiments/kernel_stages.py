@@ -54,6 +54,7 @@ from telescope.flow import (
     sample_sphere,
 )
 from telescope.flow.inner_product import INNER_PRODUCT_KERNELS
+from telescope.train import fit
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,11 @@ def _speed_unit(s, base: EmpiricalFlow, nugget: float, problem: _Problem, cross:
     _log_curves(s, times, flow.train_mse(times), flow.test_mse(cross, problem.f_test, times), oracle)
 
 
+def half_mse(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(1/2n) Σ (y − f)², the bridge's objective (NOTE [flow convention])."""
+    return 0.5 * torch.mean((f - y) ** 2)
+
+
 def _bridge_unit(s, config: Config, target: ProductTarget, progress, device: str = "cpu") -> None:
     d, n = config.bridge_d, config.bridge_n
     problem = _problem(target, d, n, config.bridge_n_test, config.noise, config.seed, stream=7)
@@ -220,39 +226,44 @@ def _bridge_unit(s, config: Config, target: ProductTarget, progress, device: str
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     opt_online = torch.optim.SGD(online.parameters(), lr=lr)
     record = {int(v): i for i, v in enumerate(steps)}
-    for step in range(config.bridge_steps + 1):
-        if step in record:
-            i = record[step]
-            with torch.no_grad():
-                train_mse = torch.mean((net(x) - y) ** 2).item()
-                test_mse = torch.mean((net(x_test) - f_test) ** 2).item()
-                online_mse = torch.mean((online(x_test) - f_test) ** 2).item()
-            if not all(map(math.isfinite, (train_mse, test_mse, online_mse))):
-                raise ConfigError(f"kernel-stages bridge: GD diverged at step {step}; lower bridge_lr "
-                                  f"(got {config.bridge_lr})")
-            if step > 0:   # step 0 cannot sit on a log axis; all curves start equal there anyway
-                s.log(step, "train", "mse", train_mse)
-                s.log(step, "test", "mse", test_mse)
-                s.log(step, "train", "kernel_flow/mse", k_train[i])
-                s.log(step, "test", "kernel_flow/mse", k_test[i])
-                s.log(step, "test", "online_sgd/mse", online_mse)
-                s.log(step, "oracle", "mse", oracle[i])
-                s.log(step, "oracle", "mse_on_test", oracle_test[i])
-        if step == config.bridge_steps:
-            break
-        # full-batch GD on (1/2n) Σ (y − f)² — NOTE [flow convention]
-        opt.zero_grad()
-        (0.5 * torch.mean((net(x) - y) ** 2)).backward()
-        opt.step()
+
+    def online_step() -> None:
         # online SGD: a fresh batch every step, the same objective in expectation as R(f)
         xb_np = sample_sphere(config.bridge_batch, d, rng)
         xb = torch.as_tensor(xb_np, device=device)
         yb = torch.as_tensor(target(xb_np) + config.noise * rng.standard_normal(config.bridge_batch),
                              device=device)
         opt_online.zero_grad()
-        (0.5 * torch.mean((online(xb) - yb) ** 2)).backward()
+        half_mse(online(xb), yb).backward()
         opt_online.step()
-        progress.update()
+
+    def log(step: int) -> None:
+        i = record[step]
+        with torch.no_grad():
+            train_mse = torch.mean((net(x) - y) ** 2).item()
+            test_mse = torch.mean((net(x_test) - f_test) ** 2).item()
+            online_mse = torch.mean((online(x_test) - f_test) ** 2).item()
+        if not all(map(math.isfinite, (train_mse, test_mse, online_mse))):
+            raise ConfigError(f"kernel-stages bridge: GD diverged at step {step}; lower bridge_lr "
+                              f"(got {config.bridge_lr})")
+        if step > 0:   # step 0 cannot sit on a log axis; all curves start equal there anyway
+            s.log(step, "train", "mse", train_mse)
+            s.log(step, "test", "mse", test_mse)
+            s.log(step, "train", "kernel_flow/mse", k_train[i])
+            s.log(step, "test", "kernel_flow/mse", k_test[i])
+            s.log(step, "test", "online_sgd/mse", online_mse)
+            s.log(step, "oracle", "mse", oracle[i])
+            s.log(step, "oracle", "mse_on_test", oracle_test[i])
+
+    def after_step(step: int, loss: float) -> None:
+        online_step()
+        if step in record:
+            log(step)
+
+    log(0)
+    # full-batch GD on (1/2n) Σ (y − f)² — NOTE [flow convention]; the online net steps beside it
+    fit(net, opt, half_mse, x, y, steps=config.bridge_steps, batch_size=len(y), generator=torch.Generator(),
+        callbacks=[after_step], progress=progress)
 
 
 # ----------------------------------------------------------------------------- run

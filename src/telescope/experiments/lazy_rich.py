@@ -35,7 +35,6 @@ Digest: shared/papers/grokking-and-kernel-dynamics.md (c).
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,12 +42,19 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from telescope.errors import ConfigError, DivergenceError
+from telescope.errors import DivergenceError
 from telescope.experiments.base import RunContext, bounded
+from telescope.flow import LinearizedGD
+from telescope.kernels import kernel_target_alignment
+from telescope.measures import weight_norm
 from telescope.models.modular import ModularQuadraticMLP, modular_addition
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
+from telescope.train import fit, log_steps
 
-log = logging.getLogger(__name__)
+
+def alignment(kernel: torch.Tensor, y: torch.Tensor, centering: str = "double") -> float:
+    """``ntk/alignment`` (Cortes et al.) and, with ``"one_sided"``, the authors' code's form."""
+    return float(kernel_target_alignment(kernel, y, centering=centering))
 
 
 @dataclass(frozen=True)
@@ -108,82 +114,7 @@ class Config:
         return [(a, e, t, tuple(roles)) for (a, e, t), roles in runs.items()]
 
 
-# ----------------------------------------------------------------------------- kernel tools
-
-
-def kernel_alignment(kernel: torch.Tensor, y: torch.Tensor, *, centring: str = "double") -> float:
-    """Kernel–target alignment y_cᵀ K_c y_c / (‖K_c‖_F ‖y_c‖²), y_c = y − mean(y).
-
-    ``centring="double"``: K_c = HKH, H = I − 11ᵀ/n (Cortes, Mohri & Rostamizadeh's
-    centred alignment; the contract's ``ntk/alignment``). ``"column"``: K_c = K − column
-    means, as the authors' code computes it (the numerator is the same; the norm differs).
-    Cost O(n²). Shapes: kernel (n, n), y (n,).
-    """
-    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or y.shape != (kernel.shape[0],):
-        raise ConfigError(f"kernel_alignment: kernel {tuple(kernel.shape)} and y {tuple(y.shape)} "
-                          "must be (n, n) and (n,)")
-    yc = y - y.mean()
-    kc = kernel - kernel.mean(dim=0, keepdim=True)
-    if centring == "double":
-        kc = kc - kc.mean(dim=1, keepdim=True)
-    elif centring != "column":
-        raise ConfigError(f"kernel_alignment(centring={centring!r}): choose 'double' or 'column'")
-    return float((yc @ kc @ yc) / (kc.norm() * (yc @ yc)))
-
-
-class LinearizedGD:
-    """Full-batch GD on mean((f − y)²) of a model linearized at init, in closed form.
-
-    With the initial tangent kernel K = V diag(λ) Vᵀ on the training inputs, step size
-    η and c = 2η/n, the train residual after t steps is r_t = (I − cK)^t r₀ and the
-    prediction at any x is f_t(x) = f₀(x) − k(x)ᵀ V diag(g_t(λ)) Vᵀ r₀ with
-    g_t(λ) = (1 − (1 − cλ)^t)/λ (→ c·t as λ → 0). t = ∞ gives ridgeless kernel
-    regression (g = 1/λ on the numerical range of K, 0 off it).
-    Cost: one eigendecomposition O(n³) at construction, then O(n² + m·n) per time.
-    Shapes: k_train (n, n), k_test (m, n), f0_* and y (n,) / (m,).
-    """
-
-    def __init__(self, k_train: torch.Tensor, k_test: torch.Tensor, y: torch.Tensor,
-                 f0_train: torch.Tensor, f0_test: torch.Tensor, lr: float):
-        lam, v = torch.linalg.eigh(k_train)
-        self.lam, self.v = lam, v
-        self.c = 2.0 * lr / k_train.shape[0]
-        self.r0 = v.T @ (f0_train - y)          # residual in the eigenbasis
-        self.kv = k_test @ v                    # (m, n)
-        self.f0_test, self.y = f0_test, y
-        self.range_mask = lam > lam.abs().max() * k_train.shape[0] * torch.finfo(lam.dtype).eps
-        if bool((self.c * lam.max()) >= 2.0):
-            log.warning("LinearizedGD: step size η=%g is beyond the stability edge 2/(c·λ_max)", lr)
-
-    def _g(self, t: float) -> torch.Tensor:
-        if math.isinf(t):
-            return torch.where(self.range_mask, 1.0 / self.lam, torch.zeros_like(self.lam))
-        x = self.c * self.lam
-        safe = x.abs() > 1e-300
-        with torch.no_grad():
-            one_minus_q = torch.where(x < 1.0, -torch.expm1(t * torch.log1p(-x.clamp(max=1 - 1e-16))),
-                                      1.0 - torch.pow(1.0 - x, t))
-            lam_safe = torch.where(safe, self.lam, torch.ones_like(self.lam))
-            return torch.where(safe, one_minus_q / lam_safe, torch.full_like(self.lam, self.c * t))
-
-    def train_residual(self, t: float) -> torch.Tensor:
-        """f_t − y on the training inputs, (n,)."""
-        if math.isinf(t):
-            return self.v @ torch.where(self.range_mask, torch.zeros_like(self.r0), self.r0)
-        return self.v @ (torch.pow(1.0 - self.c * self.lam, t) * self.r0)
-
-    def test_prediction(self, t: float) -> torch.Tensor:
-        """f_t on the test inputs, (m,)."""
-        return self.f0_test - self.kv @ (self._g(t) * self.r0)
-
-
 # ----------------------------------------------------------------------------- units
-
-
-def log_grid(total: int, points: int) -> list[int]:
-    """0 plus about ``points`` log-spaced epochs in [1, total], ending at ``total``."""
-    grid = np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), points)).astype(int))
-    return sorted({0, *grid.tolist(), total})
 
 
 def first_below(steps: np.ndarray, values: np.ndarray, level: float) -> float:
@@ -208,9 +139,9 @@ def run_committee(cfg: Config, data, alpha: float, epsilon: float, epochs: int, 
         kreg = float(((lin.test_prediction(math.inf) - yt) ** 2).mean())
         sink.log(0, "test", "kernel_regression/mse", kreg)
         k0_test = model.tangent_kernel(xt)
-        sink.log(0, "test", "kernel/initial_alignment", kernel_alignment(k0_test, yt, centring="column"))
+        sink.log(0, "test", "kernel/initial_alignment", alignment(k0_test, yt, centering="one_sided"))
 
-    grid = set(log_grid(epochs, cfg.log_points))
+    grid = set(log_steps(epochs, cfg.log_points))
     smoother = None
     if cfg.smoother_test_points > 0:
         from telescope.experiments.grokking_poly import ClosedFormSmoother
@@ -231,8 +162,8 @@ def run_committee(cfg: Config, data, alpha: float, epsilon: float, epochs: int, 
                 dec = model.loss_decomposition(beta)
                 sink.log_dict(ep, "population", {f"decomposition/{k}": v for k, v in dec.items()})
                 k = model.tangent_kernel(xt)
-                sink.log_dict(ep, "test", {"ntk/alignment": kernel_alignment(k, yt),
-                                           "ntk/alignment_code": kernel_alignment(k, yt, centring="column")})
+                sink.log_dict(ep, "test", {"ntk/alignment": alignment(k, yt),
+                                           "ntk/alignment_code": alignment(k, yt, centering="one_sided")})
                 if smoother is not None:
                     p = smoother.effective_parameters()
                     sink.log(ep, "train", "smoother/p_eff", p["train"])
@@ -278,30 +209,30 @@ def run_modular(cfg: Config, scale: float, sink, progress=None) -> dict[str, flo
     model = ModularQuadraticMLP(cfg.modular_p, cfg.modular_width, scale=scale, generator=gen, dtype=torch.float64)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.modular_lr / scale ** 2)
     steps, acc_tr, acc_te = [], [], []
-    for ep in range(cfg.modular_epochs + 1):
-        out = model(x)
-        loss = ((out - y) ** 2).mean() / scale ** 2
-        if ep % cfg.modular_eval_every == 0:
-            with torch.no_grad():
-                if not math.isfinite(float(loss)):
-                    raise DivergenceError(f"lazy-rich: modular MLP at scale {scale:g} diverged at epoch {ep}; "
-                                          f"lower modular_lr (now {cfg.modular_lr:g})")
-                out_t = model(xt)
-                a_tr = float((out.argmax(1) == y.argmax(1)).double().mean())
-                a_te = float((out_t.argmax(1) == yt.argmax(1)).double().mean())
-                steps.append(ep), acc_tr.append(a_tr), acc_te.append(a_te)
-                sink.log_dict(ep, "train", {"loss": float(loss), "mse": float(((out - y) ** 2).mean()),
-                                            "error": 1 - a_tr,
-                                            "weight_norm": float(torch.sqrt(sum((p ** 2).sum() for p in model.parameters())))})
-                sink.log_dict(ep, "test", {"loss": float(((out_t - yt) ** 2).mean() / scale ** 2),
-                                           "mse": float(((out_t - yt) ** 2).mean()), "error": 1 - a_te})
-        if ep == cfg.modular_epochs:
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if progress is not None and ep % 100 == 99:
-            progress.update(100)
+
+    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((out - target) ** 2).mean() / scale ** 2
+
+    @torch.no_grad()
+    def record(ep: int, _loss: float | None = None) -> None:
+        if ep % cfg.modular_eval_every:
+            return
+        out, out_t = model(x), model(xt)
+        loss = float(loss_fn(out, y))
+        if not math.isfinite(loss):
+            raise DivergenceError(f"lazy-rich: modular MLP at scale {scale:g} diverged at epoch {ep}; "
+                                  f"lower modular_lr (now {cfg.modular_lr:g})")
+        a_tr = float((out.argmax(1) == y.argmax(1)).double().mean())
+        a_te = float((out_t.argmax(1) == yt.argmax(1)).double().mean())
+        steps.append(ep), acc_tr.append(a_tr), acc_te.append(a_te)
+        sink.log_dict(ep, "train", {"loss": loss, "mse": float(((out - y) ** 2).mean()), "error": 1 - a_tr,
+                                    "weight_norm": weight_norm(model.parameters())})
+        sink.log_dict(ep, "test", {"loss": float(loss_fn(out_t, yt)),
+                                   "mse": float(((out_t - yt) ** 2).mean()), "error": 1 - a_te})
+
+    record(0)
+    fit(model, opt, loss_fn, x, y, steps=cfg.modular_epochs, batch_size=len(x), generator=gen,
+        callbacks=[record], progress=progress)
     s, tr, te = np.array(steps), np.array(acc_tr), np.array(acc_te)
     t_train, t_test = first_below(s, 1 - tr, 0.1), first_below(s, 1 - te, 0.1)
     return {"final_train_acc": float(tr[-1]), "final_test_acc": float(te[-1]),

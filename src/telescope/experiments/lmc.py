@@ -11,7 +11,7 @@ vs the first-order prediction f_{θ_t'} + ∇f_{θ_t'}·(θ_avg − θ_t'). Dige
 
 # NOTE [lmc choices]
 # - Gradient change: the true-class logit, parent checkpoints t' and t' + Δ
-#   (NOTE [gradient change] in telescope.lens.averaging).
+#   (NOTE [gradient change] in telescope.measures.averaging).
 # - First-order prediction: gradients frozen at the spawn point, t* = t'.
 # - BatchNorm: averaged weights get running statistics re-estimated on training data
 #   (``bn_recompute=True``, the default); children keep their own.
@@ -47,12 +47,14 @@ import torch.nn.functional as F
 
 from telescope.data.core import Split
 from telescope.data.vision import augment_crop_flip, classification, match_shape
-from telescope.errors import ConfigError, DivergenceError
+from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
-from telescope.lens.averaging import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
-                                      has_batchnorm, interpolate, layer_kinds, recompute_batchnorm)
+from telescope.measures import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
+                                has_batchnorm, interpolate, interpolation_barrier, layer_kinds,
+                                recompute_batchnorm)
 from telescope.models import MLP
 from telescope.models.convnets import ResNet20, SmallCNN
+from telescope.train import batches, fit
 
 VARIANTS = ("random", "pretrained")
 SOURCE_FOR = {"cifar10": "mnist", "mnist": "fashion-mnist", "fashion-mnist": "mnist"}  # NOTE [pretrained source]
@@ -130,7 +132,8 @@ def build_model(cfg: Config, in_channels: int, image_size: int, classes: int) ->
 
 
 class Trainer:
-    """SGD with momentum on cross-entropy; its full state can be copied for spawning."""
+    """SGD with momentum on cross-entropy through :func:`telescope.train.fit`; its full state
+    (model, optimizer, batch stream, step count) can be copied for spawning."""
 
     def __init__(self, cfg: Config, model: nn.Module, data, seed: int, device: str):
         self.cfg, self.model, self.data, self.device = cfg, model, data, device
@@ -141,35 +144,24 @@ class Trainer:
 
     def reseed(self, seed: int) -> None:
         self.gen = torch.Generator().manual_seed(seed)
-        self.perm, self.pos = torch.randperm(len(self.data.y_train), generator=self.gen), 0
-
-    def _batch(self) -> torch.Tensor:
-        n, b = len(self.perm), self.cfg.batch_size
-        if self.pos + b > n:
-            self.perm, self.pos = torch.randperm(n, generator=self.gen), 0
-        idx = self.perm[self.pos:self.pos + b]
-        self.pos += b
-        return idx
+        self.stream = batches(len(self.data.y_train), self.cfg.batch_size, self.gen)
 
     def lr_at(self, step: int) -> float:
         return self.cfg.lr * 0.1 ** sum(step >= m for m in self.cfg.milestones)
 
+    def _schedule(self, step: int, batch: torch.Tensor) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(step - 1)      # the steps taken before this one
+
+    def _prepare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.augment:
+            x = augment_crop_flip(x, self.gen)
+        return x.to(self.device), y.to(self.device)
+
     def train(self, steps: int) -> None:
-        self.model.train()
-        for _ in range(steps):
-            idx = self._batch()
-            x, y = self.data.x_train[idx], self.data.y_train[idx]
-            if self.cfg.augment:
-                x = augment_crop_flip(x, self.gen)
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr_at(self.step_count)
-            self.opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.model(x.to(self.device)), y.to(self.device))
-            if not torch.isfinite(loss):
-                raise DivergenceError(f"lmc: the loss is {float(loss.detach())} at step {self.step_count + 1}; lower --set lr")
-            loss.backward()
-            self.opt.step()
-            self.step_count += 1
+        self.step_count = fit(self.model, self.opt, F.cross_entropy, self.data.x_train, self.data.y_train,
+                              steps=steps, stream=self.stream, before_step=[self._schedule], prepare=self._prepare,
+                              start_step=self.step_count)
 
     def spawn(self, seed: int) -> "Trainer":
         child = copy.copy(self)
@@ -215,14 +207,10 @@ def compare_children(cfg: Config, model: nn.Module, spawn_params, a_state, b_sta
         sink.log_dict(i, "interp", {"alpha": float(alpha), "loss": float(loss[i]), "error": float(err[i]),
                                     "spawn_step": float(t)})
     # α weights the first child (a): value at α = 0 is child b, at α = 1 child a
-    lin_loss = alphas * loss[-1] + (1 - alphas) * loss[0]
-    lin_err = alphas * err[-1] + (1 - alphas) * err[0]
-    half = int(np.argmin(np.abs(alphas - 0.5)))
+    (loss_half, loss_max), (err_half, err_max) = (interpolation_barrier(alphas, v) for v in (loss, err))
     sink.log_dict(t, "test", {
-        "barrier/loss_half": float(loss[half] - 0.5 * (loss[0] + loss[-1])),
-        "barrier/loss_max": float(np.max(loss - lin_loss)),
-        "barrier/error_half": float(err[half] - 0.5 * (err[0] + err[-1])),
-        "barrier/error_max": float(np.max(err - lin_err)),
+        "barrier/loss_half": loss_half, "barrier/loss_max": loss_max,
+        "barrier/error_half": err_half, "barrier/error_max": err_max,
         "child/loss": float(0.5 * (loss[0] + loss[-1])),
         "child/error": float(0.5 * (err[0] + err[-1])),
     })

@@ -51,6 +51,9 @@ import torch
 
 from telescope.errors import ConfigError, DivergenceError
 from telescope.experiments.base import RunContext, bounded
+from telescope.kernels.jacobians import jacobian_rows
+from telescope.lens.smoother import adam_preconditioner
+from telescope.train import batches, fit
 
 log = logging.getLogger(__name__)
 
@@ -219,47 +222,60 @@ def _kernel_rows(model: torch.nn.Module, params: dict, x: torch.Tensor, x_batch:
                  precond: torch.Tensor | None, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """Tangent-kernel rows against a batch: K(x, x_B) and K^φ(x, x_B), each (n, |B|).
 
-    K(x, x_i) = ∇_θ f(x)ᵀ ∇_θ f(x_i) at ``params``; K^φ uses diag(1/φ) in between
-    (``precond``: (P,) flattened like the parameters; None gives K^φ = K). Per-example
-    Jacobians by ``torch.func.vmap(jacrev)``, ``chunk`` rows of x at a time: memory
-    O(chunk · P), time O(n · P · |B|).
-    # TODO(lead): point at telescope.kernels.empirical_ntk(model, x, x_B, output="trace")
-    # once it lands on main; the preconditioned kernel still needs this path.
+    K(x, x_i) = ∇_θ f(x)ᵀ ∇_θ f(x_i) at ``params`` (θ_{t−1}, not the model's live θ_t);
+    K^φ uses diag(1/φ) in between (``precond``: (P,) flattened like the parameters; None
+    gives K^φ = K). Jacobian rows by :func:`telescope.kernels.jacobians.jacobian_rows`,
+    ``chunk`` rows of x at a time: memory O(chunk · P), time O(n · P · |B|).
     """
-    from torch.func import functional_call, jacrev, vmap
-
-    def f(p, xi):
-        return functional_call(model, p, (xi.unsqueeze(0),)).reshape(())
-
-    jac = vmap(jacrev(f), in_dims=(None, 0))
-
     def flat(rows: torch.Tensor) -> torch.Tensor:
-        j = jac(params, rows)
+        j = jacobian_rows(model, params, rows)
         return torch.cat([j[k].reshape(rows.shape[0], -1) for k in params], dim=1)
 
     jb = flat(x_batch)                                               # (B, P)
     rhs = jb.T if precond is None else torch.cat([jb.T, (jb / precond).T], dim=1)
-    outs = [flat(xc) @ rhs for xc in x.split(chunk)]
-    out = torch.cat(outs)
+    out = torch.cat([flat(xc) @ rhs for xc in x.split(chunk)])
     b = x_batch.shape[0]
     return (out, out) if precond is None else (out[:, :b], out[:, b:])
 
 
 def _adam_precond(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """φ_t = √(v_t / (1 − β₂^t)) + ε, flattened like the parameters (torch Adam semantics)."""
-    group = opt.param_groups[0]
-    beta2, eps = group["betas"][1], group["eps"]
-    parts = []
-    for p in params:
-        st = opt.state[p]
-        step = float(st["step"])
-        parts.append((st["exp_avg_sq"] / (1 - beta2 ** step)).sqrt().reshape(-1) + eps)
-    return torch.cat(parts)
+    """φ_t = √v̂_t + ε of every parameter after step t, flattened and concatenated like
+    ``params`` (:func:`telescope.lens.smoother.adam_preconditioner`, amsgrad and groups included)."""
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    return torch.cat([adam_preconditioner(opt, p, group_of[id(p)], p.dtype) for p in params])
+
+
+class _KernelRecorder:
+    """``fit`` hooks for :func:`_train_nn`: the epoch's mean loss and, at ``steps``, the kernel
+    weight norms at θ_{t−1} against B_t (NOTE [network kernel weights])."""
+
+    def __init__(self, model, opt, x, x_test, steps_per_epoch: int, steps: set[int], adam: bool,
+                 test_rows, unit):
+        self.model, self.opt, self.x, self.x_test, self.unit = model, opt, x, x_test, unit
+        self.steps_per_epoch, self.steps, self.adam, self.test_rows = steps_per_epoch, steps, adam, test_rows
+        self.running, self.idx, self.before = 0.0, None, None
+
+    def before_step(self, step: int, idx: torch.Tensor) -> None:
+        self.idx = idx
+        self.before = ({k: v.detach().clone() for k, v in self.model.named_parameters()}
+                       if step in self.steps else None)
+
+    def __call__(self, step: int, loss: float) -> None:
+        self.running += loss * self.idx.numel()
+        if self.before is not None:
+            precond = _adam_precond(self.opt, list(self.model.parameters())) if self.adam else None
+            _record_kernels(self.model, self.before, self.x, self.x_test, self.x[self.idx], precond,
+                            self.test_rows, step, self.unit)
+        if step % self.steps_per_epoch == 0:
+            if self.unit is not None:
+                self.unit.log(step, "train", "loss", self.running / self.x.shape[0])
+            self.running = 0.0
 
 
 def _train_nn(data: _Data, config: Config, lr: float, seed: int, epochs: int, device: str,
               x_fit: np.ndarray, y_fit: np.ndarray, unit=None, record: bool = False) -> torch.nn.Module:
-    """Plain mini-batch training; with ``record``, logs kernel-weight norms (NOTE above)."""
+    """Mini-batch training (every row once per epoch, the last batch short); with ``record``,
+    logs kernel-weight norms (NOTE above)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     dt = torch.float32
@@ -275,27 +291,10 @@ def _train_nn(data: _Data, config: Config, lr: float, seed: int, epochs: int, de
     rec_steps = set(np.unique(np.linspace(1, total, min(config.kernel_records, total)).round().astype(int)).tolist()) \
         if record else set()
     x_test = torch.as_tensor(data.nn_final[1], dtype=dt, device=device) if record else None
-    step = 0
-    for epoch in range(epochs):
-        perm = torch.randperm(n, generator=gen).to(device)
-        running = 0.0
-        for b in range(steps_per_epoch):
-            idx = perm[b * bs:(b + 1) * bs]
-            step += 1
-            before = ({k: v.detach().clone() for k, v in model.named_parameters()}
-                      if step in rec_steps else None)
-            loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
-            if not torch.isfinite(loss):
-                raise DivergenceError(f"trees-vs-nets: the network diverged at step {step} (lr={lr:g})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += loss.item() * idx.numel()
-            if before is not None:
-                precond = _adam_precond(opt, params) if config.optimizer == "adam" else None
-                _record_kernels(model, before, x, x_test, x[idx], precond, data.test_rows, step, unit)
-        if unit is not None:
-            unit.log(step, "train", "loss", running / n)
+    hooks = _KernelRecorder(model, opt, x, x_test, steps_per_epoch, rec_steps, config.optimizer == "adam",
+                            data.test_rows, unit)
+    fit(model, opt, torch.nn.functional.mse_loss, x, y, steps=total,
+        stream=batches(n, bs, gen, drop_last=False), before_step=[hooks.before_step], callbacks=[hooks])
     return model
 
 

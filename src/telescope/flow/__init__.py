@@ -8,6 +8,8 @@ the sphere of radius √d with inner-product kernels h(⟨x, x'⟩/d):
 * :mod:`~telescope.flow.inner_product`: the profiles ``exp``, ``rf_relu``, ``ntk_relu``;
 * :mod:`~telescope.flow.dynamics`: the oracle curve, :class:`EmpiricalFlow` (one
   eigendecomposition, then any time) and the discrete-GD reference;
+* :mod:`~telescope.flow.linearized`: :class:`LinearizedGD`, GD on a network linearized at
+  init from its own f₀ (the lazy-to-rich study's baseline), in torch;
 * :mod:`~telescope.flow.stages`: stage detection and the theory's boundaries;
 * :mod:`~telescope.flow.network`: a wide two-layer ReLU net and its initial tangent kernel
   (the neural bridge).
@@ -23,6 +25,7 @@ from telescope.flow.dynamics import (
     oracle_learned_fraction,
     oracle_mse,
 )
+from telescope.flow.linearized import LinearizedGD
 from telescope.flow.network import TwoLayerReLU
 from telescope.flow.inner_product import INNER_PRODUCT_KERNELS, InnerProductKernel, inner_product_kernel
 from telescope.flow.sphere import (
@@ -38,6 +41,7 @@ __all__ = [
     "EmpiricalFlow",
     "INNER_PRODUCT_KERNELS",
     "InnerProductKernel",
+    "LinearizedGD",
     "ProductTarget",
     "StageReport",
     "StageWindow",

@@ -15,6 +15,7 @@ from telescope.kernels.statistics import (
     kernel_target_alignment,
     kernel_weight_norms,
     relative_change,
+    spectrum_effective_rank,
     top_eigenvalues,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "kernel_target_alignment",
     "kernel_weight_norms",
     "relative_change",
+    "spectrum_effective_rank",
     "top_eigenvalues",
 ]

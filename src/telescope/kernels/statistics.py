@@ -32,6 +32,8 @@ def _square(fn: str, name: str, K) -> Tensor:
 
 
 def _targets(fn: str, y, n: int) -> Tensor:
+    if isinstance(y, Tensor) and not y.is_floating_point() and not y.is_complex() and y.dtype != torch.bool:
+        y = y.double()  # integer (e.g. one-hot) labels; the caller casts to the kernel's dtype
     y = _as_tensor(fn, "y", y)
     if y.dim() not in (1, 2) or y.shape[0] != n:
         raise ShapeError(f"{fn}: y must have shape ({n},) or ({n}, k) to match the kernel, got {tuple(y.shape)}")
@@ -62,23 +64,30 @@ def centered_kernel_alignment(K_a: Tensor, K_b: Tensor) -> Tensor:
 
 
 def kernel_target_alignment(K: Tensor, y: Tensor, *, centering: str = "double") -> Tensor:
-    """Alignment of a Gram matrix ``K`` (n, n) with targets ``y`` (n,) or (n, k).
+    """Alignment of a Gram matrix ``K`` (n, n) with targets ``y`` (n,) or (n, k), e.g. one-hot labels.
 
-    With ``Y`` the targets as columns (``Y Yᵀ`` the target kernel):
+    The one implementation in the package (studies log it as ``ntk/alignment``). With ``Y``
+    the targets as columns (``Y Yᵀ`` the target kernel) and ``Y_c = Y − mean(Y)`` (column
+    means, so ``Y_c Y_cᵀ = H Y Yᵀ H`` with ``H = I − 11ᵀ/n``):
 
-    - ``"double"`` (Cortes et al.): ``⟨HKH, HYYᵀH⟩_F / (‖HKH‖_F ‖HYYᵀH‖_F)``.
+    - ``"double"`` (Cortes, Mohri & Rostamizadeh 2012, the contract's ``ntk/alignment``):
+      ``⟨HKH, Y_cY_cᵀ⟩_F / (‖HKH‖_F ‖Y_cY_cᵀ‖_F)``.
     - ``"one_sided"`` (the ``kalignment`` code of Kumar et al. 2024, digest c.4):
-      ``y_cᵀ K_c y_c / (‖K_c‖_F ‖y_c‖²)`` with ``y_c = y − mean(y)`` and ``K_c`` the
-      kernel with each column's mean removed, ``K − K.mean(axis=0)``. The numerator
-      equals the double-centred one; only the normaliser differs. For (n, k) targets
-      the numerator is ``tr(Y_cᵀ K_c Y_c)`` and ``‖y_c‖²`` becomes ``‖Y_c Y_cᵀ‖_F``.
+      ``y_cᵀ K_c y_c / (‖K_c‖_F ‖y_c‖²)`` with ``K_c`` the kernel with each column's mean
+      removed, ``K − K.mean(axis=0)``. The numerator equals the double-centred one; only the
+      normaliser differs. For (n, k) targets the numerator is ``tr(Y_cᵀ K_c Y_c)`` and
+      ``‖y_c‖²`` becomes ``‖Y_c Y_cᵀ‖_F``.
     - ``"none"`` (Cristianini et al. 2002): ``⟨K, YYᵀ⟩_F / (‖K‖_F ‖YYᵀ‖_F)``.
+
+    A 0-d tensor in [−1, 1]; NaN when a (centred) kernel or target vanishes. Integer targets
+    are cast to ``K``'s dtype. Cost O(n² k).
     """
     fn = "kernel_target_alignment"
     K = _square(fn, "K", K)
     Y = _targets(fn, y, K.shape[0]).to(K.dtype)
     if centering == "double":
-        return _cosine(_centre(K), _centre(Y @ Y.T))
+        Yc = Y - Y.mean(dim=0, keepdim=True)
+        return _cosine(_centre(K), Yc @ Yc.T)
     if centering == "one_sided":
         Yc = Y - Y.mean(dim=0, keepdim=True)
         Kc = K - K.mean(dim=0, keepdim=True)
@@ -119,24 +128,42 @@ def top_eigenvalues(K: Tensor, count: int | None = None) -> Tensor:
     return values if count is None else values[:count]
 
 
-def effective_rank(K: Tensor, *, method: str = "entropy") -> Tensor:
-    """Effective rank of a PSD ``(n, n)`` kernel from its eigenvalues ``λ`` (clipped at 0).
+def spectrum_effective_rank(values: Tensor, *, method: str = "entropy") -> Tensor:
+    """Effective rank of a non-negative spectrum ``values`` (m,): eigenvalues of a PSD kernel or
+    singular values of a covariance (``telescope.measures.feature_effective_rank``).
 
     - ``"entropy"`` (Roy & Vetterli 2007): ``exp(−Σ p_i log p_i)``, ``p = λ / Σλ``.
-    - ``"participation"``: ``(Σλ)² / Σλ²`` = ``tr(K)² / ‖K‖_F²``.
+    - ``"participation"``: ``(Σλ)² / Σλ²``.
 
-    Both equal r for r equal non-zero eigenvalues and lie in [1, n].
+    Both equal r for r equal non-zero values and lie in [1, m]; 0 for an all-zero spectrum.
+    """
+    fn = "spectrum_effective_rank"
+    values = _as_tensor(fn, "values", values)
+    if values.dim() != 1:
+        raise ShapeError(f"{fn}: values must be a 1-d spectrum (m,), got shape {tuple(values.shape)}")
+    if method not in ("entropy", "participation"):
+        raise ConfigError(f"{fn}: method={method!r} is not one of ['entropy', 'participation']")
+    total = values.sum()
+    if not float(total) > 0.0:
+        return torch.zeros((), dtype=values.dtype, device=values.device)
+    if method == "participation":
+        return total ** 2 / (values**2).sum()
+    p = values / total
+    p = p[p > 0]
+    return torch.exp(-(p * p.log()).sum())
+
+
+def effective_rank(K: Tensor, *, method: str = "entropy") -> Tensor:
+    """Effective rank of a PSD ``(n, n)`` kernel from its eigenvalues ``λ`` (clipped at 0):
+    :func:`spectrum_effective_rank` of them (``"participation"`` is ``tr(K)² / ‖K‖_F²``).
+
+    In [1, n] (0 for a zero kernel).
     """
     fn = "effective_rank"
     K = _square(fn, "K", K)
-    lam = top_eigenvalues(K).clamp_min(0)
-    if method == "entropy":
-        p = lam / lam.sum()
-        p = p[p > 0]
-        return torch.exp(-(p * p.log()).sum())
-    if method == "participation":
-        return lam.sum() ** 2 / (lam**2).sum()
-    raise ConfigError(f"{fn}: method={method!r} is not one of ['entropy', 'participation']")
+    if method not in ("entropy", "participation"):
+        raise ConfigError(f"{fn}: method={method!r} is not one of ['entropy', 'participation']")
+    return spectrum_effective_rank(top_eigenvalues(K).clamp_min(0), method=method)
 
 
 def kernel_weight_norms(K: Tensor) -> Tensor:

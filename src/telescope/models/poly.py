@@ -84,7 +84,8 @@ class CommitteeMachine(nn.Module):
     # ------------------------------------------------------------------ kernel and gradient
     def tangent_kernel(self, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
                        weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Empirical tangent kernel w.r.t. ``weight``, (n1, n2); see NOTE [closed-form tangent kernel].
+        """Empirical tangent kernel w.r.t. ``weight``, (n1, n2)
+        (NOTE [closed-form tangent kernel of the committee machine]).
 
         ``weight`` defaults to the current weights; pass ``model.weight0`` for K₀.
         """

@@ -4,7 +4,10 @@
 each callback after every step. A :class:`telescope.Lens` passed as ``lens`` takes the
 place of ``optimizer.step()`` so it sees every realised update. A non-finite loss stops
 training with :class:`telescope.errors.DivergenceError` (callbacks have logged what came
-before it).
+before it). Studies plug their needs in rather than copying the loop: ``before_step``
+hooks see the batch before the update (a learning-rate schedule, a snapshot of θ_{t−1}),
+``prepare`` maps the batch (augmentation, a device move), and ``stream`` continues a
+batch sequence across calls (a trainer that pauses, is copied and resumes).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ class Callback(Protocol):
     def __call__(self, step: int, loss: float) -> None: ...
 
 
+class BeforeStep(Protocol):
+    def __call__(self, step: int, batch: torch.Tensor) -> None: ...
+
+
 def squared_loss(kind: str = "mse") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The squared losses the smoother understands (CONTRACT.md, SmootherSpec.loss).
 
@@ -37,14 +44,19 @@ def squared_loss(kind: str = "mse") -> Callable[[torch.Tensor, torch.Tensor], to
     raise ConfigError(f"squared_loss(kind={kind!r}): choose 'mse', 'half_mse' or 'sum'")
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless epochs of shuffled index batches; the last short batch of an epoch is dropped
-    unless it would be the only one (``batch_size >= n`` gives full-batch steps)."""
-    if batch_size >= n:
+def batches(n: int, batch_size: int, generator: torch.Generator, *,
+            drop_last: bool = True) -> Iterator[torch.Tensor]:
+    """Endless epochs of shuffled index batches (1-d int64 tensors), one ``randperm`` per epoch.
+
+    ``drop_last=True``: ``n // batch_size`` batches per epoch, the last short batch dropped;
+    ``batch_size >= n`` gives full-batch steps ``arange(n)`` and draws nothing.
+    ``drop_last=False``: ``ceil(n / batch_size)`` batches per epoch, the last one short.
+    """
+    if drop_last and batch_size >= n:
         idx = torch.arange(n)
         while True:
             yield idx
-    per_epoch = n // batch_size
+    per_epoch = n // batch_size if drop_last else -(-n // batch_size)
     while True:
         perm = torch.randperm(n, generator=generator)
         for b in range(per_epoch):
@@ -67,22 +79,36 @@ def make_optimizer(name: str, params, *, lr: float, momentum: float = 0.0,
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        x: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: int,
-        generator: torch.Generator, lens=None, scheduler=None,
-        callbacks: Sequence[Callback] = (), progress=None, start_step: int = 0) -> int:
+        x: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: int | None = None,
+        generator: torch.Generator | None = None, stream: Iterator[torch.Tensor] | None = None,
+        lens=None, scheduler=None, callbacks: Sequence[Callback] = (),
+        before_step: Sequence[BeforeStep] = (),
+        prepare: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        progress=None, start_step: int = 0) -> int:
     """Train for ``steps`` steps; returns the number of the last step taken.
 
-    Step ``t`` (1-based) draws batch B_t, computes the loss, back-propagates and steps
-    (through ``lens.step(optimizer, batch=B_t)`` when a lens is given), then calls every
-    callback with ``(t, loss)``.
+    Step ``t`` (1-based, counted from ``start_step``) takes batch B_t (index tensor) from
+    ``stream`` (default: ``batches(n, batch_size, generator)``), calls every ``before_step``
+    hook with ``(t, B_t)``, computes ``loss_fn(model(x_B), y_B)`` on ``prepare(x[B_t], y[B_t])``
+    (or the plain batch), back-propagates and steps (through ``lens.step(optimizer,
+    batch=B_t)`` when a lens is given), steps the scheduler, then calls every callback with
+    ``(t, loss)``. Shapes: x (n, ...), y (n, ...) indexed along the first axis.
     """
+    if stream is None:
+        if batch_size is None or generator is None:
+            raise ConfigError("fit(stream=None): pass batch_size and generator (or a stream of index batches)")
+        stream = batches(x.shape[0], batch_size, generator)
     model.train()
-    stream = batches(x.shape[0], batch_size, generator)
     step = start_step
     for step in range(start_step + 1, start_step + steps + 1):
         idx = next(stream)
+        for hook in before_step:
+            hook(step, idx)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x[idx]), y[idx])
+        xb, yb = x[idx], y[idx]
+        if prepare is not None:
+            xb, yb = prepare(xb, yb)
+        loss = loss_fn(model(xb), yb)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise DivergenceError(

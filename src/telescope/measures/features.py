@@ -1,10 +1,12 @@
-"""Feature rank of a layer's activations, and the kernel–target alignment of a tangent kernel.
+"""A network's features: each linear layer's pre-activations, their rank, and linear probes.
 
 Deep Grokking (Fan, Pascanu & Jaggi 2024) tracks, for every linear layer, the numerical
 rank of the covariance of its pre-activations on the test set; the onset of
-generalization coincides with a drop of that rank in the later layers. This module
-holds the rank measures (torch only) and the centred kernel–target alignment used to put
-kernel alignment on the same time axis. Digest: shared/papers/grokking-and-kernel-dynamics.md (a.3).
+generalization coincides with a drop of that rank in the later layers, and a linear probe
+on a layer's features tells how much of the label it already carries. The centred
+kernel–target alignment that goes on the same time axis is
+:func:`telescope.kernels.kernel_target_alignment`. Torch only.
+Digest: shared/papers/grokking-and-kernel-dynamics.md (a.3).
 
 # NOTE [feature rank tolerance]
 # ``numerical_rank`` with ``rtol=None`` is the authors' measure exactly:
@@ -18,15 +20,40 @@ kernel alignment on the same time axis. Digest: shared/papers/grokking-and-kerne
 # the activations themselves in float64 (a float64 copy of the network).
 # Because that count hinges on dead units, two robust variants go with it:
 # ``numerical_rank(..., rtol=1e-3)`` (singular values above 1e-3·σ_max) and
-# ``effective_rank`` (Roy & Vetterli 2007: exp of the entropy of σ/Σσ), which vary
+# ``feature_effective_rank`` (Roy & Vetterli 2007: exp of the entropy of σ/Σσ), which vary
 # continuously and do not jump when one unit dies.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
+import torch.nn as nn
 
 from telescope.errors import ShapeError
+from telescope.kernels.statistics import spectrum_effective_rank
+
+
+@torch.no_grad()
+def layer_features(model: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """The output of every ``nn.Linear`` of a sequential ``model`` on ``x`` (n, d_in):
+    one (n, d_l) tensor per linear layer, pre-activation, in module order."""
+    feats = []
+    h = x
+    for module in model:
+        h = module(h)
+        if isinstance(module, nn.Linear):
+            feats.append(h)
+    return feats
+
+
+def as_float64(model: nn.Module) -> nn.Module:
+    """``model`` itself when all its parameters are float64, else a float64 copy
+    (NOTE [feature rank tolerance]: ranks need float64 arithmetic)."""
+    if all(p.dtype == torch.float64 for p in model.parameters()):
+        return model
+    return copy.deepcopy(model).double()
 
 
 def _check_features(fn: str, features: torch.Tensor) -> None:
@@ -75,18 +102,13 @@ def numerical_rank(features: torch.Tensor, rtol: float | None = None) -> int:
     return int((s > rtol * s[0]).sum())
 
 
-def effective_rank(features: torch.Tensor) -> float:
-    """Effective rank exp(H(p)), p = σ/Σσ of the covariance's singular values (Roy & Vetterli).
+def feature_effective_rank(features: torch.Tensor) -> float:
+    """Effective rank (Roy & Vetterli) of the covariance of ``features`` (n, d): exp(H(p)),
+    p = σ/Σσ of the covariance's singular values (:func:`telescope.kernels.spectrum_effective_rank`).
 
     Lies in [1, d]; equals k for k equal non-zero singular values and 0 for constant features.
     """
-    s = covariance_spectrum(features)
-    total = float(s.sum())
-    if total <= 0.0:
-        return 0.0
-    p = s / total
-    p = p[p > 0]
-    return float(torch.exp(-(p * p.log()).sum()))
+    return float(spectrum_effective_rank(covariance_spectrum(features)))
 
 
 def tunnel_length(ranks: dict[str, int] | list[int], width: int, fraction: float = 0.75) -> int:
@@ -99,23 +121,25 @@ def tunnel_length(ranks: dict[str, int] | list[int], width: int, fraction: float
     return int(sum(1 for r in values if r < fraction * width))
 
 
-def centered_alignment(kernel: torch.Tensor, targets: torch.Tensor) -> float:
-    """Centred kernel–target alignment (Cortes, Mohri & Rostamizadeh 2012).
+def probe_accuracy(train_feats: torch.Tensor, y_train: torch.Tensor, test_feats: torch.Tensor,
+                   y_test: torch.Tensor, ridge: float = 1e-3, classes: int = 10) -> float:
+    """Test accuracy of a ridge classifier on one-hot targets fit to (N, d) training features.
 
-    A = ⟨HKH, HYYᵀH⟩_F / (‖HKH‖_F ‖HYYᵀH‖_F), H = I − 11ᵀ/n.
-    ``kernel``: (n, n) symmetric; ``targets``: (n,) or (n, k) (e.g. one-hot labels).
-    Returns a float in [−1, 1]; 0 when either centred matrix vanishes. Cost O(n² k).
+    ``y_train`` (N,) and ``y_test`` (M,) are integer labels in [0, classes); ``test_feats``
+    is (M, d). Features are standardised with the training mean and std (constant columns
+    dropped), an intercept is added, and W = (XᵀX + λI)⁻¹XᵀY with λ = ridge·tr(XᵀX)/d, in
+    float64. Cost O(N d² + d³).
     """
-    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1]:
-        raise ShapeError(f"centered_alignment(kernel): expected (n, n), got {tuple(kernel.shape)}")
-    y = targets.reshape(targets.shape[0], -1).to(kernel.dtype)
-    if y.shape[0] != kernel.shape[0]:
-        raise ShapeError(f"centered_alignment(targets): expected {kernel.shape[0]} rows to match the "
-                         f"kernel, got {tuple(targets.shape)}")
-    kc = kernel - kernel.mean(0, keepdim=True) - kernel.mean(1, keepdim=True) + kernel.mean()
-    yc = y - y.mean(0, keepdim=True)
-    target = yc @ yc.T
-    denom = float(torch.linalg.norm(kc) * torch.linalg.norm(target))
-    if denom == 0.0:
-        return 0.0
-    return float((kc * target).sum() / denom)
+    xtr, xte = train_feats.double(), test_feats.double()
+    mean, std = xtr.mean(0), xtr.std(0)
+    keep = std > 1e-12 * max(float(std.max()), 1e-300)
+    xtr = (xtr[:, keep] - mean[keep]) / std[keep]
+    xte = (xte[:, keep] - mean[keep]) / std[keep]
+    ones = lambda a: torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], 1)  # noqa: E731
+    xtr, xte = ones(xtr), ones(xte)
+    targets = torch.nn.functional.one_hot(y_train, classes).double()
+    gram = xtr.T @ xtr
+    lam = ridge * float(torch.trace(gram)) / gram.shape[0]
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    w = torch.linalg.solve(gram + lam * eye, xtr.T @ targets)
+    return float(((xte @ w).argmax(1) == y_test).double().mean())

@@ -1,7 +1,7 @@
 """Weight averaging through the telescoping lens (linear mode connectivity, paper §4.3).
 
 Plain functions on parameter dicts (``{name: tensor}``, as ``model.named_parameters()``):
-interpolation, BatchNorm re-estimation, per-layer gradient change and the first-order
+interpolation and its barriers, BatchNorm re-estimation, per-layer gradient change and the first-order
 (telescoping) prediction of an averaged model, eq. (10) of the digest §7.1.
 
 # NOTE [gradient change]
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
@@ -36,6 +37,15 @@ def interpolate(a: Params, b: Params, alpha: float) -> dict[str, torch.Tensor]:
     if set(a) != set(b):
         raise ShapeError(f"interpolate: the two parameter sets differ in names: {sorted(set(a) ^ set(b))[:5]}")
     return {k: (alpha * a[k] + (1 - alpha) * b[k]) if a[k].is_floating_point() else a[k].clone() for k in a}
+
+
+def interpolation_barrier(alphas: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """Barriers of a curve ``values`` (A,) along the interpolation path at ``alphas`` (A,), ascending
+    from 0 (one endpoint) to 1 (the other): (value at the α nearest ½ minus the endpoints' mean,
+    max over α of value minus the straight line between the endpoints)."""
+    half = int(np.argmin(np.abs(alphas - 0.5)))
+    line = alphas * values[-1] + (1 - alphas) * values[0]
+    return float(values[half] - 0.5 * (values[0] + values[-1])), float(np.max(values - line))
 
 
 def has_batchnorm(model: nn.Module) -> bool:

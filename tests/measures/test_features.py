@@ -1,4 +1,4 @@
-"""Feature-rank measures on activations of known rank, and the centred kernel–target alignment."""
+"""Feature measures: rank on activations of known rank, layer features, the float64 copy, probes."""
 
 import math
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from telescope.errors import ShapeError
-from telescope.lens.rank import (centered_alignment, covariance_spectrum, effective_rank, feature_covariance,
-                                 numerical_rank, tunnel_length)
+from telescope.measures import (as_float64, covariance_spectrum, feature_covariance, feature_effective_rank,
+                                layer_features, numerical_rank, probe_accuracy, tunnel_length)
+from telescope.models import MLP
 
 
 def low_rank(n, d, r, seed=0, dtype=torch.float64):
@@ -55,9 +56,9 @@ def test_effective_rank_of_equal_spectrum_and_limits():
     a = q * math.sqrt(5000)  # orthonormal columns, zero mean up to sampling: covariance ~ c·I on 6 dims
     a = a - a.mean(0)
     q2, _ = torch.linalg.qr(a)
-    assert effective_rank(q2 @ torch.eye(6, 10, dtype=torch.float64)) == pytest.approx(6.0, rel=1e-6)
-    assert effective_rank(torch.ones(10, 4, dtype=torch.float64)) == 0.0
-    assert 1.0 <= effective_rank(low_rank(100, 10, 3)) <= 3.0 + 1e-9
+    assert feature_effective_rank(q2 @ torch.eye(6, 10, dtype=torch.float64)) == pytest.approx(6.0, rel=1e-6)
+    assert feature_effective_rank(torch.ones(10, 4, dtype=torch.float64)) == 0.0
+    assert 1.0 <= feature_effective_rank(low_rank(100, 10, 3)) <= 3.0 + 1e-9
 
 
 def test_covariance_and_spectrum_shapes():
@@ -83,26 +84,40 @@ def test_tunnel_length_counts_layers_below_threshold():
     assert tunnel_length([], width=10) == 0
 
 
-def test_alignment_of_the_target_kernel_is_one_and_of_noise_is_small():
-    g = torch.Generator().manual_seed(4)
-    y = torch.nn.functional.one_hot(torch.randint(0, 10, (200,), generator=g), 10).double()
-    assert centered_alignment(y @ y.T, y) == pytest.approx(1.0, abs=1e-12)
-    assert centered_alignment(5.0 * y @ y.T + 3.0, y) == pytest.approx(1.0, abs=1e-12)  # scale, shift
-    z = torch.randn(200, 50, generator=g, dtype=torch.float64)
-    assert abs(centered_alignment(z @ z.T, y)) < 0.1
-    assert centered_alignment(torch.ones(200, 200, dtype=torch.float64), y) == 0.0
+def test_layer_features_are_the_linear_outputs():
+    torch.manual_seed(1)
+    model = MLP(6, 5, 3, 10).double()
+    x = torch.randn(7, 6, dtype=torch.float64)
+    feats = layer_features(model, x)
+    assert [tuple(f.shape) for f in feats] == [(7, 5), (7, 5), (7, 10)]
+    lin = model.linear_layers()
+    assert torch.allclose(feats[0], lin[0](x))
+    assert torch.allclose(feats[1], lin[1](torch.relu(feats[0])))
+    assert torch.allclose(feats[2], model(x))
 
 
-def test_alignment_matches_a_direct_formula():
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(30, 4, generator=g, dtype=torch.float64)
-    k = x @ x.T
-    y = torch.randn(30, 2, generator=g, dtype=torch.float64)
-    h = torch.eye(30, dtype=torch.float64) - 1.0 / 30
-    kc, tc = h @ k @ h, h @ (y @ y.T) @ h
-    expected = float((kc * tc).sum() / (kc.norm() * tc.norm()))
-    assert centered_alignment(k, y) == pytest.approx(expected, rel=1e-12)
-    with pytest.raises(ShapeError):
-        centered_alignment(k[:, :3], y)
-    with pytest.raises(ShapeError):
-        centered_alignment(k, y[:5])
+def test_float64_copy_leaves_the_model_alone():
+    model = MLP(4, 3, 2, 10)
+    copy64 = as_float64(model)
+    assert copy64 is not model and next(copy64.parameters()).dtype == torch.float64
+    assert next(model.parameters()).dtype == torch.float32
+    model64 = model.double()
+    assert as_float64(model64) is model64
+
+
+def test_probe_separates_linearly_separable_classes():
+    g = torch.Generator().manual_seed(3)
+    y = torch.arange(400) % 10
+    centers = 10.0 * torch.randn(10, 12, generator=g, dtype=torch.float64)
+    x = centers[y] + torch.randn(400, 12, generator=g, dtype=torch.float64)
+    assert probe_accuracy(x[:300], y[:300], x[300:], y[300:]) == 1.0
+    noise = torch.randn(400, 12, generator=g, dtype=torch.float64)
+    assert probe_accuracy(noise[:300], y[:300], noise[300:], y[300:]) < 0.35
+
+
+def test_feature_effective_rank_is_the_kernel_effective_rank_of_the_covariance():
+    from telescope.kernels import effective_rank
+
+    a = low_rank(80, 9, 5) + 0.01 * low_rank(80, 9, 9, seed=2)
+    expected = float(effective_rank(feature_covariance(a)))  # eigenvalues of the PSD covariance
+    assert feature_effective_rank(a) == pytest.approx(expected, rel=1e-10)

@@ -1,0 +1,25 @@
+"""Measures computed on a network (beside :mod:`telescope.kernels`, which measures its tangent kernel).
+
+- :mod:`~telescope.measures.features`: each linear layer's pre-activations, the numerical and
+  effective rank of their covariance, and ridge probes on them (Deep Grokking).
+- :mod:`~telescope.measures.weights`: weight norms.
+- :mod:`~telescope.measures.predictions`: ``mse`` and ``error`` of outputs against targets.
+- :mod:`~telescope.measures.averaging`: weight interpolation, BatchNorm re-estimation, per-layer
+  gradient change and the first-order prediction of an averaged model (linear mode connectivity).
+
+Torch only (and :mod:`telescope.kernels` for spectra); studies in ``experiments/`` call these.
+"""
+
+from telescope.measures.averaging import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
+                                          has_batchnorm, interpolate, interpolation_barrier, layer_groups,
+                                          layer_kinds, recompute_batchnorm, true_class_gradients)
+from telescope.measures.features import (as_float64, covariance_spectrum, feature_covariance, feature_effective_rank,
+                                         layer_features, numerical_rank, probe_accuracy, tunnel_length)
+from telescope.measures.predictions import binary_error, binary_metrics
+from telescope.measures.weights import weight_norm
+
+__all__ = ["as_float64", "binary_error", "binary_metrics", "covariance_spectrum", "feature_covariance",
+           "feature_effective_rank", "first_order_prediction", "gradient_change_by_kind", "gradient_change_by_layer",
+           "has_batchnorm", "interpolate", "interpolation_barrier", "layer_features", "layer_groups", "layer_kinds",
+           "numerical_rank", "probe_accuracy", "recompute_batchnorm", "true_class_gradients", "tunnel_length",
+           "weight_norm"]
