@@ -64,7 +64,7 @@ def test_exact_on_model_linear_in_parameters(make_opt, k):
         assert torch.allclose(p["telescope"], p["network"], atol=1e-10, rtol=0)
         assert torch.allclose(p["linearized"], p["network"], atol=1e-10, rtol=0)
         # and the model really moved
-        assert (p["network"] - lens.f0[lens._slice(split)]).abs().max() > 0.1
+        assert (p["network"] - lens.f0[lens.probe_slice(split)]).abs().max() > 0.1
 
 
 def test_dropout_probes_use_eval_mode_and_stay_exact():

@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from telescope.errors import ConfigError, ShapeError, UnsupportedModelError
-from telescope.lens import EMAMomentumSGD, Lens, SmootherSpec, smoother_metrics, smoother_of
+from telescope.lens import Lens, SmootherSpec, smoother_metrics, smoother_of
+from telescope.train.optim import EMAMomentumSGD
 from telescope.models import MLP
 from telescope.train import squared_loss
 

@@ -41,6 +41,7 @@ per-example derivative information of one set of inputs.
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
@@ -55,7 +56,30 @@ from telescope.lens.recorder import eval_mode
 
 log = logging.getLogger(__name__)
 
-METHODS = ("auto", "jacrev")
+
+
+class JacobianMethod(str, enum.Enum):
+    """How :class:`JacobianProducts` (and the smoother, ``SmootherSpec(jacobian_method=...)``) form
+    products with the per-example Jacobian J (n·k × p) of n inputs; strings accepted.
+
+    ``AUTO``
+        nn.Linear layers in closed form (NOTE [structured products]): one forward and k backward
+        passes per chunk of inputs, n·(in + k·out) stored numbers per layer, products with at most
+        the dense products' multiply-adds; vmap(jacrev) rows for every other parameter. The default:
+        exact, and it removes the cost of forming J, which dominated the sketch's step.
+    ``JACREV``
+        vmap(jacrev) rows for every parameter: k vmapped backward passes per input and n·k·p numbers
+        per chunk. The reference the tests compare ``AUTO`` against; pick it only to check.
+    """
+
+    AUTO = "auto"
+    JACREV = "jacrev"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+METHODS = tuple(m.value for m in JacobianMethod)
 
 
 @dataclass(frozen=True)
@@ -126,15 +150,16 @@ class JacobianProducts:
     names, sizes : the trainable parameters in the order of the flat p-vector, and their numel.
     k : outputs per example.
     dtype : dtype of the results (the smoother's state dtype).
-    method : "auto" | "jacrev"
+    method : :class:`JacobianMethod` or "auto" | "jacrev"
         ``"auto"``: closed-form products for nn.Linear layers, vmap(jacrev) rows for every other
         parameter; ``"jacrev"``: vmap(jacrev) rows for every parameter (the reference).
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str], sizes: Sequence[int], k: int,
-                 dtype: torch.dtype, method: str = "auto"):
+                 dtype: torch.dtype, method: JacobianMethod | str = JacobianMethod.AUTO):
         if method not in METHODS:
             raise ConfigError(f"JacobianProducts(method={method!r}): choose one of {', '.join(METHODS)}")
+        method = JacobianMethod(method)
         self.model, self.names, self.k, self.dtype = model, list(names), int(k), dtype
         self.device = dict(model.named_parameters())[self.names[0]].device
         self.offsets = {}
