@@ -122,6 +122,21 @@ class Side:
     feats: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     runs: list[tuple[int, int, Tensor]] = field(default_factory=list)
 
+    def rows(self, start: int, stop: int) -> "Side":
+        """The side of inputs [start, stop) (views; the side itself when that is all of it)."""
+        if start == 0 and stop == self.n:
+            return self
+        return Side(stop - start, self.k, {i: (A[start:stop], D[start:stop]) for i, (A, D) in self.feats.items()},
+                    [(lo, hi, J[start * self.k:stop * self.k]) for lo, hi, J in self.runs])
+
+    def take(self, index: Tensor, rows: Tensor | None = None) -> "Side":
+        """The side of inputs ``index`` (m,), e.g. a batch out of the training points; ``rows`` (m·k,) the
+        matching output rows (needed when there are Jacobian rows and k > 1)."""
+        rows = index if rows is None else rows
+        return Side(int(index.shape[0]), self.k,
+                    {i: (A.index_select(0, index), D.index_select(0, index)) for i, (A, D) in self.feats.items()},
+                    [(lo, hi, J.index_select(0, rows)) for lo, hi, J in self.runs])
+
 
 class Prepared:
     """Δ (p × L) for :meth:`JacobianProducts.apply`, with per-layer rearrangements built once per
@@ -204,6 +219,13 @@ class JacobianProducts:
     def structured(self) -> bool:
         """Whether any layer currently uses the closed-form products."""
         return bool(self.active_units())
+
+    @property
+    def fully_structured(self) -> bool:
+        """Whether every parameter currently uses the closed-form products (no Jacobian rows): a side
+        then holds activations-sized numbers only, n·Σ(in + k·out), whatever p."""
+        covered = {nm for i in self.active_units() for nm in self.units[i].names}
+        return all(nm in covered for nm in self.names)
 
     # ------------------------------------------------------------------ capture
     def side(self, params: Mapping[str, Tensor], x: Tensor) -> Side:

@@ -330,6 +330,9 @@ def adam_preconditioner(optimizer, param: torch.Tensor, group: Mapping[str, Any]
             ).add_(float(group["eps"]))
 
 
+_TEMP_BYTES = 1 << 28      # temporaries of one product call on a side captured at once (NOTE [fused step])
+
+
 def _loss_scale(loss: str, batch: int, k: int) -> float:
     """a in −∇L = a Σ_{i∈B} J_i (y_i − f_i) (NOTE [loss scaling])."""
     if loss == "mse":
@@ -475,7 +478,7 @@ class SmootherTracker:
         f0_all = torch.cat([f0_train.reshape(-1), lens.f0.reshape(-1)]).to(self.dtype)
         self.R = torch.zeros(self.n_points * self.k, self.L, device=self.device, dtype=self.dtype)
         self.R[:, -1] = f0_all
-        self.f_tilde = f0_all.clone()          # f̃ on all tracked points (train rows used for residuals)
+        self.f_tilde = f0_all[:self.n * self.k].clone()   # f̃ on the training points (n·k,), for residuals
         self.steps = 0
         self.path: Path | None = None          # decided at the first step, from the optimizer
         self.kind: str | None = None           # key of RULES
@@ -601,8 +604,39 @@ class SmootherTracker:
                                              self.jacobian_method)
         return self.products
 
-    def _sides(self, params) -> Iterable[tuple[slice, Side]]:
-        return self.products.sides(params, self.x_all, int(self.spec.chunk_size))
+    def _apply_chunk(self) -> int:
+        """Tracked points per product call on a side captured at once: temporaries of about
+        ``_TEMP_BYTES`` (NOTE [fused step]), never fewer points than ``spec.chunk_size``."""
+        item = torch.empty((), dtype=self.dtype).element_size()
+        per_point = self.k * self.L
+        for i in self.products.active_units():
+            u = self.products.units[i]
+            per_point += u.d_out * self.L if self.L <= self.k * u.d_in else self.k * u.d_in * u.d_out
+        return max(int(self.spec.chunk_size), _TEMP_BYTES // (item * per_point))
+
+    def _sides(self, params, idx: torch.Tensor, rows_b: torch.Tensor) -> tuple[Side, Iterable[tuple[int, int, Side]]]:
+        """(the batch's side, [(first point, end point, side)] over every tracked point).
+
+        When every parameter has closed-form products a side holds activations-sized numbers, so one
+        capture covers every tracked point and the batch's side is gathered from its training rows
+        (NOTE [fused step]); otherwise the batch and chunks of ``spec.chunk_size`` points are
+        captured one by one (Jacobian rows cost k·p numbers per point)."""
+        if self.products.fully_structured:
+            full = self.products.side(params, self.x_all)
+            if self.products.fully_structured:                                  # no fallback appeared
+                step = self._apply_chunk()
+                return full.take(idx, rows_b), [(s, min(s + step, self.n_points), full.rows(s, min(s + step, self.n_points)))
+                                                for s in range(0, self.n_points, step)]
+        chunk = int(self.spec.chunk_size)
+        side_b = self.products.side(params, self.x_train[idx])
+        return side_b, ((s, min(s + chunk, self.n_points), self.products.side(params, self.x_all[s:s + chunk]))
+                        for s in range(0, self.n_points, chunk))
+
+    def _train_update(self, start: int, stop: int, side: Side, dtheta: torch.Tensor) -> None:
+        """f̃ += J·Δθ on the training points among tracked points [start, stop) of ``side``."""
+        if start < self.n:
+            end = min(stop, self.n)
+            self.f_tilde[start * self.k:end * self.k] += self.products.apply_vector(side.rows(0, end - start), dtheta)
 
     # ------------------------------------------------------------------ the step
     def before_step(self, lens, batch, optimizer) -> None:
@@ -660,9 +694,9 @@ class SmootherTracker:
             self._setup(optimizer, params_before, idx.numel())
         k = self.k
         rows_b = idx if k == 1 else (idx[:, None] * k + torch.arange(k, device=self.device)).reshape(-1)
-        products = self._products()
+        self._products()
         with torch.no_grad():
-            side_b = products.side(params_before, self.x_train[idx])             # the batch's J_B
+            side_b, sides = self._sides(params_before, idx, rows_b)             # J_B, and J of every point
             if self.basis is None:                                               # E = Ê_B − R_B
                 E = self.R.index_select(0, rows_b).neg_()                        # (bk, L)
                 E.index_put_((self._arange(rows_b.numel()), rows_b),
@@ -677,9 +711,9 @@ class SmootherTracker:
             if dtheta.dtype != self.dtype:
                 dtheta = dtheta.to(self.dtype)
             if self.path == Path.KERNEL:
-                self._kernel_step(params_before, side_b, E, a, dtheta)
+                self._kernel_step(sides, side_b, E, a, dtheta)
             else:
-                self._general_step(params_before, side_b, E, a, dtheta, optimizer)
+                self._general_step(sides, side_b, E, a, dtheta, optimizer)
         self.steps += 1
 
     def _learning_rates(self) -> dict[str, float]:
@@ -690,12 +724,13 @@ class SmootherTracker:
             out[nm] = 0.0 if skipped else float(self.group_of[nm]["lr"])
         return out
 
-    def _kernel_step(self, params, side_b, E, a, dtheta) -> None:
+    def _kernel_step(self, sides, side_b, E, a, dtheta) -> None:
         lr = self._learning_rates()
         dR = torch.empty(self.R.shape[0], E.shape[0], device=self.device, dtype=self.dtype)
-        for rows, side in self._sides(params):
-            dR[rows] = self.products.kernel(side, side_b, lr)                   # kernel rows K(x, x_B)
-            self.f_tilde[rows] += self.products.apply_vector(side, dtheta)
+        k = self.k
+        for start, stop, side in sides:
+            dR[start * k:stop * k] = self.products.kernel(side, side_b, lr)    # kernel rows K(x, x_B)
+            self._train_update(start, stop, side, dtheta)
         self.R.addmm_(dR, E, alpha=a)
 
     def _segments(self) -> list[_Segment]:
@@ -730,7 +765,7 @@ class SmootherTracker:
         if dst:
             torch._foreach_copy_(dst, src)
 
-    def _general_step(self, params, side_b, E, a, dtheta, optimizer) -> None:
+    def _general_step(self, sides, side_b, E, a, dtheta, optimizer) -> None:
         G = self.buffers["step"]
         self.products.transpose_apply(side_b, E, G)                              # G/a = J_Bᵀ E: −∇L
         G.mul_(-a)                                                               # now the gradient g
@@ -751,9 +786,11 @@ class SmootherTracker:
         if has_d:
             self.buffers["theta"].add_(G)                                        # θ_t = θ_{t−1} + Δ (0 where skipped)
         prep = Prepared(G)
-        for rows, side in self._sides(params):
-            self.products.apply(side, prep, self.R[rows])                        # ΔR = J_all Δ
-            self.f_tilde[rows] += self.products.apply_vector(side, dtheta)
+        k = self.k
+        for start, stop, side in sides:
+            rows = self.R if (start, stop) == (0, self.n_points) else self.R[start * k:stop * k]
+            self.products.apply(side, prep, rows)                                # ΔR = J_all Δ
+            self._train_update(start, stop, side, dtheta)
 
     def _phi_column(self, seg: _Segment) -> torch.Tensor:
         """φ rows [lo, hi) as a (hi − lo, 1) column (made once per segment)."""
