@@ -48,6 +48,7 @@ from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.func import functional_call, jacrev, vmap
 
 from telescope.errors import ConfigError
@@ -139,20 +140,36 @@ class Side:
 
 
 class Prepared:
-    """Δ (p × L) for :meth:`JacobianProducts.apply`, with per-layer rearrangements built once per
-    step and reused across chunks."""
+    """Δ (p × L, or a p-vector) for the products of :class:`JacobianProducts`, with per-layer views made
+    once (Δ is a buffer reused step after step: a view is an operation per step otherwise) and the
+    "activations first" rearrangement made once per step (call :meth:`new_step` after Δ changed)."""
 
     def __init__(self, D: Tensor):
         self.D = D
         self._act: dict[int, Tensor] = {}
+        self._views: dict[tuple, Tensor] = {}
+
+    def new_step(self) -> None:
+        """Forget the rearrangements of the previous Δ (its views stay valid)."""
+        self._act.clear()
+
+    def rows(self, lo: int, hi: int, shape: tuple[int, ...] | None = None) -> Tensor:
+        """Rows [lo, hi) of Δ, viewed as ``shape`` if given."""
+        key = (lo, hi, shape)
+        if key not in self._views:
+            part = self.D[lo:hi]
+            self._views[key] = part if shape is None else part.view(shape)
+        return self._views[key]
 
     def activations_first(self, index: int, unit: LinearUnit) -> Tensor:
         """Δ_W as (in, out·L): entry [i, o·L + l] = Δ[W(o, i), l]; one copy of p_W·L numbers."""
         if index not in self._act:
             _, lo, hi = unit.weight
             L = self.D.shape[1]
-            self._act[index] = self.D[lo:hi].view(unit.d_out, unit.d_in, L).transpose(0, 1) \
-                .reshape(unit.d_in, unit.d_out * L)
+            key = ("T", index)
+            if key not in self._views:
+                self._views[key] = self.D[lo:hi].view(unit.d_out, unit.d_in, L).transpose(0, 1)
+            self._act[index] = self._views[key].reshape(unit.d_in, unit.d_out * L)
         return self._act[index]
 
 
@@ -257,11 +274,11 @@ class JacobianProducts:
                 return output.clone()       # later in-place ops (ReLU(inplace=True)) act on the copy
             return hook
 
-        live = {nm: params[nm].detach().requires_grad_(True) for nm in self.names}
         handles = [self.units[i].module.register_forward_hook(make_hook(i), with_kwargs=True) for i in active]
         try:
             with torch.enable_grad(), eval_mode(self.model):
-                out = functional_call(self.model, live, (x,)).reshape(n, -1)
+                out = functional_call(self.model, self._live(params), (x,))
+                out = out.reshape(n, -1) if (k > 1 or out.ndim != 1) else out
         finally:
             for h in handles:
                 h.remove()
@@ -275,16 +292,31 @@ class JacobianProducts:
                          problem)
             else:
                 good.append(i)
-        D = {i: torch.zeros(n, k, self.units[i].d_out, device=x.device, dtype=self.dtype) for i in good}
         zs = [records[i][0][1] for i in good]
-        if zs and out.requires_grad:
-            for c in range(k):
-                with torch.enable_grad():
-                    grads = torch.autograd.grad(out[:, c].sum(), zs, retain_graph=c < k - 1, allow_unused=True)
-                for i, g in zip(good, grads):
-                    if g is not None:
-                        D[i][:, c] = g
-        return {i: (records[i][0][0].to(self.dtype), D[i]) for i in good}
+        if k == 1 and zs and out.requires_grad:                                  # δ straight from the gradients
+            with torch.enable_grad():
+                grads = torch.autograd.grad(out.sum(), zs, allow_unused=True)
+            D = {i: (self._cast(g).unsqueeze(1) if g is not None else
+                     torch.zeros(n, 1, self.units[i].d_out, device=x.device, dtype=self.dtype))
+                 for i, g in zip(good, grads)}
+        else:
+            D = {i: torch.zeros(n, k, self.units[i].d_out, device=x.device, dtype=self.dtype) for i in good}
+            if zs and out.requires_grad:
+                for c in range(k):
+                    with torch.enable_grad():
+                        grads = torch.autograd.grad(out[:, c].sum(), zs, retain_graph=c < k - 1, allow_unused=True)
+                    for i, g in zip(good, grads):
+                        if g is not None:
+                            D[i][:, c] = g
+        return {i: (self._cast(records[i][0][0]), D[i]) for i in good}
+
+    def _cast(self, t: Tensor) -> Tensor:
+        return t if t.dtype == self.dtype else t.to(self.dtype)
+
+    def _live(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The parameters as leaves that require grad, so that the layer outputs do (their gradients δ
+        are all the capture differentiates; no parameter gradient is computed)."""
+        return {nm: params[nm].detach().requires_grad_(True) for nm in self.names}
 
     def _runtime_problem(self, calls: list, n: int) -> str | None:
         if len(calls) != 1:
@@ -330,62 +362,68 @@ class JacobianProducts:
     # ------------------------------------------------------------------ products
     def apply(self, side: Side, prep: Prepared, out: Tensor) -> None:
         """out (n·k, L) += J·Δ (Δ = prep.D, p × L)."""
-        D = prep.D
-        n, k, L = side.n, side.k, D.shape[1]
+        n, k, L = side.n, side.k, prep.D.shape[1]
+        out3 = None
         for i, (A, Dl) in side.feats.items():
             u = self.units[i]
             if u.weight is not None:
                 _, lo, hi = u.weight
                 if L <= k * u.d_in:                                               # activations first
-                    T = A @ prep.activations_first(i, u)                          # (n, out·L)
-                    out.view(n, k, L).baddbmm_(Dl, T.view(n, u.d_out, L))
+                    T = torch.mm(A, prep.activations_first(i, u))                 # (n, out·L)
+                    out3 = out.view(n, k, L) if out3 is None else out3
+                    out3.baddbmm_(Dl, T.view(n, u.d_out, L))
                 else:                                                             # rows δ ⊗ a
                     J = (Dl[:, :, :, None] * A[:, None, None, :]).reshape(n * k, -1)
-                    out.addmm_(J, D[lo:hi])
+                    out.addmm_(J, prep.rows(lo, hi))
             if u.bias is not None:
                 _, lo, hi = u.bias
-                out.addmm_(Dl.reshape(n * k, u.d_out), D[lo:hi])
+                out.addmm_(Dl.view(n * k, u.d_out), prep.rows(lo, hi))
         for lo, hi, J in side.runs:
-            out.addmm_(J, D[lo:hi])
+            out.addmm_(J, prep.rows(lo, hi))
 
-    def apply_vector(self, side: Side, v: Tensor) -> Tensor:
-        """J·v (n·k,) for a parameter-space vector v (p,)."""
+    def apply_vector(self, side: Side, v: Tensor | Prepared) -> Tensor:
+        """J·v (n·k,) for a parameter-space vector v (p,) (or a :class:`Prepared` of one, for cached views).
+
+        Per Linear layer one ``linear`` and one batched product: Σ_o δ_c(x)_o (W_v a(x) + b_v)_o."""
+        prep = v if isinstance(v, Prepared) else Prepared(v)
         n, k = side.n, side.k
-        res = torch.zeros(n, k, device=v.device, dtype=self.dtype)
+        res = None                                                                # (n, k, 1)
         for i, (A, Dl) in side.feats.items():
             u = self.units[i]
-            if u.weight is not None:
-                _, lo, hi = u.weight
-                T = A @ v[lo:hi].view(u.d_out, u.d_in).T                          # (n, out)
-                res += torch.bmm(Dl, T[:, :, None])[:, :, 0]
-            if u.bias is not None:
-                _, lo, hi = u.bias
-                res += Dl @ v[lo:hi]
-        res = res.reshape(-1)
+            W = prep.rows(*u.weight[1:], (u.d_out, u.d_in)) if u.weight is not None else None
+            b = prep.rows(*u.bias[1:]) if u.bias is not None else None
+            T = F.linear(A, W, b) if W is not None else b.expand(n, u.d_out)     # (n, out)
+            T = T.unsqueeze(2)
+            res = torch.bmm(Dl, T) if res is None else res.baddbmm_(Dl, T)
+        res = torch.zeros(n * k, device=self.device, dtype=self.dtype) if res is None else res.view(n * k)
         for lo, hi, J in side.runs:
-            res.addmv_(J, v[lo:hi])
+            res.addmv_(J, prep.rows(lo, hi))
         return res
 
-    def transpose_apply(self, side: Side, E: Tensor, out: Tensor) -> None:
-        """out (p × L) = Jᵀ·E for E (n·k × L); every row of out is written."""
+    def transpose_apply(self, side: Side, E: Tensor, out: Tensor | Prepared) -> None:
+        """out (p × L) = Jᵀ·E for E (n·k × L); every row of out is written (``out`` may be a
+        :class:`Prepared` of the p × L buffer, for cached views)."""
+        prep = out if isinstance(out, Prepared) else Prepared(out)
         n, k, L = side.n, side.k, E.shape[1]
+        E3 = None
         for i, (A, Dl) in side.feats.items():
             u = self.units[i]
-            Dk = Dl.reshape(n * k, u.d_out)
+            Dk = Dl.view(n * k, u.d_out)
             if u.weight is not None:
                 _, lo, hi = u.weight
                 if L < u.d_out:                                                   # δᵀ (a ⊗ E)
-                    Ak = A[:, None, :].expand(n, k, u.d_in).reshape(n * k, u.d_in)
-                    AE = (Ak[:, :, None] * E[:, None, :]).reshape(n * k, u.d_in * L)
-                    torch.mm(Dk.T, AE, out=out[lo:hi].view(u.d_out, u.d_in * L))
+                    Ak = A if k == 1 else A[:, None, :].expand(n, k, u.d_in).reshape(n * k, u.d_in)
+                    E3 = E.unsqueeze(1) if E3 is None else E3
+                    AE = torch.mul(Ak.unsqueeze(2), E3).view(n * k, u.d_in * L)
+                    torch.mm(Dk.t(), AE, out=prep.rows(lo, hi, (u.d_out, u.d_in * L)))
                 else:                                                             # (δ ⊗ a)ᵀ E
                     J = (Dl[:, :, :, None] * A[:, None, None, :]).reshape(n * k, -1)
-                    torch.mm(J.T, E, out=out[lo:hi])
+                    torch.mm(J.t(), E, out=prep.rows(lo, hi))
             if u.bias is not None:
                 _, lo, hi = u.bias
-                torch.mm(Dk.T, E, out=out[lo:hi])
+                torch.mm(Dk.t(), E, out=prep.rows(lo, hi))
         for lo, hi, J in side.runs:
-            torch.mm(J.T, E, out=out[lo:hi])
+            torch.mm(J.t(), E, out=prep.rows(lo, hi))
 
     def _piece(self, side: Side, name: str) -> Tensor:
         """Jacobian rows (n·k, numel) of one parameter, formed from the side's features if needed."""

@@ -491,6 +491,7 @@ class SmootherTracker:
         self._views: dict[tuple[str, int, int], torch.Tensor] = {}
         self._phi_views: list[torch.Tensor] = []
         self._aranges: dict[int, torch.Tensor] = {}
+        self._prepared: dict[str, Prepared] = {}   # the step buffer G and Δθ, with cached views
 
     @property
     def jacobian_method(self) -> JacobianMethod:
@@ -704,12 +705,13 @@ class SmootherTracker:
             else:                                                                # NOTE [sketch]
                 E = torch.sub(self._basis_aug.index_select(0, rows_b), self.R.index_select(0, rows_b))
             a = _loss_scale(self.spec.loss, idx.numel(), k)
+            if "dtheta" not in self._prepared:
+                self._prepared["dtheta"] = Prepared(torch.empty(self.p, device=self.device, dtype=self.dtype))
+            dtheta = self._prepared["dtheta"]                                   # Δθ in the state dtype
             if delta is getattr(lens, "delta", None):                           # the lens's flat Δθ
-                dtheta = lens.delta_flat
+                dtheta.D.copy_(lens.delta_flat)
             else:
-                dtheta = torch.cat([delta[nm].reshape(-1) for nm in self.names])
-            if dtheta.dtype != self.dtype:
-                dtheta = dtheta.to(self.dtype)
+                torch.cat([delta[nm].reshape(-1) for nm in self.names], out=dtheta.D)
             if self.path == Path.KERNEL:
                 self._kernel_step(sides, side_b, E, a, dtheta)
             else:
@@ -767,7 +769,9 @@ class SmootherTracker:
 
     def _general_step(self, sides, side_b, E, a, dtheta, optimizer) -> None:
         G = self.buffers["step"]
-        self.products.transpose_apply(side_b, E, G)                              # G/a = J_Bᵀ E: −∇L
+        if "step" not in self._prepared:
+            self._prepared["step"] = Prepared(G)
+        self.products.transpose_apply(side_b, E, self._prepared["step"])         # G/a = J_Bᵀ E: −∇L
         G.mul_(-a)                                                               # now the gradient g
         segments = self._segments()
         if self.kind == "adam":
@@ -785,7 +789,8 @@ class SmootherTracker:
                  self._phi_column(seg) if has_phi else None)
         if has_d:
             self.buffers["theta"].add_(G)                                        # θ_t = θ_{t−1} + Δ (0 where skipped)
-        prep = Prepared(G)
+        prep = self._prepared["step"]
+        prep.new_step()
         k = self.k
         for start, stop, side in sides:
             rows = self.R if (start, stop) == (0, self.n_points) else self.R[start * k:stop * k]
