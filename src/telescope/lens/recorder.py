@@ -185,7 +185,7 @@ class Lens:
             floating = np.issubdtype(x.dtype, np.floating)
             x = torch.tensor(x, device=self.device, dtype=self.dtype if floating else None)
         if not torch.is_tensor(x):
-            raise ShapeError(f"{where}: expected a tensor (n, *input_shape), got {type(x).__name__}")
+            raise ShapeError(f"{where}: expected a tensor or NumPy array (n, *input_shape), got {type(x).__name__}")
         if x.ndim < 1 or x.shape[0] == 0:
             raise ShapeError(f"{where}: expected a non-empty tensor (n, *input_shape), got shape {tuple(x.shape)}")
         if x.device != self.device:
@@ -201,16 +201,16 @@ class Lens:
         without one row per point (a 1-D probe), gets a message naming the probe set."""
         where = f"Lens(probes[{name!r}])"
         trial = x[:2]
+        hint = (f"; a 1-D probe is read as {x.shape[0]} points of shape (): for one point with {x.shape[0]} "
+                "features use x[None]" if x.ndim == 1 else "")
         try:
             out = self.forward(dict(zip(self.parameter_names, self._params)), trial)
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:
             raise ShapeError(f"{where}: the model cannot take these probes (shape {tuple(x.shape)}, read as "
-                             f"{x.shape[0]} points of shape {tuple(x.shape[1:])}): {str(exc).splitlines()[0]}. "
-                             "Give the probe points along the first axis, e.g. x.reshape(n, -1), and a point "
-                             "shape the model accepts") from None
+                             f"{x.shape[0]} points of shape {tuple(x.shape[1:])}): {str(exc).splitlines()[0]}"
+                             f"{hint or '. Give the probe points along the first axis with the shape the model takes'}"
+                             ) from None
         if out.ndim == 0 or out.shape[0] != trial.shape[0]:
-            hint = (f"; a 1-D probe is read as {x.shape[0]} points of shape (): for one point with "
-                    f"{x.shape[0]} features use x[None]" if x.ndim == 1 else "")
             raise ShapeError(f"{where}: the model maps {trial.shape[0]} probe point(s) of shape {tuple(x.shape[1:])} to "
                              f"an output of shape {tuple(out.shape)}, not one row per point{hint}")
 
