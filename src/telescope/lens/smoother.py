@@ -93,9 +93,15 @@ training inputs and on every probe set, for the optimizer actually used.
 # p-vectors with per-parameter views (one foreach copy in, one subtraction for Δθ); the batch
 # indices are range-checked on the host before the optimizer steps (CPU indices: no device sync;
 # indices on a device cost one sync, so pass CPU indices as telescope.train.fit does); the batch
-# rows of Ê_B − R_B come from two index_selects; hyperparameters are Python numbers; metrics
-# (p⁰, residuals) are computed only when asked. benchmarks/lens_ops.py counts the operations and
-# syncs per step with torch.profiler on the CPU.
+# rows of Ê_B − R_B come from two index_selects; hyperparameters are Python numbers (NOTE
+# [optimizer rules]); views of the persistent buffers are made once; metrics (p⁰, residuals) are
+# computed only when asked. When every parameter has closed-form products (NOTE [structured
+# products]) a side costs activations-sized memory, so one forward and k backward passes capture
+# every tracked point at once and the batch's side is gathered from its training rows: the batch
+# and the tracked training points then use the same J rows to the last bit (two forward passes of
+# different batch sizes may round differently in float32). Products on that side run in chunks
+# whose temporaries stay near _TEMP_BYTES. benchmarks/lens_ops.py counts the operations and syncs
+# per step with torch.profiler on the CPU; docs/smoother.md has the counts.
 """
 
 from __future__ import annotations
@@ -331,6 +337,7 @@ def adam_preconditioner(optimizer, param: torch.Tensor, group: Mapping[str, Any]
 
 
 _TEMP_BYTES = 1 << 28      # temporaries of one product call on a side captured at once (NOTE [fused step])
+_CAPTURE_BYTES = 1 << 30   # largest side captured at once; beyond it, chunks of spec.chunk_size points
 
 
 def _loss_scale(loss: str, batch: int, k: int) -> float:
@@ -615,14 +622,21 @@ class SmootherTracker:
             per_point += u.d_out * self.L if self.L <= self.k * u.d_in else self.k * u.d_in * u.d_out
         return max(int(self.spec.chunk_size), _TEMP_BYTES // (item * per_point))
 
+    def _capture_bytes(self) -> int:
+        """Bytes of a side of every tracked point: N·Σ_layers (in + k·out) numbers (state dtype)."""
+        item = torch.empty((), dtype=self.dtype).element_size()
+        units = [self.products.units[i] for i in self.products.active_units()]
+        return item * self.n_points * sum(u.d_in + self.k * u.d_out for u in units)
+
     def _sides(self, params, idx: torch.Tensor, rows_b: torch.Tensor) -> tuple[Side, Iterable[tuple[int, int, Side]]]:
         """(the batch's side, [(first point, end point, side)] over every tracked point).
 
         When every parameter has closed-form products a side holds activations-sized numbers, so one
         capture covers every tracked point and the batch's side is gathered from its training rows
-        (NOTE [fused step]); otherwise the batch and chunks of ``spec.chunk_size`` points are
-        captured one by one (Jacobian rows cost k·p numbers per point)."""
-        if self.products.fully_structured:
+        (NOTE [fused step]); otherwise (Jacobian rows cost k·p numbers per point, or the side would
+        exceed ``_CAPTURE_BYTES``) the batch and chunks of ``spec.chunk_size`` points are captured one
+        by one."""
+        if self.products.fully_structured and self._capture_bytes() <= _CAPTURE_BYTES:
             full = self.products.side(params, self.x_all)
             if self.products.fully_structured:                                  # no fallback appeared
                 step = self._apply_chunk()
@@ -664,7 +678,7 @@ class SmootherTracker:
             values = idx.detach().numpy()
             lo, hi = (int(values.min()), int(values.max())) if values.size else (None, None)
         else:                                  # one sync; pass CPU indices to avoid it
-            lo, hi = torch.aminmax(idx).tolist() if idx.numel() else (None, None)  # noqa: sync (documented)
+            lo, hi = torch.aminmax(idx).tolist() if idx.numel() else (None, None)
         if lo is None or lo < 0 or hi >= self.n:
             raise ShapeError(f"Lens.step(batch=...): indices must lie in [0, {self.n}) and be non-empty, got "
                              f"{idx.numel()} indices in [{'-' if lo is None else lo}, {'-' if hi is None else hi}]")
