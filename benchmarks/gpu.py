@@ -5,8 +5,8 @@
    plain / + lens / + smoother sketch K = 32 float32 / + smoother exact float32 / exact float64;
    the exact float64 step against its GEMM floor (the two dense products 2·|B|·p·L + 2·N·p·L of
    the same shapes, timed alone; target ≤ 1.5×); the sketch step against the plain one (target ≤ 3×).
-2. Tangent kernels (float32, median of ``--repeats`` calls after a warm-up): ``structured``,
-   ``ntk_vp`` and ``auto`` against ``jacobian`` on 784-200-200-10 full N = 256 and trace N = 1000,
+2. Tangent kernels (float32, median of ``--repeats`` calls after a warm-up): ``structured`` and
+   ``auto`` (``--impls`` for others) against ``jacobian`` on 784-200-200-10 full N = 256 and trace N = 1000,
    784-512-512-10 full N = 1000 and trace N = 4096, and a CNN (3×32×32, two conv layers) full
    N = 512.
 3. The CPU proxy (benchmarks/lens_ops.py): top-level aten ops and host syncs per step.
@@ -17,6 +17,7 @@ About 3 minutes on one H100/H200 (the ``jacobian`` baselines dominate). ``--devi
 runs every part at small sizes in well under a minute, to prove the script works without a GPU.
 
     python benchmarks/gpu.py [--device cuda] [--small] [--steps 50] [--repeats 3] [--skip kernels,proxy]
+                             [--impls structured,auto,ntk_vp]
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ KERNEL_CASES = [  # (label, model, N, N with --small, output)
 
 def part_kernels(args) -> None:
     print("\n## 2. Tangent kernels (float32), time of `jacobian` / time of each implementation\n")
-    impls = ["structured", "ntk_vp", "auto"]
+    impls = args.impls.split(",")
     print("| kernel | N | jacobian ms | " + " | ".join(f"{i} ×" for i in impls) + " |")
     print("|---|---|---|" + "---|" * len(impls))
     for label, kind, big, small, output in KERNEL_CASES:
@@ -224,6 +225,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: steps,kernels,proxy")
+    ap.add_argument("--impls", default="structured,auto",
+                    help="kernel implementations timed against jacobian (ntk_vp is slow on the CNN)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     dev = torch.device(args.device)

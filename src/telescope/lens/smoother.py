@@ -331,9 +331,16 @@ def adam_preconditioner(optimizer, param: torch.Tensor, group: Mapping[str, Any]
     v̂ = v/(1 − β2^t), v the ``exp_avg_sq`` (``max_exp_avg_sq`` with amsgrad)."""
     st = optimizer.state[param]
     v = st["max_exp_avg_sq"] if group.get("amsgrad") else st["exp_avg_sq"]
-    beta2 = float(group["betas"][1])
-    return (v.detach().reshape(-1).to(dtype).sqrt() / math.sqrt(1 - beta2 ** float(st["step"]))
-            ).add_(float(group["eps"]))
+    return precondition_(torch.sqrt(v.detach().reshape(-1).to(dtype)), group, float(st["step"]), rooted=True)
+
+
+def precondition_(v: torch.Tensor, group: Mapping[str, Any], step: float, *, rooted: bool = False) -> torch.Tensor:
+    """In place: Adam's second moment v (any shape, a tensor the caller owns) becomes
+    φ = √v / √(1 − β2^step) + ε with β2 and ε of param group ``group``; ``rooted``: v holds √v already.
+    The one formula of φ for the smoother's rule and :func:`adam_preconditioner`."""
+    if not rooted:
+        v.sqrt_()
+    return v.div_(math.sqrt(1 - float(group["betas"][1]) ** step)).add_(float(group["eps"]))
 
 
 _TEMP_BYTES = 1 << 28      # temporaries of one product call on a side captured at once (NOTE [fused step])
@@ -394,9 +401,9 @@ def _adam_rule(tracker: "SmootherTracker", seg: _Segment, g, m, th, phi) -> None
     coupled (Adam) or decoupled (AdamW, ``decoupled_weight_decay``) weight decay."""
     grp = seg.group
     lr, wd = float(grp["lr"]), float(grp.get("weight_decay", 0.0))
-    beta1, beta2 = (float(v) for v in grp["betas"])
+    beta1 = float(grp["betas"][0])
     decoupled = bool(grp.get("decoupled_weight_decay", False)) or tracker.decoupled
-    phi.sqrt_().div_(math.sqrt(1 - beta2 ** seg.step)).add_(float(grp["eps"]))     # adam_preconditioner
+    precondition_(phi, grp, seg.step)                                             # v -> φ, in place
     if wd and not decoupled:
         g.add_(th, alpha=wd)
     m.mul_(beta1).add_(g, alpha=1 - beta1)
@@ -499,6 +506,7 @@ class SmootherTracker:
         self._phi_views: list[torch.Tensor] = []
         self._aranges: dict[int, torch.Tensor] = {}
         self._prepared: dict[str, Prepared] = {}   # the step buffer G and Δθ, with cached views
+        self._one = torch.ones((), device=self.device, dtype=self.dtype)
 
     @property
     def jacobian_method(self) -> JacobianMethod:
@@ -714,8 +722,7 @@ class SmootherTracker:
             side_b, sides = self._sides(params_before, idx, rows_b)             # J_B, and J of every point
             if self.basis is None:                                               # E = Ê_B − R_B
                 E = self.R.index_select(0, rows_b).neg_()                        # (bk, L)
-                E.index_put_((self._arange(rows_b.numel()), rows_b),
-                             torch.ones((), device=self.device, dtype=self.dtype), accumulate=True)
+                E.index_put_((self._arange(rows_b.numel()), rows_b), self._one, accumulate=True)
             else:                                                                # NOTE [sketch]
                 E = torch.sub(self._basis_aug.index_select(0, rows_b), self.R.index_select(0, rows_b))
             a = _loss_scale(self.spec.loss, idx.numel(), k)
