@@ -270,14 +270,14 @@ class JacobianProducts:
         def make_hook(i: int):
             def hook(_module, args, kwargs, output):
                 inp = args[0] if args else next(iter(kwargs.values()))
-                records[i].append((inp.detach(), output))
+                records[i].append((inp, output))
                 return output.clone()       # later in-place ops (ReLU(inplace=True)) act on the copy
             return hook
 
         handles = [self.units[i].module.register_forward_hook(make_hook(i), with_kwargs=True) for i in active]
         try:
             with torch.enable_grad(), eval_mode(self.model):
-                out = functional_call(self.model, self._live(params), (x,))
+                out = functional_call(self.model, *self._inputs(params, x))
                 out = out.reshape(n, -1) if (k > 1 or out.ndim != 1) else out
         finally:
             for h in handles:
@@ -308,15 +308,21 @@ class JacobianProducts:
                     for i, g in zip(good, grads):
                         if g is not None:
                             D[i][:, c] = g
-        return {i: (self._cast(records[i][0][0]), D[i]) for i in good}
+        with torch.no_grad():                                                    # activations, detached
+            return {i: (records[i][0][0].detach() if records[i][0][0].dtype == self.dtype
+                        else records[i][0][0].to(self.dtype), D[i]) for i in good}
 
     def _cast(self, t: Tensor) -> Tensor:
         return t if t.dtype == self.dtype else t.to(self.dtype)
 
-    def _live(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """The parameters as leaves that require grad, so that the layer outputs do (their gradients δ
-        are all the capture differentiates; no parameter gradient is computed)."""
-        return {nm: params[nm].detach().requires_grad_(True) for nm in self.names}
+    def _inputs(self, params: Mapping[str, Tensor], x: Tensor) -> tuple[dict[str, Tensor], tuple[Tensor]]:
+        """Arguments of the capture's forward pass: the layer outputs must require grad, since their
+        gradients δ are all the capture differentiates (no gradient of a parameter or an input is
+        computed). A floating-point input that requires grad does that with one operation; integer
+        inputs (embeddings) need the parameters as leaves that require grad."""
+        if x.is_floating_point():
+            return dict(params), (x.detach().requires_grad_(True),)
+        return {nm: params[nm].detach().requires_grad_(True) for nm in self.names}, (x,)
 
     def _runtime_problem(self, calls: list, n: int) -> str | None:
         if len(calls) != 1:
@@ -325,7 +331,7 @@ class JacobianProducts:
         if inp.ndim != 2 or inp.shape[0] != n:
             return f"its input has shape {tuple(inp.shape)}, not (n, in_features) with n = {n}"
         if not output.requires_grad:
-            return "its output does not depend on the trained parameters"
+            return "its output depends neither on the inputs nor on the trained parameters"
         return None
 
     def _rows(self, params: Mapping[str, Tensor], x: Tensor, names: list[str]) -> list[tuple[int, int, Tensor]]:
@@ -408,20 +414,20 @@ class JacobianProducts:
         E3 = None
         for i, (A, Dl) in side.feats.items():
             u = self.units[i]
-            Dk = Dl.view(n * k, u.d_out)
+            DkT = Dl.view(n * k, u.d_out).t()                                    # (out, n·k)
             if u.weight is not None:
                 _, lo, hi = u.weight
                 if L < u.d_out:                                                   # δᵀ (a ⊗ E)
                     Ak = A if k == 1 else A[:, None, :].expand(n, k, u.d_in).reshape(n * k, u.d_in)
                     E3 = E.unsqueeze(1) if E3 is None else E3
                     AE = torch.mul(Ak.unsqueeze(2), E3).view(n * k, u.d_in * L)
-                    torch.mm(Dk.t(), AE, out=prep.rows(lo, hi, (u.d_out, u.d_in * L)))
+                    torch.mm(DkT, AE, out=prep.rows(lo, hi, (u.d_out, u.d_in * L)))
                 else:                                                             # (δ ⊗ a)ᵀ E
                     J = (Dl[:, :, :, None] * A[:, None, None, :]).reshape(n * k, -1)
                     torch.mm(J.t(), E, out=prep.rows(lo, hi))
             if u.bias is not None:
                 _, lo, hi = u.bias
-                torch.mm(Dk.t(), E, out=prep.rows(lo, hi))
+                torch.mm(DkT, E, out=prep.rows(lo, hi))
         for lo, hi, J in side.runs:
             torch.mm(J.t(), E, out=prep.rows(lo, hi))
 
