@@ -113,6 +113,7 @@ def test_plan_closed_form_for_linear_layers_jacrev_rows_for_the_rest(caplog):
     assert in_rows == {"norm.weight", "norm.bias", "twice.weight", "twice.bias", "seq.weight"}
     text = caplog.text
     assert "'twice'" in text and "called 2 times" in text and "'seq'" in text and "'norm'" in text
+    assert "changed in place downstream; capturing copies" in text and prod._clone_outputs
     # only nn.Linear is structured; an MLP has no rows at all
     mlp = MLP(4, 5, 2).to(F64)
     n2, s2, p2 = trainable(mlp)

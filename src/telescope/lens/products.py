@@ -34,9 +34,11 @@ per-example derivative information of one set of inputs.
 # then on. A side already built keeps its own (equally exact) form; kernel rows between sides
 # of different forms build δ ⊗ a rows. (kernels/structured.py also checks for an input
 # changed in place after the call; that cannot happen here: the layer saves its input for
-# its weight's gradient, so the model's own backward pass would fail.) The forward hook hands
-# the rest of the network a copy of the layer's output, so an in-place op downstream
-# (ReLU(inplace=True)) cannot alter the tensor whose gradient is δ.
+# its weight's gradient, so the model's own backward pass would fail.) An in-place op downstream
+# of a layer (ReLU(inplace=True)) would alter the tensor whose gradient is δ: the capture notices
+# it by the tensor's version counter, and from then on its forward hooks hand the rest of the
+# network a copy of each layer's output (one copy per layer per capture, saved for models
+# without such ops).
 """
 
 from __future__ import annotations
@@ -130,14 +132,6 @@ class Side:
         return Side(stop - start, self.k, {i: (A[start:stop], D[start:stop]) for i, (A, D) in self.feats.items()},
                     [(lo, hi, J[start * self.k:stop * self.k]) for lo, hi, J in self.runs])
 
-    def take(self, index: Tensor, rows: Tensor | None = None) -> "Side":
-        """The side of inputs ``index`` (m,), e.g. a batch out of the training points; ``rows`` (m·k,) the
-        matching output rows (needed when there are Jacobian rows and k > 1)."""
-        rows = index if rows is None else rows
-        return Side(int(index.shape[0]), self.k,
-                    {i: (A.index_select(0, index), D.index_select(0, index)) for i, (A, D) in self.feats.items()},
-                    [(lo, hi, J.index_select(0, rows)) for lo, hi, J in self.runs])
-
 
 class Prepared:
     """Δ (p × L, or a p-vector) for the products of :class:`JacobianProducts`, with per-layer views made
@@ -202,6 +196,7 @@ class JacobianProducts:
         self.p = lo
         self.units: list[LinearUnit] = []
         self.problems: dict[int, str] = {}            # unit index -> why it now uses jacrev rows
+        self._clone_outputs = False                   # set once a layer output is seen changed in place
         reasons: dict[str, str] = {}
         if method == "auto":
             plan = make_plan(model, self.names, None)
@@ -267,11 +262,14 @@ class JacobianProducts:
         n, k = int(x.shape[0]), self.k
         records: dict[int, list] = {i: [] for i in active}
 
+        clone = self._clone_outputs
+
         def make_hook(i: int):
             def hook(_module, args, kwargs, output):
                 inp = args[0] if args else next(iter(kwargs.values()))
-                records[i].append((inp, output))
-                return output.clone()       # later in-place ops (ReLU(inplace=True)) act on the copy
+                records[i].append((inp, output, output._version))
+                # later in-place ops (ReLU(inplace=True)) must act on a copy, or δ would be taken after them
+                return output.clone() if clone else None
             return hook
 
         handles = [self.units[i].module.register_forward_hook(make_hook(i), with_kwargs=True) for i in active]
@@ -282,6 +280,10 @@ class JacobianProducts:
         finally:
             for h in handles:
                 h.remove()
+        if not clone and any(rec[1]._version != rec[2] for i in active for rec in records[i]):
+            log.info("smoother: a layer output is changed in place downstream; capturing copies from now on")
+            self._clone_outputs = True
+            return self._capture(params, x, active)
         good: list[int] = []
         for i in active:
             problem = self._runtime_problem(records[i], n)
@@ -327,7 +329,7 @@ class JacobianProducts:
     def _runtime_problem(self, calls: list, n: int) -> str | None:
         if len(calls) != 1:
             return f"the module is called {len(calls)} times in one forward"
-        inp, output = calls[0]
+        inp, output, _ = calls[0]
         if inp.ndim != 2 or inp.shape[0] != n:
             return f"its input has shape {tuple(inp.shape)}, not (n, in_features) with n = {n}"
         if not output.requires_grad:

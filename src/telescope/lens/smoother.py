@@ -97,10 +97,11 @@ training inputs and on every probe set, for the optimizer actually used.
 # [optimizer rules]); views of the persistent buffers are made once; metrics (p⁰, residuals) are
 # computed only when asked. When every parameter has closed-form products (NOTE [structured
 # products]) a side costs activations-sized memory, so one forward and k backward passes capture
-# every tracked point at once and the batch's side is gathered from its training rows: the batch
-# and the tracked training points then use the same J rows to the last bit (two forward passes of
-# different batch sizes may round differently in float32). Products on that side run in chunks
-# whose temporaries stay near _TEMP_BYTES. benchmarks/lens_ops.py counts the operations and syncs
+# every tracked point at once (up to _CAPTURE_BYTES), and products on that side run in chunks whose
+# temporaries stay near _TEMP_BYTES. The batch keeps its own capture: gathering its rows from the
+# capture of every point would save one more (~19 operations of 256 in benchmarks/lens_ops.py),
+# but a forward pass over another number of rows rounds differently in float32, and the studies'
+# metrics would move at that level (1.8e-9 relative in grokking-control's p⁰). benchmarks/lens_ops.py counts the operations and syncs
 # per step with torch.profiler on the CPU; docs/smoother.md has the counts.
 """
 
@@ -636,22 +637,21 @@ class SmootherTracker:
         units = [self.products.units[i] for i in self.products.active_units()]
         return item * self.n_points * sum(u.d_in + self.k * u.d_out for u in units)
 
-    def _sides(self, params, idx: torch.Tensor, rows_b: torch.Tensor) -> tuple[Side, Iterable[tuple[int, int, Side]]]:
+    def _sides(self, params, idx: torch.Tensor) -> tuple[Side, Iterable[tuple[int, int, Side]]]:
         """(the batch's side, [(first point, end point, side)] over every tracked point).
 
-        When every parameter has closed-form products a side holds activations-sized numbers, so one
-        capture covers every tracked point and the batch's side is gathered from its training rows
-        (NOTE [fused step]); otherwise (Jacobian rows cost k·p numbers per point, or the side would
-        exceed ``_CAPTURE_BYTES``) the batch and chunks of ``spec.chunk_size`` points are captured one
-        by one."""
+        The batch is captured on its own. When every parameter has closed-form products a side holds
+        activations-sized numbers, so one more capture covers every tracked point (NOTE [fused step]);
+        otherwise (Jacobian rows cost k·p numbers per point, or the side would exceed
+        ``_CAPTURE_BYTES``) chunks of ``spec.chunk_size`` points are captured one by one."""
+        side_b = self.products.side(params, self.x_train[idx])
         if self.products.fully_structured and self._capture_bytes() <= _CAPTURE_BYTES:
             full = self.products.side(params, self.x_all)
             if self.products.fully_structured:                                  # no fallback appeared
                 step = self._apply_chunk()
-                return full.take(idx, rows_b), [(s, min(s + step, self.n_points), full.rows(s, min(s + step, self.n_points)))
-                                                for s in range(0, self.n_points, step)]
+                return side_b, [(s, min(s + step, self.n_points), full.rows(s, min(s + step, self.n_points)))
+                                for s in range(0, self.n_points, step)]
         chunk = int(self.spec.chunk_size)
-        side_b = self.products.side(params, self.x_train[idx])
         return side_b, ((s, min(s + chunk, self.n_points), self.products.side(params, self.x_all[s:s + chunk]))
                         for s in range(0, self.n_points, chunk))
 
@@ -719,7 +719,7 @@ class SmootherTracker:
         rows_b = idx if k == 1 else (idx[:, None] * k + torch.arange(k, device=self.device)).reshape(-1)
         self._products()
         with torch.no_grad():
-            side_b, sides = self._sides(params_before, idx, rows_b)             # J_B, and J of every point
+            side_b, sides = self._sides(params_before, idx)                     # J_B, and J of every point
             if self.basis is None:                                               # E = Ê_B − R_B
                 E = self.R.index_select(0, rows_b).neg_()                        # (bk, L)
                 E.index_put_((self._arange(rows_b.numel()), rows_b), self._one, accumulate=True)
