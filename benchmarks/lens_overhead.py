@@ -48,7 +48,7 @@ def main() -> None:
         else:
             opt.step()
 
-    params = lens._snapshot()
+    params = lens.snapshot()
     tangent = {k: torch.randn_like(v) * 1e-3 for k, v in params.items()}
 
     def forward() -> None:
@@ -59,7 +59,7 @@ def main() -> None:
         "plain": lambda: step(False),
         "lens": lambda: step(True),
         "forward": forward,
-        "jvp": lambda: lens._jvp(params, tangent),
+        "jvp": lambda: lens.jvp(params, tangent),
     }
     for fn in cases.values():  # warm up
         for _ in range(5):

@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from telescope import Lens
-from telescope.errors import ShapeError, UnsupportedModelError
+from telescope import Lens, SmootherSpec
+from telescope.errors import ConfigError, ShapeError, UnsupportedModelError
+from telescope.lens import smoother_of
 from telescope.models import MLP
 
 torch.set_default_dtype(torch.float32)
@@ -64,7 +65,7 @@ def test_exact_on_model_linear_in_parameters(make_opt, k):
         assert torch.allclose(p["telescope"], p["network"], atol=1e-10, rtol=0)
         assert torch.allclose(p["linearized"], p["network"], atol=1e-10, rtol=0)
         # and the model really moved
-        assert (p["network"] - lens.f0[lens._slice(split)]).abs().max() > 0.1
+        assert (p["network"] - lens.f0[lens.probe_slice(split)]).abs().max() > 0.1
 
 
 def test_dropout_probes_use_eval_mode_and_stay_exact():
@@ -169,3 +170,99 @@ def test_single_probe_point_and_float64_accumulation():
     train(model, lens, opt, x, y, steps=5, batch=4)
     p = lens.predictions("one")
     assert p["telescope"].dtype == torch.float64 and p["telescope"].shape == (1,)
+
+
+# ---------------------------------------------------------------------------- input checks at the door (issue 17 item 7)
+def params_of(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def unchanged(model, before):
+    return all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_a_1d_probe_is_refused_with_the_fix():
+    model = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 1))
+    with pytest.raises(ShapeError, match=r"probes\['test'\].*1-D probe.*x\[None\]"):
+        Lens(model, {"test": torch.randn(10)})
+    # a model of scalar inputs takes a 1-D probe: n points of shape ()
+    lens = Lens(nn.Sequential(nn.Unflatten(0, (-1, 1)), nn.Linear(1, 3), nn.Tanh(), nn.Linear(3, 1),
+                              nn.Flatten(0)), {"test": torch.randn(7)})
+    assert lens.predictions("test")["network"].shape == (7,)
+
+
+def test_a_probe_with_the_wrong_feature_count_names_the_probe():
+    model = MLP(4, 8, 2)
+    with pytest.raises(ShapeError, match=r"Lens\(probes\['wide'\]\): the model cannot take these probes "
+                                         r"\(shape \(3, 5\).*mat1 and mat2"):
+        Lens(model, {"wide": torch.randn(3, 5)})
+    with pytest.raises(ShapeError, match=r"same input shape.*\(4,\) for 'a' and \(5,\) for 'b'"):
+        Lens(model, {"a": torch.randn(3, 4), "b": torch.randn(3, 5)})
+
+
+def test_a_numpy_probe_is_converted_to_the_models_dtype_and_device():
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = MLP(4, 8, 2)
+    x = np.random.default_rng(0).standard_normal((6, 4))          # float64, the model is float32
+    lens = Lens(model, {"test": x})
+    ref = Lens(model, {"test": torch.tensor(x, dtype=torch.float32)})
+    assert lens.probe("test").dtype == torch.float32
+    assert torch.equal(lens.predictions("test")["network"], ref.predictions("test")["network"])
+    with pytest.raises(ShapeError, match=r"probes\['bad'\]\): expected a tensor or NumPy array.*got list"):
+        Lens(model, {"bad": [[1.0, 2.0, 3.0, 4.0]]})
+
+
+def smoother_lens(model, n=20):
+    x, y = torch.randn(n, 4, dtype=torch.float64), torch.randn(n, dtype=torch.float64)
+    lens = Lens(model, {"test": torch.randn(5, 4, dtype=torch.float64)}, smoother=SmootherSpec(x, y))
+    return lens, x, y
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adamw"])
+def test_bad_batch_with_a_smoother_raises_before_the_optimizer_steps(opt_name):
+    torch.manual_seed(0)
+    model = MLP(4, 8, 2).to(torch.float64)
+    lens, x, y = smoother_lens(model)
+    opt = (torch.optim.SGD(model.parameters(), lr=0.1) if opt_name == "sgd"
+           else torch.optim.AdamW(model.parameters(), lr=0.01))
+    idx = torch.arange(6)
+    ((model(x[idx]) - y[idx]) ** 2).mean().backward()
+    before = params_of(model)
+    bad = [({}, ConfigError, "batch=None.*batch=idx"),
+           ({"batch": torch.tensor([0, 20])}, ShapeError, r"indices must lie in \[0, 20\).*\[0, 20\]"),
+           ({"batch": torch.tensor([-1, 3])}, ShapeError, "indices must lie"),
+           ({"batch": torch.tensor([], dtype=torch.long)}, ShapeError, "non-empty"),
+           ({"batch": torch.ones(20, dtype=torch.bool)}, ShapeError, "integer indices.*not a mask"),
+           ({"batch": x[idx]}, ShapeError, "integer indices")]
+    for kwargs, error, message in bad:
+        with pytest.raises(error, match=message):
+            lens.step(opt, **kwargs)
+        assert unchanged(model, before), kwargs                  # nothing was stepped
+        assert opt.state == {} or all(not s for s in opt.state.values())
+        assert lens.steps == 0 and smoother_of(lens).steps == 0
+        assert torch.equal(lens.f_tilde, lens.f0.to(lens.acc_dtype))
+    # the same lens then steps normally, and is not a step behind: it equals a fresh lens's first step
+    lens.step(opt, batch=[0, 1, 2, 3, 4, 5])                     # a list is accepted
+    torch.manual_seed(0)
+    twin = MLP(4, 8, 2).to(torch.float64)
+    twin_lens = Lens(twin, {"test": lens.probe("test")}, smoother=SmootherSpec(x, y))
+    twin_opt = (torch.optim.SGD(twin.parameters(), lr=0.1) if opt_name == "sgd"
+                else torch.optim.AdamW(twin.parameters(), lr=0.01))
+    ((twin(x[idx]) - y[idx]) ** 2).mean().backward()
+    twin_lens.step(twin_opt, batch=idx)
+    assert torch.equal(smoother_of(lens).R, smoother_of(twin_lens).R)
+    assert smoother_of(lens).steps == 1
+
+
+def test_an_unsupported_optimizer_is_refused_before_it_steps():
+    torch.manual_seed(0)
+    model = MLP(4, 8, 2).to(torch.float64)
+    lens, x, y = smoother_lens(model)
+    opt = torch.optim.RMSprop(model.parameters(), lr=0.1)
+    ((model(x[:4]) - y[:4]) ** 2).mean().backward()
+    before = params_of(model)
+    with pytest.raises(UnsupportedModelError, match="RMSprop"):
+        lens.step(opt, batch=torch.arange(4))
+    assert unchanged(model, before) and lens.steps == 0

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from telescope.lens import Lens, SmootherSpec, smoother_of
-from telescope.lens.products import JacobianProducts, Prepared
+from telescope.lens.products import JacobianMethod, JacobianProducts, Prepared
 from telescope.models import MLP
 from telescope.train import squared_loss
 
@@ -113,6 +113,7 @@ def test_plan_closed_form_for_linear_layers_jacrev_rows_for_the_rest(caplog):
     assert in_rows == {"norm.weight", "norm.bias", "twice.weight", "twice.bias", "seq.weight"}
     text = caplog.text
     assert "'twice'" in text and "called 2 times" in text and "'seq'" in text and "'norm'" in text
+    assert "changed in place downstream; capturing copies" in text and prod._clone_outputs
     # only nn.Linear is structured; an MLP has no rows at all
     mlp = MLP(4, 5, 2).to(F64)
     n2, s2, p2 = trainable(mlp)
@@ -129,16 +130,16 @@ OPTIMIZERS = {
 }
 
 
-def trajectory(opt_name, k, method, jacobians, model_fn=None, steps=15, **kw):
+def trajectory(opt_name, k, method, jacobians, model_fn=None, steps=15, probe_train=False, **kw):
     torch.manual_seed(0)
     n, d, m = 20, 5, 9
     x, x_test = torch.randn(n, d, dtype=F64), torch.randn(m, d, dtype=F64)
     y = torch.randn(n, dtype=F64) if k == 1 else torch.randn(n, k, dtype=F64)
     model = (model_fn or (lambda: MLP(d, 10, 3, d_out=k).to(F64)))()
-    spec = SmootherSpec(x, y, loss="mse", method=method, probes=6, chunk_size=7, **kw)
-    lens = Lens(model, {"test": x_test}, smoother=spec)
+    spec = SmootherSpec(x, y, loss="mse", method=method, probes=6, chunk_size=7, jacobian_method=jacobians, **kw)
+    probes = {"test": x_test, **({"x_train": x} if probe_train else {})}
+    lens = Lens(model, probes, smoother=spec)
     tracker = smoother_of(lens)
-    tracker.jacobian_method = jacobians
     opt = OPTIMIZERS[opt_name]([p for p in model.parameters() if p.requires_grad])
     gen = torch.Generator().manual_seed(1)
     for _ in range(steps):
@@ -172,12 +173,20 @@ def test_smoother_on_model_with_unsupported_layers_falls_back_and_matches(opt_na
     assert fast.products.structured
     assert torch.allclose(fast.R, ref.R, atol=TOL, rtol=0)
     assert torch.allclose(fast.f_tilde, ref.f_tilde, atol=TOL, rtol=0)
-    # and the lens's own f̃ (a JVP) agrees with the smoother's on the probe points
-    lens_f = fast.lens.f_tilde.reshape(-1).to(F64)
-    assert torch.allclose(fast.f_tilde[fast.n * 2:], lens_f, atol=TOL, rtol=0)
+    # and a lens's own f̃ (a JVP) agrees with the smoother's on the training points
+    twin = trajectory(opt_name, 2, "exact", "auto", model_fn=lambda: Mixed(k=2), probe_train=True)
+    lens_f = twin.lens.predictions("x_train", linearized=False)["telescope"].reshape(-1).to(F64)
+    assert fast.f_tilde.shape == lens_f.shape
+    assert torch.allclose(fast.f_tilde, lens_f, atol=TOL, rtol=0)
 
 
 def test_unknown_jacobian_method_is_refused():
     from telescope.errors import ConfigError
-    with pytest.raises(ConfigError, match="jacobian_method"):
+    with pytest.raises(ConfigError, match="jacobian_method='forward'.*auto, jacrev"):
         trajectory("adamw", 1, "exact", "forward", steps=1)
+    # the attribute of the tracker (set before the first step) is still accepted, and checked
+    tracker = trajectory("adamw", 1, "exact", "auto", steps=0)
+    tracker.jacobian_method = "jacrev"
+    assert tracker.jacobian_method is JacobianMethod.JACREV
+    with pytest.raises(ConfigError, match="jacobian_method = 'forward'"):
+        tracker.jacobian_method = "forward"

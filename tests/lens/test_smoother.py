@@ -9,9 +9,10 @@ import torch
 import torch.nn as nn
 
 from telescope.errors import ConfigError, ShapeError, UnsupportedModelError
-from telescope.lens import EMAMomentumSGD, Lens, SmootherSpec, smoother_metrics, smoother_of
+from telescope.lens import Lens, SmootherSpec, smoother_metrics, smoother_of
 from telescope.models import MLP
 from telescope.train import squared_loss
+from telescope.train.optim import EMAMomentumSGD
 
 F64 = torch.float64
 

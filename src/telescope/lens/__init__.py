@@ -3,13 +3,26 @@
 :class:`Lens` records the telescoping model and the linearized-at-init baseline on named
 probe sets; trackers such as the smoother plug into it (see :class:`Tracker`).
 :class:`SmootherSpec` (passed as ``Lens(..., smoother=spec)``) tracks the network as a
-smoother of the training labels, f̃(x) = s(x)·y + c(x), and its effective parameters.
+smoother of the training labels, f̃(x) = s(x)·y + c(x), and its effective parameters; its
+choices are the enums :class:`SmootherMethod`, :class:`SmootherPath` and :class:`JacobianMethod`.
 """
 
+from telescope.lens.products import JacobianMethod
 from telescope.lens.recorder import Lens, Tracker, check_batch_independent
-from telescope.lens.smoother import (EMAMomentumSGD, SmootherSpec, SmootherTracker, smoother_metrics,
-                                     smoother_of)
+from telescope.lens.smoother import Method as SmootherMethod
+from telescope.lens.smoother import Path as SmootherPath
+from telescope.lens.smoother import SmootherSpec, SmootherTracker, smoother_metrics, smoother_of
 from telescope.lens.stability import adam_sharpness, adam_stability_threshold
 
-__all__ = ["EMAMomentumSGD", "Lens", "SmootherSpec", "SmootherTracker", "Tracker", "adam_sharpness",
-           "adam_stability_threshold", "check_batch_independent", "smoother_metrics", "smoother_of"]
+__all__ = ["JacobianMethod", "Lens", "SmootherMethod", "SmootherPath", "SmootherSpec", "SmootherTracker", "Tracker",
+           "adam_sharpness", "adam_stability_threshold", "check_batch_independent", "smoother_metrics", "smoother_of"]
+
+
+def __getattr__(name: str):
+    # EMAMomentumSGD moved to telescope.train.optim (issue 16): the math core imports no optimizer
+    # module, so the old name resolves lazily
+    if name == "EMAMomentumSGD":
+        from telescope.train.optim import EMAMomentumSGD
+
+        return EMAMomentumSGD
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,19 +34,23 @@ per-example derivative information of one set of inputs.
 # then on. A side already built keeps its own (equally exact) form; kernel rows between sides
 # of different forms build δ ⊗ a rows. (kernels/structured.py also checks for an input
 # changed in place after the call; that cannot happen here: the layer saves its input for
-# its weight's gradient, so the model's own backward pass would fail.) The forward hook hands
-# the rest of the network a copy of the layer's output, so an in-place op downstream
-# (ReLU(inplace=True)) cannot alter the tensor whose gradient is δ.
+# its weight's gradient, so the model's own backward pass would fail.) An in-place op downstream
+# of a layer (ReLU(inplace=True)) would alter the tensor whose gradient is δ: the capture notices
+# it by the tensor's version counter, and from then on its forward hooks hand the rest of the
+# network a copy of each layer's output (one copy per layer per capture, saved for models
+# without such ops).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.func import functional_call, jacrev, vmap
 
 from telescope.errors import ConfigError
@@ -55,7 +59,30 @@ from telescope.lens.recorder import eval_mode
 
 log = logging.getLogger(__name__)
 
-METHODS = ("auto", "jacrev")
+
+
+class JacobianMethod(str, enum.Enum):
+    """How :class:`JacobianProducts` (and the smoother, ``SmootherSpec(jacobian_method=...)``) form
+    products with the per-example Jacobian J (n·k × p) of n inputs; strings accepted.
+
+    ``AUTO``
+        nn.Linear layers in closed form (NOTE [structured products]): one forward and k backward
+        passes per chunk of inputs, n·(in + k·out) stored numbers per layer, products with at most
+        the dense products' multiply-adds; vmap(jacrev) rows for every other parameter. The default:
+        exact, and it removes the cost of forming J, which dominated the sketch's step.
+    ``JACREV``
+        vmap(jacrev) rows for every parameter: k vmapped backward passes per input and n·k·p numbers
+        per chunk. The reference the tests compare ``AUTO`` against; pick it only to check.
+    """
+
+    AUTO = "auto"
+    JACREV = "jacrev"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+METHODS = tuple(m.value for m in JacobianMethod)
 
 
 @dataclass(frozen=True)
@@ -98,22 +125,45 @@ class Side:
     feats: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     runs: list[tuple[int, int, Tensor]] = field(default_factory=list)
 
+    def rows(self, start: int, stop: int) -> "Side":
+        """The side of inputs [start, stop) (views; the side itself when that is all of it)."""
+        if start == 0 and stop == self.n:
+            return self
+        return Side(stop - start, self.k, {i: (A[start:stop], D[start:stop]) for i, (A, D) in self.feats.items()},
+                    [(lo, hi, J[start * self.k:stop * self.k]) for lo, hi, J in self.runs])
+
 
 class Prepared:
-    """Δ (p × L) for :meth:`JacobianProducts.apply`, with per-layer rearrangements built once per
-    step and reused across chunks."""
+    """Δ (p × L, or a p-vector) for the products of :class:`JacobianProducts`, with per-layer views made
+    once (Δ is a buffer reused step after step: a view is an operation per step otherwise) and the
+    "activations first" rearrangement made once per step (call :meth:`new_step` after Δ changed)."""
 
     def __init__(self, D: Tensor):
         self.D = D
         self._act: dict[int, Tensor] = {}
+        self._views: dict[tuple, Tensor] = {}
+
+    def new_step(self) -> None:
+        """Forget the rearrangements of the previous Δ (its views stay valid)."""
+        self._act.clear()
+
+    def rows(self, lo: int, hi: int, shape: tuple[int, ...] | None = None) -> Tensor:
+        """Rows [lo, hi) of Δ, viewed as ``shape`` if given."""
+        key = (lo, hi, shape)
+        if key not in self._views:
+            part = self.D[lo:hi]
+            self._views[key] = part if shape is None else part.view(shape)
+        return self._views[key]
 
     def activations_first(self, index: int, unit: LinearUnit) -> Tensor:
         """Δ_W as (in, out·L): entry [i, o·L + l] = Δ[W(o, i), l]; one copy of p_W·L numbers."""
         if index not in self._act:
             _, lo, hi = unit.weight
             L = self.D.shape[1]
-            self._act[index] = self.D[lo:hi].view(unit.d_out, unit.d_in, L).transpose(0, 1) \
-                .reshape(unit.d_in, unit.d_out * L)
+            key = ("T", index)
+            if key not in self._views:
+                self._views[key] = self.D[lo:hi].view(unit.d_out, unit.d_in, L).transpose(0, 1)
+            self._act[index] = self._views[key].reshape(unit.d_in, unit.d_out * L)
         return self._act[index]
 
 
@@ -126,15 +176,16 @@ class JacobianProducts:
     names, sizes : the trainable parameters in the order of the flat p-vector, and their numel.
     k : outputs per example.
     dtype : dtype of the results (the smoother's state dtype).
-    method : "auto" | "jacrev"
+    method : :class:`JacobianMethod` or "auto" | "jacrev"
         ``"auto"``: closed-form products for nn.Linear layers, vmap(jacrev) rows for every other
         parameter; ``"jacrev"``: vmap(jacrev) rows for every parameter (the reference).
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str], sizes: Sequence[int], k: int,
-                 dtype: torch.dtype, method: str = "auto"):
+                 dtype: torch.dtype, method: JacobianMethod | str = JacobianMethod.AUTO):
         if method not in METHODS:
             raise ConfigError(f"JacobianProducts(method={method!r}): choose one of {', '.join(METHODS)}")
+        method = JacobianMethod(method)
         self.model, self.names, self.k, self.dtype = model, list(names), int(k), dtype
         self.device = dict(model.named_parameters())[self.names[0]].device
         self.offsets = {}
@@ -145,6 +196,7 @@ class JacobianProducts:
         self.p = lo
         self.units: list[LinearUnit] = []
         self.problems: dict[int, str] = {}            # unit index -> why it now uses jacrev rows
+        self._clone_outputs = False                   # set once a layer output is seen changed in place
         reasons: dict[str, str] = {}
         if method == "auto":
             plan = make_plan(model, self.names, None)
@@ -180,6 +232,13 @@ class JacobianProducts:
         """Whether any layer currently uses the closed-form products."""
         return bool(self.active_units())
 
+    @property
+    def fully_structured(self) -> bool:
+        """Whether every parameter currently uses the closed-form products (no Jacobian rows): a side
+        then holds activations-sized numbers only, n·Σ(in + k·out), whatever p."""
+        covered = {nm for i in self.active_units() for nm in self.units[i].names}
+        return all(nm in covered for nm in self.names)
+
     # ------------------------------------------------------------------ capture
     def side(self, params: Mapping[str, Tensor], x: Tensor) -> Side:
         """Side for inputs x (n, ...) at ``params``: one forward and k backward passes for the Linear
@@ -203,21 +262,28 @@ class JacobianProducts:
         n, k = int(x.shape[0]), self.k
         records: dict[int, list] = {i: [] for i in active}
 
+        clone = self._clone_outputs
+
         def make_hook(i: int):
             def hook(_module, args, kwargs, output):
                 inp = args[0] if args else next(iter(kwargs.values()))
-                records[i].append((inp.detach(), output))
-                return output.clone()       # later in-place ops (ReLU(inplace=True)) act on the copy
+                records[i].append((inp, output, output._version))
+                # later in-place ops (ReLU(inplace=True)) must act on a copy, or δ would be taken after them
+                return output.clone() if clone else None
             return hook
 
-        live = {nm: params[nm].detach().requires_grad_(True) for nm in self.names}
         handles = [self.units[i].module.register_forward_hook(make_hook(i), with_kwargs=True) for i in active]
         try:
             with torch.enable_grad(), eval_mode(self.model):
-                out = functional_call(self.model, live, (x,)).reshape(n, -1)
+                out = functional_call(self.model, *self._inputs(params, x))
+                out = out.reshape(n, -1) if (k > 1 or out.ndim != 1) else out
         finally:
             for h in handles:
                 h.remove()
+        if not clone and any(rec[1]._version != rec[2] for i in active for rec in records[i]):
+            log.info("smoother: a layer output is changed in place downstream; capturing copies from now on")
+            self._clone_outputs = True
+            return self._capture(params, x, active)
         good: list[int] = []
         for i in active:
             problem = self._runtime_problem(records[i], n)
@@ -228,25 +294,46 @@ class JacobianProducts:
                          problem)
             else:
                 good.append(i)
-        D = {i: torch.zeros(n, k, self.units[i].d_out, device=x.device, dtype=self.dtype) for i in good}
         zs = [records[i][0][1] for i in good]
-        if zs and out.requires_grad:
-            for c in range(k):
-                with torch.enable_grad():
-                    grads = torch.autograd.grad(out[:, c].sum(), zs, retain_graph=c < k - 1, allow_unused=True)
-                for i, g in zip(good, grads):
-                    if g is not None:
-                        D[i][:, c] = g
-        return {i: (records[i][0][0].to(self.dtype), D[i]) for i in good}
+        if k == 1 and zs and out.requires_grad:                                  # δ straight from the gradients
+            with torch.enable_grad():
+                grads = torch.autograd.grad(out.sum(), zs, allow_unused=True)
+            D = {i: (self._cast(g).unsqueeze(1) if g is not None else
+                     torch.zeros(n, 1, self.units[i].d_out, device=x.device, dtype=self.dtype))
+                 for i, g in zip(good, grads)}
+        else:
+            D = {i: torch.zeros(n, k, self.units[i].d_out, device=x.device, dtype=self.dtype) for i in good}
+            if zs and out.requires_grad:
+                for c in range(k):
+                    with torch.enable_grad():
+                        grads = torch.autograd.grad(out[:, c].sum(), zs, retain_graph=c < k - 1, allow_unused=True)
+                    for i, g in zip(good, grads):
+                        if g is not None:
+                            D[i][:, c] = g
+        with torch.no_grad():                                                    # activations, detached
+            return {i: (records[i][0][0].detach() if records[i][0][0].dtype == self.dtype
+                        else records[i][0][0].to(self.dtype), D[i]) for i in good}
+
+    def _cast(self, t: Tensor) -> Tensor:
+        return t if t.dtype == self.dtype else t.to(self.dtype)
+
+    def _inputs(self, params: Mapping[str, Tensor], x: Tensor) -> tuple[dict[str, Tensor], tuple[Tensor]]:
+        """Arguments of the capture's forward pass: the layer outputs must require grad, since their
+        gradients δ are all the capture differentiates (no gradient of a parameter or an input is
+        computed). A floating-point input that requires grad does that with one operation; integer
+        inputs (embeddings) need the parameters as leaves that require grad."""
+        if x.is_floating_point():
+            return dict(params), (x.detach().requires_grad_(True),)
+        return {nm: params[nm].detach().requires_grad_(True) for nm in self.names}, (x,)
 
     def _runtime_problem(self, calls: list, n: int) -> str | None:
         if len(calls) != 1:
             return f"the module is called {len(calls)} times in one forward"
-        inp, output = calls[0]
+        inp, output, _ = calls[0]
         if inp.ndim != 2 or inp.shape[0] != n:
             return f"its input has shape {tuple(inp.shape)}, not (n, in_features) with n = {n}"
         if not output.requires_grad:
-            return "its output does not depend on the trained parameters"
+            return "its output depends neither on the inputs nor on the trained parameters"
         return None
 
     def _rows(self, params: Mapping[str, Tensor], x: Tensor, names: list[str]) -> list[tuple[int, int, Tensor]]:
@@ -283,62 +370,68 @@ class JacobianProducts:
     # ------------------------------------------------------------------ products
     def apply(self, side: Side, prep: Prepared, out: Tensor) -> None:
         """out (n·k, L) += J·Δ (Δ = prep.D, p × L)."""
-        D = prep.D
-        n, k, L = side.n, side.k, D.shape[1]
+        n, k, L = side.n, side.k, prep.D.shape[1]
+        out3 = None
         for i, (A, Dl) in side.feats.items():
             u = self.units[i]
             if u.weight is not None:
                 _, lo, hi = u.weight
                 if L <= k * u.d_in:                                               # activations first
-                    T = A @ prep.activations_first(i, u)                          # (n, out·L)
-                    out.view(n, k, L).baddbmm_(Dl, T.view(n, u.d_out, L))
+                    T = torch.mm(A, prep.activations_first(i, u))                 # (n, out·L)
+                    out3 = out.view(n, k, L) if out3 is None else out3
+                    out3.baddbmm_(Dl, T.view(n, u.d_out, L))
                 else:                                                             # rows δ ⊗ a
                     J = (Dl[:, :, :, None] * A[:, None, None, :]).reshape(n * k, -1)
-                    out.addmm_(J, D[lo:hi])
+                    out.addmm_(J, prep.rows(lo, hi))
             if u.bias is not None:
                 _, lo, hi = u.bias
-                out.addmm_(Dl.reshape(n * k, u.d_out), D[lo:hi])
+                out.addmm_(Dl.view(n * k, u.d_out), prep.rows(lo, hi))
         for lo, hi, J in side.runs:
-            out.addmm_(J, D[lo:hi])
+            out.addmm_(J, prep.rows(lo, hi))
 
-    def apply_vector(self, side: Side, v: Tensor) -> Tensor:
-        """J·v (n·k,) for a parameter-space vector v (p,)."""
+    def apply_vector(self, side: Side, v: Tensor | Prepared) -> Tensor:
+        """J·v (n·k,) for a parameter-space vector v (p,) (or a :class:`Prepared` of one, for cached views).
+
+        Per Linear layer one ``linear`` and one batched product: Σ_o δ_c(x)_o (W_v a(x) + b_v)_o."""
+        prep = v if isinstance(v, Prepared) else Prepared(v)
         n, k = side.n, side.k
-        res = torch.zeros(n, k, device=v.device, dtype=self.dtype)
+        res = None                                                                # (n, k, 1)
         for i, (A, Dl) in side.feats.items():
             u = self.units[i]
-            if u.weight is not None:
-                _, lo, hi = u.weight
-                T = A @ v[lo:hi].view(u.d_out, u.d_in).T                          # (n, out)
-                res += torch.bmm(Dl, T[:, :, None])[:, :, 0]
-            if u.bias is not None:
-                _, lo, hi = u.bias
-                res += Dl @ v[lo:hi]
-        res = res.reshape(-1)
+            W = prep.rows(*u.weight[1:], (u.d_out, u.d_in)) if u.weight is not None else None
+            b = prep.rows(*u.bias[1:]) if u.bias is not None else None
+            T = F.linear(A, W, b) if W is not None else b.expand(n, u.d_out)     # (n, out)
+            T = T.unsqueeze(2)
+            res = torch.bmm(Dl, T) if res is None else res.baddbmm_(Dl, T)
+        res = torch.zeros(n * k, device=self.device, dtype=self.dtype) if res is None else res.view(n * k)
         for lo, hi, J in side.runs:
-            res.addmv_(J, v[lo:hi])
+            res.addmv_(J, prep.rows(lo, hi))
         return res
 
-    def transpose_apply(self, side: Side, E: Tensor, out: Tensor) -> None:
-        """out (p × L) = Jᵀ·E for E (n·k × L); every row of out is written."""
+    def transpose_apply(self, side: Side, E: Tensor, out: Tensor | Prepared) -> None:
+        """out (p × L) = Jᵀ·E for E (n·k × L); every row of out is written (``out`` may be a
+        :class:`Prepared` of the p × L buffer, for cached views)."""
+        prep = out if isinstance(out, Prepared) else Prepared(out)
         n, k, L = side.n, side.k, E.shape[1]
+        E3 = None
         for i, (A, Dl) in side.feats.items():
             u = self.units[i]
-            Dk = Dl.reshape(n * k, u.d_out)
+            DkT = Dl.view(n * k, u.d_out).t()                                    # (out, n·k)
             if u.weight is not None:
                 _, lo, hi = u.weight
                 if L < u.d_out:                                                   # δᵀ (a ⊗ E)
-                    Ak = A[:, None, :].expand(n, k, u.d_in).reshape(n * k, u.d_in)
-                    AE = (Ak[:, :, None] * E[:, None, :]).reshape(n * k, u.d_in * L)
-                    torch.mm(Dk.T, AE, out=out[lo:hi].view(u.d_out, u.d_in * L))
+                    Ak = A if k == 1 else A[:, None, :].expand(n, k, u.d_in).reshape(n * k, u.d_in)
+                    E3 = E.unsqueeze(1) if E3 is None else E3
+                    AE = torch.mul(Ak.unsqueeze(2), E3).view(n * k, u.d_in * L)
+                    torch.mm(DkT, AE, out=prep.rows(lo, hi, (u.d_out, u.d_in * L)))
                 else:                                                             # (δ ⊗ a)ᵀ E
                     J = (Dl[:, :, :, None] * A[:, None, None, :]).reshape(n * k, -1)
-                    torch.mm(J.T, E, out=out[lo:hi])
+                    torch.mm(J.t(), E, out=prep.rows(lo, hi))
             if u.bias is not None:
                 _, lo, hi = u.bias
-                torch.mm(Dk.T, E, out=out[lo:hi])
+                torch.mm(DkT, E, out=prep.rows(lo, hi))
         for lo, hi, J in side.runs:
-            torch.mm(J.T, E, out=out[lo:hi])
+            torch.mm(J.t(), E, out=prep.rows(lo, hi))
 
     def _piece(self, side: Side, name: str) -> Tensor:
         """Jacobian rows (n·k, numel) of one parameter, formed from the side's features if needed."""

@@ -23,6 +23,7 @@ import contextlib
 import logging
 from typing import Any, Mapping, Protocol
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.autograd.forward_ad as fwAD
@@ -40,11 +41,20 @@ _STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDro
 class Tracker(Protocol):
     """Something that follows training through the lens (e.g. the smoother).
 
-    ``after_step`` is called after every optimizer step with the parameters before the
-    step (a dict of detached tensors), the realised update Δθ (same keys), the batch
-    indices given to :meth:`Lens.step` and the optimizer (whose state and learning
-    rates the tracker may read).
+    ``before_step`` (optional) is called by :meth:`Lens.step` before the optimizer steps, and by
+    :meth:`Lens.observe` before the lens records anything, with the batch indices and the
+    optimizer: the place to refuse bad input while nothing has changed. ``after_step`` is called
+    after every optimizer step with the parameters before the step, the realised update Δθ
+    (dicts of views of the lens's flat buffers, overwritten at the next step: copy what you
+    keep; ``lens.delta_flat`` is the same Δθ as one (p,) vector when ``delta is lens.delta``),
+    the batch and the optimizer (whose state and learning rates the tracker may read).
+
+    What a tracker may read of the lens: :attr:`Lens.parameter_names`, :attr:`Lens.probe_inputs`,
+    :meth:`Lens.probe_names`, :meth:`Lens.probe_slice`, :meth:`Lens.forward`, :meth:`Lens.jvp`,
+    ``params0``, ``f0``, ``f_tilde``, ``device``, ``dtype``, ``model``.
     """
+
+    def before_step(self, lens: "Lens", batch: Any, optimizer: torch.optim.Optimizer | None) -> None: ...
 
     def after_step(self, lens: "Lens", params_before: Mapping[str, torch.Tensor],
                    delta: Mapping[str, torch.Tensor], batch: torch.Tensor | None,
@@ -81,9 +91,12 @@ class Lens:
     ----------
     model : nn.Module
         Any module whose eval-mode output for an example does not depend on the rest of
-        the batch. Output shape (n,) or (n, k).
-    probes : dict[str, Tensor]
-        Named input sets, each (n_i, *input_shape), on the model's device and dtype.
+        the batch. Output shape (n,) or (n, k). Its trainable parameters share one dtype and
+        device (they are kept in flat buffers, NOTE [fused step] in lens/smoother.py).
+    probes : dict[str, Tensor or numpy array]
+        Named input sets, each (n_i, *input_shape) with the model's input shape, on the model's
+        device and dtype. NumPy arrays are converted (floating point to the model's dtype, on its
+        device); tensors must already match (a silent copy would hide a device mix-up).
     smoother : telescope.SmootherSpec, optional
         Also track the network as a smoother of the training labels (effective parameters).
     accumulate : "model" | "float64"
@@ -97,7 +110,7 @@ class Lens:
     Use ``lens.step(optimizer, batch=idx)`` in place of ``optimizer.step()``.
     """
 
-    def __init__(self, model: nn.Module, probes: Mapping[str, torch.Tensor], *,
+    def __init__(self, model: nn.Module, probes: Mapping[str, Any], *,
                  smoother: Any = None, accumulate: str = "float64",
                  allow_buffers: bool = False, chunk_size: int = 8192):
         if not isinstance(model, nn.Module):
@@ -111,49 +124,112 @@ class Lens:
         # switching modes costs a walk over the module tree per call: only do it when some
         # module behaves differently in eval mode (see NOTE [probes in eval mode])
         self._mode_sensitive = any(isinstance(m, _BATCH_DEPENDENT + _STOCHASTIC) for m in model.modules())
-        self._names = [n for n, p in model.named_parameters() if p.requires_grad]
-        if not self._names:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
             raise ShapeError("Lens(model=...): the model has no trainable parameters")
-        ref = dict(model.named_parameters())[self._names[0]]
+        self.parameter_names: list[str] = [n for n, _ in named]
+        self._params = [p for _, p in named]
+        ref = self._params[0]
         self.device, self.dtype = ref.device, ref.dtype
+        mixed = [(n, p.dtype, p.device) for n, p in named if p.dtype != self.dtype or p.device != self.device]
+        if mixed:
+            raise ShapeError(f"Lens(model=...): trainable parameters differ in dtype or device ({named[0][0]!r}: "
+                             f"{self.dtype} on {self.device}, {mixed[0][0]!r}: {mixed[0][1]} on {mixed[0][2]}); "
+                             "move the whole model with model.to(device, dtype)")
         if accumulate not in ("model", "float64"):
             raise ShapeError(f"Lens(accumulate={accumulate!r}): choose 'model' or 'float64'")
         self.acc_dtype = torch.float64 if accumulate == "float64" else self.dtype
         self.chunk_size = int(chunk_size)
 
-        shapes = set()
         self._slices: dict[str, slice] = {}
-        xs, start = [], 0
+        xs, start, first = [], 0, None
         for name, x in probes.items():
-            if not torch.is_tensor(x) or x.ndim < 1 or x.shape[0] == 0:
-                raise ShapeError(f"Lens(probes[{name!r}]): expected a non-empty tensor (n, ...), got "
-                                 f"{getattr(x, 'shape', type(x).__name__)}")
-            if x.device != self.device:
-                raise ShapeError(f"Lens(probes[{name!r}]): probes are on {x.device} but the model is on "
-                                 f"{self.device}; move them with .to({str(self.device)!r})")
-            if x.is_floating_point() and x.dtype != self.dtype:
-                raise ShapeError(f"Lens(probes[{name!r}]): dtype {x.dtype} differs from the model's "
-                                 f"{self.dtype}; convert with .to({self.dtype})")
-            shapes.add(tuple(x.shape[1:]))
+            x = self._check_probe(name, x)
+            if first is not None and tuple(x.shape[1:]) != tuple(first[1].shape[1:]):
+                raise ShapeError(f"Lens(probes=...): every probe set needs the same input shape, got "
+                                 f"{tuple(first[1].shape[1:])} for {first[0]!r} and {tuple(x.shape[1:])} for {name!r}")
+            first = first or (name, x)
             self._slices[name] = slice(start, start + x.shape[0])
             start += x.shape[0]
             xs.append(x)
-        if len(shapes) != 1:
-            raise ShapeError(f"Lens(probes=...): every probe set needs the same input shape, got {sorted(shapes)}")
-        self._x = torch.cat(xs).detach()
+        for name, x in zip(self._slices, xs):
+            self._trial_forward(name, x)
+        self._x = torch.cat(xs).detach()                   # a copy: later edits of the inputs do not leak in
 
-        self.params0 = self._snapshot()
-        self.f0 = self._forward(self.params0)
+        # flat p-vectors with per-parameter views (NOTE [fused step] in lens/smoother.py)
+        sizes = [p.numel() for p in self._params]
+        self.p = sum(sizes)
+        self._before_flat = torch.empty(self.p, device=self.device, dtype=self.dtype)
+        self._after_flat = torch.empty_like(self._before_flat)
+        self.delta_flat = torch.empty_like(self._before_flat)
+        self.params_before = self._views(self._before_flat)
+        self._after = list(self._views(self._after_flat).values())
+        self.delta = self._views(self.delta_flat)
+
+        self.params0 = self.snapshot()
+        self.f0 = self.forward(self.params0, self._x)
+        if self.f0.ndim == 0 or self.f0.shape[0] != self._x.shape[0]:
+            raise ShapeError(f"Lens(probes=...): the model's output on the probes has shape {tuple(self.f0.shape)}, "
+                             f"not ({self._x.shape[0]}, ...) (one row per probe point); check that the model "
+                             "keeps the batch axis")
         self.f_tilde = self.f0.to(self.acc_dtype).clone()
         self.steps = 0
         self.trackers: list[Tracker] = []
         if smoother is not None:
             self.trackers.append(smoother.build(self))
 
-    # ------------------------------------------------------------------ internals
-    def _snapshot(self) -> dict[str, torch.Tensor]:
-        params = dict(self.model.named_parameters())
-        return {n: params[n].detach().clone() for n in self._names}
+    def _check_probe(self, name: str, x: Any) -> torch.Tensor:
+        """One probe set, validated (and a NumPy array converted)."""
+        where = f"Lens(probes[{name!r}])"
+        if isinstance(x, np.ndarray):
+            floating = np.issubdtype(x.dtype, np.floating)
+            x = torch.tensor(x, device=self.device, dtype=self.dtype if floating else None)
+        if not torch.is_tensor(x):
+            raise ShapeError(f"{where}: expected a tensor or NumPy array (n, *input_shape), got {type(x).__name__}")
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ShapeError(f"{where}: expected a non-empty tensor (n, *input_shape), got shape {tuple(x.shape)}")
+        if x.device != self.device:
+            raise ShapeError(f"{where}: probes are on {x.device} but the model is on "
+                             f"{self.device}; move them with .to({str(self.device)!r})")
+        if x.is_floating_point() and x.dtype != self.dtype:
+            raise ShapeError(f"{where}: dtype {x.dtype} differs from the model's "
+                             f"{self.dtype}; convert with .to({self.dtype})")
+        return x
+
+    def _trial_forward(self, name: str, x: torch.Tensor) -> None:
+        """A forward pass on two points of probe set ``name``: a shape the model cannot take, or an output
+        without one row per point (a 1-D probe), gets a message naming the probe set."""
+        where = f"Lens(probes[{name!r}])"
+        trial = x[:2]
+        hint = (f"; a 1-D probe is read as {x.shape[0]} points of shape (): for one point with {x.shape[0]} "
+                "features use x[None]" if x.ndim == 1 else "")
+        try:
+            out = self.forward(dict(zip(self.parameter_names, self._params)), trial)
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            raise ShapeError(f"{where}: the model cannot take these probes (shape {tuple(x.shape)}, read as "
+                             f"{x.shape[0]} points of shape {tuple(x.shape[1:])}): {str(exc).splitlines()[0]}"
+                             f"{hint or '. Give the probe points along the first axis with the shape the model takes'}"
+                             ) from None
+        if out.ndim == 0 or out.shape[0] != trial.shape[0]:
+            raise ShapeError(f"{where}: the model maps {trial.shape[0]} probe point(s) of shape {tuple(x.shape[1:])} to "
+                             f"an output of shape {tuple(out.shape)}, not one row per point{hint}")
+
+    def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, lo = {}, 0
+        for n, p in zip(self.parameter_names, self._params):
+            out[n] = flat[lo:lo + p.numel()].view(p.shape)
+            lo += p.numel()
+        return out
+
+    # ------------------------------------------------------------------ for trackers
+    @property
+    def probe_inputs(self) -> torch.Tensor:
+        """Every probe set's inputs, concatenated in :meth:`probe_names` order (N, *input_shape)."""
+        return self._x
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the trainable parameters now, {name: tensor}."""
+        return {n: p.detach().clone() for n, p in zip(self.parameter_names, self._params)}
 
     def _call(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.model, dict(params), (x,), strict=False)
@@ -161,51 +237,74 @@ class Lens:
     def _eval(self):
         return eval_mode(self.model) if self._mode_sensitive else contextlib.nullcontext()
 
-    def _forward(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """f_params(x) in eval mode without gradients, in chunks of ``chunk_size``; x (m, *input_shape)."""
         with torch.no_grad(), self._eval():
-            return torch.cat([self._call(params, x) for x in self._x.split(self.chunk_size)])
+            if x.shape[0] <= self.chunk_size:
+                return self._call(params, x)
+            return torch.cat([self._call(params, c) for c in x.split(self.chunk_size)])
 
-    def _jvp(self, params: Mapping[str, torch.Tensor], tangent: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """∇f_params(x)·tangent for every probe point, shape like the model output."""
+    def jvp(self, params: Mapping[str, torch.Tensor], tangent: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """∇f_params(x)·tangent for every probe point, shaped like the model's output on the probes."""
         # forward-mode AD with dual tensors: same arithmetic as torch.func.jvp with less
         # per-call overhead (measured in benchmarks/lens_overhead.py)
         outs = []
         with torch.no_grad(), self._eval(), fwAD.dual_level():
-            duals = {n: fwAD.make_dual(params[n], tangent[n]) for n in self._names}
-            for x in self._x.split(self.chunk_size):
+            duals = {n: fwAD.make_dual(params[n], tangent[n]) for n in self.parameter_names}
+            chunks = [self._x] if self._x.shape[0] <= self.chunk_size else self._x.split(self.chunk_size)
+            for x in chunks:
                 primal, tangent_out = fwAD.unpack_dual(self._call(duals, x))
                 outs.append(torch.zeros_like(primal) if tangent_out is None else tangent_out)
-        return torch.cat(outs)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     # ------------------------------------------------------------------ stepping
-    def step(self, optimizer: torch.optim.Optimizer, batch: torch.Tensor | None = None, closure=None):
+    def step(self, optimizer: torch.optim.Optimizer, batch: Any = None, closure=None):
         """``optimizer.step()`` plus the lens's bookkeeping; returns what step returned.
 
-        ``batch`` (indices into the smoother's training set) is needed only with a smoother.
+        ``batch`` (indices into the smoother's training set) is needed only with a smoother; it
+        is checked before the optimizer steps, so a mistake leaves model and lens untouched.
         """
-        before = self._snapshot()
+        for tracker in self.trackers:
+            check = getattr(tracker, "before_step", None)
+            if check is not None:
+                check(self, batch, optimizer)
+        with torch.no_grad():
+            torch._foreach_copy_(list(self.params_before.values()), self._params)
         out = optimizer.step(closure) if closure is not None else optimizer.step()
-        self.observe(before, batch=batch, optimizer=optimizer)
+        self._record(batch, optimizer)
         return out
 
-    def observe(self, params_before: Mapping[str, torch.Tensor], *, batch: torch.Tensor | None = None,
+    def observe(self, params_before: Mapping[str, torch.Tensor], *, batch: Any = None,
                 optimizer: torch.optim.Optimizer | None = None) -> None:
         """Record a step already taken, given the parameters before it (for custom loops)."""
-        after = dict(self.model.named_parameters())
-        delta = {n: after[n].detach() - params_before[n] for n in self._names}
-        self.f_tilde += self._jvp(params_before, delta).to(self.acc_dtype)
+        for tracker in self.trackers:
+            check = getattr(tracker, "before_step", None)
+            if check is not None:
+                check(self, batch, optimizer)
+        if params_before is not self.params_before:
+            with torch.no_grad():
+                torch._foreach_copy_(list(self.params_before.values()),
+                                     [params_before[n] for n in self.parameter_names])
+        self._record(batch, optimizer)
+
+    def _record(self, batch, optimizer) -> None:
+        with torch.no_grad():
+            torch._foreach_copy_(self._after, self._params)
+            torch.sub(self._after_flat, self._before_flat, out=self.delta_flat)
+            self.f_tilde.add_(self.jvp(self.params_before, self.delta))
         self.steps += 1
         for tracker in self.trackers:
-            tracker.after_step(self, params_before, delta, batch, optimizer)
+            tracker.after_step(self, self.params_before, self.delta, batch, optimizer)
 
     # ------------------------------------------------------------------ reading
     def probe_names(self) -> list[str]:
         return list(self._slices)
 
     def probe(self, split: str) -> torch.Tensor:
-        return self._x[self._slice(split)]
+        return self._x[self.probe_slice(split)]
 
-    def _slice(self, split: str) -> slice:
+    def probe_slice(self, split: str) -> slice:
+        """Rows of probe set ``split`` in :attr:`probe_inputs` (and in ``f0``, ``f_tilde``)."""
         if split not in self._slices:
             raise ShapeError(f"Lens: unknown probe set {split!r}; known: {', '.join(self._slices)}")
         return self._slices[split]
@@ -216,17 +315,17 @@ class Lens:
         network: f_{θ_t}(x) (eval mode); telescope: f̃_t(x) in the accumulation dtype;
         linearized: f_{θ_0}(x) + ∇f_{θ_0}(x)·(θ_t − θ_0) (one JVP, computed on demand).
         """
-        sl = self._slice(split)
-        now = self._snapshot()
-        out = {"network": self._forward(now)[sl], "telescope": self.f_tilde[sl].clone()}
+        sl = self.probe_slice(split)
+        now = self.snapshot()
+        out = {"network": self.forward(now, self._x)[sl], "telescope": self.f_tilde[sl].clone()}
         if linearized:
             out["linearized"] = self.linearized_all(now)[sl]
         return out
 
     def linearized_all(self, params_now: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        params_now = self._snapshot() if params_now is None else params_now
-        shift = {n: params_now[n] - self.params0[n] for n in self._names}
-        return self.f0.to(self.acc_dtype) + self._jvp(self.params0, shift).to(self.acc_dtype)
+        params_now = self.snapshot() if params_now is None else params_now
+        shift = {n: params_now[n] - self.params0[n] for n in self.parameter_names}
+        return self.f0.to(self.acc_dtype) + self.jvp(self.params0, shift).to(self.acc_dtype)
 
     def errors(self, split: str) -> dict[str, float]:
         """``telescope/abs_err`` and ``linearized/abs_err``: mean |f − f̃| and mean |f − f_lin|."""

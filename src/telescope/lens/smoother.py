@@ -71,70 +71,132 @@ training inputs and on every probe set, for the optimizer actually used.
 # closed form from their captured activations and output gradients, vmap(jacrev) rows for
 # any other parameter. Forming J by vmap(jacrev) dominated the sketch's step (its products
 # are small) and capped its speed-up over the exact path near 7× at n = 1000; the closed
-# form costs one forward and k backward passes per chunk. ``tracker.jacobian_method =
-# "jacrev"`` (set before the first step) uses rows for every parameter: the reference the
-# tests and benchmarks/smoother.py compare against.
+# form costs one forward and k backward passes per chunk. ``SmootherSpec(jacobian_method=
+# "jacrev")`` uses rows for every parameter: the reference the tests and benchmarks/smoother.py
+# compare against (:class:`~telescope.lens.products.JacobianMethod`).
+#
+# NOTE [optimizer rules]
+# Each optimizer family maps the gradient G (p × L) to the step Δ by one function of ``RULES``,
+# applied to a *segment*: a run of consecutive parameters of the flat p-vector that share a param
+# group and a step count (usually every parameter: one segment, a handful of elementwise ops on
+# the whole p × L buffers instead of a loop over layers). Hyperparameters are read from the param
+# groups as Python numbers every step (schedules act); step counts are the smoother's own, equal to
+# the optimizer's because the smoother sees every step from the first (checked at the first step);
+# Adam's second moments are gathered into one flat p-vector with one foreach copy. Nothing in a
+# step reads a tensor back to the host (NOTE [fused step]). A family is found by exact type for
+# torch.optim.SGD, isinstance for Adam/AdamW, or a class attribute ``smoother_rule`` naming a rule
+# (telescope.train.optim.EMAMomentumSGD sets "ema"), so the math core imports no optimizer module.
+#
+# NOTE [fused step]
+# The step is launch-bound on a GPU (issue 16): its cost is the number of operations it dispatches
+# and the host syncs it waits for, not its arithmetic. So: the lens keeps θ_{t−1} and Δθ in flat
+# p-vectors with per-parameter views (one foreach copy in, one subtraction for Δθ); the batch
+# indices are range-checked on the host before the optimizer steps (CPU indices: no device sync;
+# indices on a device cost one sync, so pass CPU indices as telescope.train.fit does); the batch
+# rows of Ê_B − R_B come from two index_selects; hyperparameters are Python numbers (NOTE
+# [optimizer rules]); views of the persistent buffers are made once; metrics (p⁰, residuals) are
+# computed only when asked. When every parameter has closed-form products (NOTE [structured
+# products]) a side costs activations-sized memory, so one forward and k backward passes capture
+# every tracked point at once (up to _CAPTURE_BYTES), and products on that side run in chunks whose
+# temporaries stay near _TEMP_BYTES. The batch keeps its own capture: gathering its rows from the
+# capture of every point would save one more (~19 operations of 256 in benchmarks/lens_ops.py),
+# but a forward pass over another number of rows rounds differently in float32, and the studies'
+# metrics would move at that level (1.8e-9 relative in grokking-control's p⁰). benchmarks/lens_ops.py counts the operations and syncs
+# per step with torch.profiler on the CPU; docs/smoother.md has the counts.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 
 from telescope.errors import ConfigError, ShapeError, UnsupportedModelError
-from telescope.lens.products import METHODS as JACOBIAN_METHODS
-from telescope.lens.products import JacobianProducts, Prepared, Side
+from telescope.lens.products import JacobianMethod, JacobianProducts, Prepared, Side
 from telescope.lens.recorder import eval_mode
 
 log = logging.getLogger(__name__)
 
+
+class Method(str, enum.Enum):
+    """What the smoother keeps of s(x) (``SmootherSpec(method=...)``; strings accepted).
+
+    Costs per step with N tracked points (train + probes), n training points, k outputs, p
+    parameters, batch |B|: products with the Jacobian of about 2·(|B| + N)·k·p·L flops, state
+    N·k·L + (1 to 3)·p·L numbers, where L is the number of label columns below. The derivative
+    information of the model (one forward and k backward passes per chunk for nn.Linear layers,
+    NOTE [Jacobian products]) costs the same for both.
+
+    ``EXACT``
+        s(x) itself: L = nk + 1. p⁰ without estimation error. Pick it while p·(nk+1) numbers fit
+        in memory (n up to a few thousand for small networks) and a step's 2·(|B|+N)·k·p·(nk+1)
+        flops are affordable.
+    ``SKETCH``
+        K random projections u_j(x) = s(x)·r_j plus s(x)·y and c(x): L = K + 2 (NOTE [sketch]),
+        about nk/K times less memory and arithmetic; p̂ is unbiased with standard error
+        std_j(p̂_j)/√K (9–12 % at K = 32 in docs/smoother.md). Pick it for large n, or when the step
+        must stay close to a plain step's cost and a few percent of error on p⁰ is acceptable.
+    """
+
+    EXACT = "exact"
+    SKETCH = "sketch"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Path(str, enum.Enum):
+    """How the smoother turns a batch gradient into its update (``SmootherSpec(path=...)``).
+
+    ``GENERAL``
+        The p × L update matrices, mirroring the optimizer step by step (NOTE [label-space state],
+        NOTE [optimizer rules]): any supported optimizer. Memory 1 to 3 buffers of p·L numbers
+        (step; momentum or Adam's first moment; θ with weight decay); time about
+        2·|B|k·p·L + 2·N·k·p·L flops per step.
+    ``KERNEL``
+        Plain SGD only (no momentum, no weight decay): kernel rows K(x, x_B), no p × L buffer
+        (NOTE [kernel shortcut]). Time 2·N·p·|B|k + 2·N·|B|k·L flops, memory N·|B|k·k numbers.
+        Faster than GENERAL whenever |B|k < L (22.9× in benchmarks/smoother.py).
+    ``AUTO``
+        KERNEL when the optimizer allows it, else GENERAL: both are exact, and the shortcut is
+        never slower where it applies.
+    """
+
+    AUTO = "auto"
+    GENERAL = "general"
+    KERNEL = "kernel"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 LOSSES = ("mse", "half_mse", "sum")
-PATHS = ("auto", "general", "kernel")
-METHODS = ("exact", "sketch")
+PATHS = tuple(p.value for p in Path)
+METHODS = tuple(m.value for m in Method)
 DISTRIBUTIONS = ("rademacher", "gaussian")
 
 
-class EMAMomentumSGD(torch.optim.Optimizer):
-    """SGD with the paper's bias-corrected EMA momentum (digest §3.1):
+def _choice(kind: type[enum.Enum], value: Any, where: str) -> Any:
+    """``kind(value)`` or a ConfigError naming ``where`` (the call and the value received) and the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{where}: choose one of {', '.join(m.value for m in kind)}") from None
 
-        m_t = β m_{t−1} + (1−β)(g_t + λ θ_{t−1}),   θ_t = θ_{t−1} − γ_t m_t / (1 − β^t)
 
-    (Adam's first moment without the second; λ is coupled weight decay.) PyTorch's
-    ``SGD(momentum=β)`` is the other convention (no (1−β), no bias correction); the
-    smoother follows whichever of the two is used.
-    """
+def __getattr__(name: str):
+    # EMAMomentumSGD moved to telescope.train.optim (issue 16); old imports still resolve
+    if name == "EMAMomentumSGD":
+        from telescope.train.optim import EMAMomentumSGD
 
-    def __init__(self, params, lr: float, beta: float = 0.9, weight_decay: float = 0.0):
-        if lr < 0 or not 0.0 <= beta < 1.0 or weight_decay < 0:
-            raise ConfigError(f"EMAMomentumSGD(lr={lr}, beta={beta}, weight_decay={weight_decay}): "
-                              "need lr ≥ 0, 0 ≤ beta < 1 and weight_decay ≥ 0")
-        super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, beta, wd = group["lr"], group["beta"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                state["step"] += 1
-                g = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
-                state["exp_avg"].mul_(beta).add_(g, alpha=1 - beta)
-                p.add_(state["exp_avg"], alpha=-lr / (1 - beta ** state["step"]))
-        return loss
+        return EMAMomentumSGD
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, eq=False)          # holds tensors: compare specs by identity
@@ -152,7 +214,7 @@ class SmootherSpec:
     dtype : "float64" | "float32"
         dtype of the smoother state (s, c and the p × (nk+1) buffers). float64 keeps
         10^5-step recursions free of round-off; float32 halves memory and is faster on GPUs.
-    path : "auto" | "general" | "kernel"
+    path : :class:`Path` or "auto" | "general" | "kernel"
         ``"kernel"``: the kernel shortcut (plain SGD only, NOTE [kernel shortcut]);
         ``"general"``: the p × (nk+1) update matrices (any supported optimizer);
         ``"auto"``: the shortcut when the optimizer allows it, else the general path.
@@ -161,7 +223,7 @@ class SmootherSpec:
         see :meth:`memory_estimate`.
     chunk_size : int
         Tracked points per Jacobian chunk (memory: chunk_size · k · p entries).
-    method : "exact" | "sketch"
+    method : :class:`Method` or "exact" | "sketch"
         ``"exact"`` keeps s(x) itself (nk label columns); ``"sketch"`` keeps K random
         projections u_k(x) = s(x)·r_k and estimates ‖s(x)‖² and p^0 from them, with a
         standard error (NOTE [sketch]): state p × (K+2) instead of p × (nk+1).
@@ -172,6 +234,9 @@ class SmootherSpec:
         Seed of the probe vectors (sketch only).
     distribution : "rademacher" | "gaussian"
         Entries of the probe vectors (sketch only); Rademacher has the lower variance.
+    jacobian_method : :class:`~telescope.lens.products.JacobianMethod` or "auto" | "jacrev"
+        How products with the model's Jacobian are formed (NOTE [Jacobian products]): ``"auto"``
+        (closed form for nn.Linear layers) or ``"jacrev"`` (vmap(jacrev) rows, the reference).
 
     Supported optimizers: ``torch.optim.SGD`` (momentum, dampening, nesterov, coupled
     weight decay), ``Adam``/``AdamW`` (coupled/decoupled weight decay, amsgrad) and
@@ -194,6 +259,7 @@ class SmootherSpec:
     probes: Any = 32
     seed: int = 0
     distribution: str = "rademacher"
+    jacobian_method: Any = JacobianMethod.AUTO
 
     def __post_init__(self):
         if not torch.is_tensor(self.x_train) or self.x_train.ndim < 1 or self.x_train.shape[0] == 0:
@@ -211,14 +277,15 @@ class SmootherSpec:
                               "(the smoother exists for squared losses only)")
         if self.dtype not in ("float64", "float32"):
             raise ConfigError(f"SmootherSpec(dtype={self.dtype!r}): choose 'float64' or 'float32'")
-        if self.path not in PATHS:
-            raise ConfigError(f"SmootherSpec(path={self.path!r}): choose one of {', '.join(PATHS)}")
+        object.__setattr__(self, "path", _choice(Path, self.path, f"SmootherSpec(path={self.path!r})"))
         if not self.memory_budget_gb > 0:
             raise ConfigError(f"SmootherSpec(memory_budget_gb={self.memory_budget_gb}): give a positive budget")
         if int(self.chunk_size) < 1:
             raise ConfigError(f"SmootherSpec(chunk_size={self.chunk_size}): give a positive chunk size")
-        if self.method not in METHODS:
-            raise ConfigError(f"SmootherSpec(method={self.method!r}): choose one of {', '.join(METHODS)}")
+        object.__setattr__(self, "method", _choice(Method, self.method, f"SmootherSpec(method={self.method!r})"))
+        object.__setattr__(self, "jacobian_method",
+                           _choice(JacobianMethod, self.jacobian_method,
+                                   f"SmootherSpec(jacobian_method={self.jacobian_method!r})"))
         if self.probes != "identity" and (isinstance(self.probes, bool) or self.probes is None
                                           or not isinstance(self.probes, numbers.Integral) or self.probes < 1):
             raise ConfigError(f"SmootherSpec(probes={self.probes!r}): give a positive int K (number of probe "
@@ -265,9 +332,20 @@ def adam_preconditioner(optimizer, param: torch.Tensor, group: Mapping[str, Any]
     v̂ = v/(1 − β2^t), v the ``exp_avg_sq`` (``max_exp_avg_sq`` with amsgrad)."""
     st = optimizer.state[param]
     v = st["max_exp_avg_sq"] if group.get("amsgrad") else st["exp_avg_sq"]
-    beta2 = float(group["betas"][1])
-    return (v.detach().reshape(-1).to(dtype).sqrt() / math.sqrt(1 - beta2 ** float(st["step"]))
-            ).add_(float(group["eps"]))
+    return precondition_(torch.sqrt(v.detach().reshape(-1).to(dtype)), group, float(st["step"]), rooted=True)
+
+
+def precondition_(v: torch.Tensor, group: Mapping[str, Any], step: float, *, rooted: bool = False) -> torch.Tensor:
+    """In place: Adam's second moment v (any shape, a tensor the caller owns) becomes
+    φ = √v / √(1 − β2^step) + ε with β2 and ε of param group ``group``; ``rooted``: v holds √v already.
+    The one formula of φ for the smoother's rule and :func:`adam_preconditioner`."""
+    if not rooted:
+        v.sqrt_()
+    return v.div_(math.sqrt(1 - float(group["betas"][1]) ** step)).add_(float(group["eps"]))
+
+
+_TEMP_BYTES = 1 << 28      # temporaries of one product call on a side captured at once (NOTE [fused step])
+_CAPTURE_BYTES = 1 << 30   # largest side captured at once; beyond it, chunks of spec.chunk_size points
 
 
 def _loss_scale(loss: str, batch: int, k: int) -> float:
@@ -279,6 +357,67 @@ def _loss_scale(loss: str, batch: int, k: int) -> float:
     return 2.0
 
 
+@dataclass
+class _Segment:
+    """Consecutive parameters [lo, hi) of the flat p-vector that one rule call updates
+    (NOTE [optimizer rules]); ``group`` None: the optimizer skipped them this step (grad None)."""
+
+    lo: int
+    hi: int
+    group: dict | None
+    step: int
+
+
+def _sgd_rule(tracker: "SmootherTracker", seg: _Segment, g, m, th, phi) -> None:
+    """torch.optim.SGD: coupled weight decay, momentum with dampening, nesterov."""
+    grp = seg.group
+    lr, wd = float(grp["lr"]), float(grp.get("weight_decay", 0.0))
+    mu, damp = float(grp["momentum"]), float(grp["dampening"])
+    if wd:
+        g.add_(th, alpha=wd)
+    if mu:
+        if seg.step == 1:
+            m.copy_(g)
+        else:
+            m.mul_(mu).add_(g, alpha=1 - damp)
+        if grp["nesterov"]:
+            g.add_(m, alpha=mu)
+        else:
+            g.copy_(m)
+    g.mul_(-lr)
+
+
+def _ema_rule(tracker: "SmootherTracker", seg: _Segment, g, m, th, phi) -> None:
+    """telescope.train.optim.EMAMomentumSGD: bias-corrected EMA momentum, coupled weight decay."""
+    grp = seg.group
+    lr, wd, beta = float(grp["lr"]), float(grp.get("weight_decay", 0.0)), float(grp["beta"])
+    if wd:
+        g.add_(th, alpha=wd)
+    m.mul_(beta).add_(g, alpha=1 - beta)
+    torch.mul(m, -lr / (1 - beta ** seg.step), out=g)
+
+
+def _adam_rule(tracker: "SmootherTracker", seg: _Segment, g, m, th, phi) -> None:
+    """Adam/AdamW with φ = √v̂ + ε held fixed (``phi`` holds v, gathered from the optimizer's state);
+    coupled (Adam) or decoupled (AdamW, ``decoupled_weight_decay``) weight decay."""
+    grp = seg.group
+    lr, wd = float(grp["lr"]), float(grp.get("weight_decay", 0.0))
+    beta1 = float(grp["betas"][0])
+    decoupled = bool(grp.get("decoupled_weight_decay", False)) or tracker.decoupled
+    precondition_(phi, grp, seg.step)                                             # v -> φ, in place
+    if wd and not decoupled:
+        g.add_(th, alpha=wd)
+    m.mul_(beta1).add_(g, alpha=1 - beta1)
+    torch.div(m, phi, out=g)                                                  # phi: (rows, 1)
+    g.mul_(-lr / (1 - beta1 ** seg.step))
+    if wd and decoupled:
+        g.add_(th, alpha=-lr * wd)
+
+
+RULES: dict[str, Callable[..., None]] = {"sgd": _sgd_rule, "ema": _ema_rule, "adam": _adam_rule}
+"""Optimizer family -> the function mapping its gradient rows to step rows (NOTE [optimizer rules])."""
+
+
 class SmootherTracker:
     """Follows training through the lens and keeps R = [s | c] for every tracked point.
 
@@ -286,9 +425,8 @@ class SmootherTracker:
     point contributing k rows (output j of point i is row i·k + j). Columns: the nk
     labels then the constant (NOTE [label-space state]). Built by ``SmootherSpec.build``.
 
-    ``jacobian_method``: ``"auto"`` (default: closed-form products for nn.Linear layers,
-    vmap(jacrev) rows for other parameters) or ``"jacrev"`` (rows for all, the reference);
-    set it before the first step (NOTE [Jacobian products]).
+    ``jacobian_method`` (from ``SmootherSpec(jacobian_method=...)``; assigning it before the
+    first step is still accepted) selects how Jacobian products are formed (NOTE [Jacobian products]).
     """
 
     def __init__(self, spec: SmootherSpec, lens):
@@ -303,17 +441,17 @@ class SmootherTracker:
         if x.is_floating_point() and x.dtype != lens.dtype:
             raise ShapeError(f"SmootherSpec(x_train=...): dtype {x.dtype} differs from the model's {lens.dtype}; "
                              f"convert with .to({lens.dtype})")
-        if tuple(x.shape[1:]) != tuple(lens._x.shape[1:]):
+        probe_x = lens.probe_inputs
+        if tuple(x.shape[1:]) != tuple(probe_x.shape[1:]):
             raise ShapeError(f"SmootherSpec(x_train=...): input shape {tuple(x.shape[1:])} differs from the "
-                             f"probes' {tuple(lens._x.shape[1:])}")
+                             f"probes' {tuple(probe_x.shape[1:])}")
         if "train" in lens.probe_names():
             raise ConfigError("Lens(smoother=...): a probe set is called 'train', which the smoother reports for "
                               "the training inputs; rename that probe set (e.g. 'train_probe')")
-        self.names = list(lens._names)
+        self.names = list(lens.parameter_names)
         self.x_train = x.detach()
         self.n = spec.n
-        with torch.no_grad(), eval_mode(lens.model):
-            f0_train = torch.cat([lens._call(lens.params0, c) for c in self.x_train.split(lens.chunk_size)])
+        f0_train = lens.forward(lens.params0, self.x_train)
         if f0_train.ndim == 1:
             self.k = 1
         elif f0_train.ndim == 2:
@@ -330,14 +468,16 @@ class SmootherTracker:
         self.method = spec.method
         self.L = spec.label_columns(self.k)
         self.basis: torch.Tensor | None = None     # label columns' values on the nk labels (None: I_nk)
-        if self.method == "exact":
+        self._basis_aug: torch.Tensor | None = None
+        if self.method == Method.EXACT:
             self.y_aug = torch.cat([y_flat, one])
             self.n_probes = 0
         else:
             self.n_probes = self.L - 2
             self.basis = torch.cat([self._probe_matrix(), y_flat[:, None]], 1)        # (nk, K+1)
+            self._basis_aug = torch.cat([self.basis, torch.zeros_like(y_flat)[:, None]], 1)   # (nk, L): Ê's rows
             self.y_aug = torch.cat([torch.zeros(self.n_probes, device=self.device, dtype=self.dtype), one, one])
-        self.x_all = torch.cat([self.x_train, lens._x])
+        self.x_all = torch.cat([self.x_train, probe_x])
         self.n_points = int(self.x_all.shape[0])
         self.sizes = [int(lens.params0[nm].numel()) for nm in self.names]
         self.p = sum(self.sizes)
@@ -345,21 +485,40 @@ class SmootherTracker:
         for s in self.sizes:
             self.offsets.append(self.offsets[-1] + s)
         self.splits: dict[str, slice] = {"train": slice(0, self.n)}
-        for name, sl in lens._slices.items():
+        for name in lens.probe_names():
+            sl = lens.probe_slice(name)
             self.splits[name] = slice(self.n + sl.start, self.n + sl.stop)
         need = spec.memory_estimate(self.n_points, self.p, self.k, buffers=1, batch_size=1)
         self._check_budget(need, "s and c with one p × (nk+1) buffer")
         f0_all = torch.cat([f0_train.reshape(-1), lens.f0.reshape(-1)]).to(self.dtype)
         self.R = torch.zeros(self.n_points * self.k, self.L, device=self.device, dtype=self.dtype)
         self.R[:, -1] = f0_all
-        self.f_tilde = f0_all.clone()          # f̃ on all tracked points (train rows used for residuals)
+        self.f_tilde = f0_all[:self.n * self.k].clone()   # f̃ on the training points (n·k,), for residuals
         self.steps = 0
-        self.path: str | None = None           # decided at the first step, from the optimizer
-        self.kind: str | None = None
+        self.path: Path | None = None          # decided at the first step, from the optimizer
+        self.kind: str | None = None           # key of RULES
+        self.decoupled = False                 # AdamW
         self.buffers: dict[str, torch.Tensor] = {}
         self.block_steps = [0] * len(self.names)
-        self.jacobian_method = "auto"          # or "jacrev"; set before the first step (NOTE [structured products])
+        self._jacobian_method = spec.jacobian_method
         self.products: JacobianProducts | None = None
+        self._idx: torch.Tensor | None = None  # the batch checked by before_step, used by the next after_step
+        self._views: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._phi_views: list[torch.Tensor] = []
+        self._aranges: dict[int, torch.Tensor] = {}
+        self._prepared: dict[str, Prepared] = {}   # the step buffer G and Δθ, with cached views
+        self._one = torch.ones((), device=self.device, dtype=self.dtype)
+
+    @property
+    def jacobian_method(self) -> JacobianMethod:
+        return self._jacobian_method
+
+    @jacobian_method.setter
+    def jacobian_method(self, value) -> None:
+        if self.products is not None:
+            raise ConfigError("SmootherTracker.jacobian_method: set it before the first step (or pass "
+                              "SmootherSpec(jacobian_method=...))")
+        self._jacobian_method = _choice(JacobianMethod, value, f"SmootherTracker.jacobian_method = {value!r}")
 
     # ------------------------------------------------------------------ setup
     def _probe_matrix(self) -> torch.Tensor:
@@ -385,8 +544,13 @@ class SmootherTracker:
                 "dtype='float32', method='sketch', fewer probe points or training points, or a smaller model.")
 
     def _classify(self, optimizer) -> str:
-        if isinstance(optimizer, EMAMomentumSGD):
-            return "ema"
+        """The key of ``RULES`` for ``optimizer`` (NOTE [optimizer rules]), or UnsupportedModelError."""
+        rule = getattr(type(optimizer), "smoother_rule", None)
+        if rule is not None:
+            if rule not in RULES:
+                raise UnsupportedModelError(f"SmootherTracker: {type(optimizer).__name__}.smoother_rule = {rule!r} "
+                                            f"names no rule; known: {', '.join(RULES)}")
+            return rule
         if isinstance(optimizer, torch.optim.Adam):          # AdamW subclasses Adam
             for g in optimizer.param_groups:
                 if g.get("maximize"):
@@ -400,10 +564,9 @@ class SmootherTracker:
         raise UnsupportedModelError(
             f"SmootherTracker: optimizer {type(optimizer).__name__} is not supported; the smoother mirrors "
             "torch.optim.SGD (momentum, dampening, nesterov, weight decay), Adam, AdamW and "
-            "telescope.lens.EMAMomentumSGD")
+            "telescope.train.optim.EMAMomentumSGD")
 
     def _setup(self, optimizer, params_before: Mapping[str, torch.Tensor], batch_size: int) -> None:
-        self.kind = self._classify(optimizer)
         by_id = {id(p): nm for nm, p in self.lens.model.named_parameters()}
         self.group_of: dict[str, dict] = {}
         self.param_of: dict[str, torch.Tensor] = {}
@@ -417,13 +580,13 @@ class SmootherTracker:
         momentum = any(g.get("momentum", 0) for g in groups) or self.kind in ("adam", "ema")
         decay = any(g.get("weight_decay", 0) for g in groups)
         plain = self.kind == "sgd" and not momentum and not decay
-        if self.spec.path == "kernel" and not plain:
+        if self.spec.path == Path.KERNEL and not plain:
             raise ConfigError(
                 "SmootherSpec(path='kernel'): the kernel shortcut holds for plain SGD only (no momentum, no "
                 f"weight decay); this optimizer is {type(optimizer).__name__} with momentum={momentum}, "
                 f"weight decay={decay}. Use path='auto' or 'general'.")
-        self.path = "kernel" if (plain and self.spec.path != "general") else "general"
-        buffers = 0 if self.path == "kernel" else 1 + int(momentum) + int(decay)
+        self.path = Path.KERNEL if (plain and self.spec.path != Path.GENERAL) else Path.GENERAL
+        buffers = 0 if self.path == Path.KERNEL else 1 + int(momentum) + int(decay)
         need = self.spec.memory_estimate(self.n_points, self.p, self.k, buffers=buffers, batch_size=batch_size,
                                          path=self.path)
         self._check_budget(need, f"{self.path} path for {type(optimizer).__name__}")
@@ -433,7 +596,11 @@ class SmootherTracker:
                 if "step" in st and float(st["step"]) != 1:
                     raise ConfigError("Lens(smoother=...): the optimizer has already taken steps; build the lens "
                                       "before the first optimizer step so the smoother sees every update")
-        if self.path == "general":
+            self.decoupled = isinstance(optimizer, torch.optim.AdamW)
+            self.buffers["phi"] = torch.empty(self.p, device=self.device, dtype=self.dtype)
+            self._phi_views = [self.buffers["phi"][lo:hi].view(params_before[nm].shape)
+                               for nm, lo, hi in zip(self.names, self.offsets, self.offsets[1:])]
+        if self.path == Path.GENERAL:
             shape = (self.p, self.L)
             self.buffers["step"] = torch.empty(shape, device=self.device, dtype=self.dtype)
             if momentum:
@@ -450,47 +617,126 @@ class SmootherTracker:
         """The Jacobian-product engine (NOTE [structured products] in lens/products.py), built at the
         first step from ``jacobian_method``."""
         if self.products is None:
-            if self.jacobian_method not in JACOBIAN_METHODS:
-                raise ConfigError(f"SmootherTracker.jacobian_method = {self.jacobian_method!r}: choose one of "
-                                  f"{', '.join(JACOBIAN_METHODS)}")
             self.products = JacobianProducts(self.lens.model, self.names, self.sizes, self.k, self.dtype,
                                              self.jacobian_method)
         return self.products
 
-    def _sides(self, params) -> Iterable[tuple[slice, Side]]:
-        return self.products.sides(params, self.x_all, int(self.spec.chunk_size))
+    def _apply_chunk(self) -> int:
+        """Tracked points per product call on a side captured at once: temporaries of about
+        ``_TEMP_BYTES`` (NOTE [fused step]), never fewer points than ``spec.chunk_size``."""
+        item = torch.empty((), dtype=self.dtype).element_size()
+        per_point = self.k * self.L
+        for i in self.products.active_units():
+            u = self.products.units[i]
+            per_point += u.d_out * self.L if self.L <= self.k * u.d_in else self.k * u.d_in * u.d_out
+        return max(int(self.spec.chunk_size), _TEMP_BYTES // (item * per_point))
+
+    def _capture_bytes(self) -> int:
+        """Bytes of a side of every tracked point: N·Σ_layers (in + k·out) numbers (state dtype)."""
+        item = torch.empty((), dtype=self.dtype).element_size()
+        units = [self.products.units[i] for i in self.products.active_units()]
+        return item * self.n_points * sum(u.d_in + self.k * u.d_out for u in units)
+
+    def _sides(self, params, idx: torch.Tensor) -> tuple[Side, Iterable[tuple[int, int, Side]]]:
+        """(the batch's side, [(first point, end point, side)] over every tracked point).
+
+        The batch is captured on its own. When every parameter has closed-form products a side holds
+        activations-sized numbers, so one more capture covers every tracked point (NOTE [fused step]);
+        otherwise (Jacobian rows cost k·p numbers per point, or the side would exceed
+        ``_CAPTURE_BYTES``) chunks of ``spec.chunk_size`` points are captured one by one."""
+        side_b = self.products.side(params, self.x_train[idx])
+        if self.products.fully_structured and self._capture_bytes() <= _CAPTURE_BYTES:
+            full = self.products.side(params, self.x_all)
+            if self.products.fully_structured:                                  # no fallback appeared
+                step = self._apply_chunk()
+                return side_b, [(s, min(s + step, self.n_points), full.rows(s, min(s + step, self.n_points)))
+                                for s in range(0, self.n_points, step)]
+        chunk = int(self.spec.chunk_size)
+        return side_b, ((s, min(s + chunk, self.n_points), self.products.side(params, self.x_all[s:s + chunk]))
+                        for s in range(0, self.n_points, chunk))
+
+    def _train_update(self, start: int, stop: int, side: Side, dtheta: torch.Tensor) -> None:
+        """f̃ += J·Δθ on the training points among tracked points [start, stop) of ``side``."""
+        if start < self.n:
+            end = min(stop, self.n)
+            self.f_tilde[start * self.k:end * self.k] += self.products.apply_vector(side.rows(0, end - start), dtheta)
 
     # ------------------------------------------------------------------ the step
-    def after_step(self, lens, params_before, delta, batch, optimizer) -> None:
+    def before_step(self, lens, batch, optimizer) -> None:
+        """Check ``batch`` and the optimizer before the optimizer steps (nothing has changed yet):
+        ``batch`` must be integer indices into x_train; the optimizer must be one the smoother mirrors."""
+        self._idx = self._check_batch(batch, optimizer)
+
+    def _check_batch(self, batch, optimizer) -> torch.Tensor:
         if batch is None:
             raise ConfigError("Lens.step(optimizer, batch=None): the smoother needs the batch's indices into "
                               "x_train; call lens.step(optimizer, batch=idx)")
         if optimizer is None:
             raise ConfigError("Lens.observe(..., optimizer=None): the smoother reads the optimizer's "
                               "hyperparameters and state; pass optimizer=")
-        idx = torch.as_tensor(batch).reshape(-1).to(device=self.device, dtype=torch.long)
-        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.n:
+        if self.kind is None:
+            self.kind = self._classify(optimizer)
+        idx = batch if torch.is_tensor(batch) else torch.as_tensor(np.asarray(batch))
+        if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+            raise ShapeError(f"Lens.step(batch=...): expected integer indices into x_train, got dtype {idx.dtype}; "
+                             "pass the batch's indices (e.g. torch.randint(0, n, (b,))), not a mask or the inputs")
+        if idx.ndim != 1:
+            idx = idx.reshape(-1)
+        if idx.device.type == "cpu":           # NOTE [fused step]: checked on the host, no device sync
+            values = idx.detach().numpy()
+            lo, hi = (int(values.min()), int(values.max())) if values.size else (None, None)
+        else:                                  # one sync; pass CPU indices to avoid it
+            lo, hi = torch.aminmax(idx).tolist() if idx.numel() else (None, None)
+        if lo is None or lo < 0 or hi >= self.n:
             raise ShapeError(f"Lens.step(batch=...): indices must lie in [0, {self.n}) and be non-empty, got "
-                             f"{idx.numel()} indices in [{int(idx.min()) if idx.numel() else '-'}, "
-                             f"{int(idx.max()) if idx.numel() else '-'}]")
+                             f"{idx.numel()} indices in [{'-' if lo is None else lo}, {'-' if hi is None else hi}]")
+        if idx.device != self.device or idx.dtype != torch.long:
+            idx = idx.to(device=self.device, dtype=torch.long)
+        return idx
+
+    def _view(self, name: str, lo: int, hi: int) -> torch.Tensor:
+        """Rows [lo, hi) of buffer ``name``, made once (a slice is an operation per step otherwise)."""
+        buf = self.buffers[name]
+        if lo == 0 and hi == self.p:
+            return buf
+        key = (name, lo, hi)
+        if key not in self._views:
+            self._views[key] = buf[lo:hi]
+        return self._views[key]
+
+    def _arange(self, n: int) -> torch.Tensor:
+        if n not in self._aranges:
+            self._aranges[n] = torch.arange(n, device=self.device)
+        return self._aranges[n]
+
+    def after_step(self, lens, params_before, delta, batch, optimizer) -> None:
+        idx, self._idx = self._idx, None
+        if idx is None:                        # called without before_step (a custom driver)
+            idx = self._check_batch(batch, optimizer)
         if self.path is None:
             self._setup(optimizer, params_before, idx.numel())
         k = self.k
-        rows_b = (idx[:, None] * k + torch.arange(k, device=self.device)).reshape(-1)
-        products = self._products()
+        rows_b = idx if k == 1 else (idx[:, None] * k + torch.arange(k, device=self.device)).reshape(-1)
+        self._products()
         with torch.no_grad():
-            side_b = products.side(params_before, self.x_train[idx])             # the batch's J_B
-            E = -self.R[rows_b]                                                  # (bk, L)
-            if self.basis is None:
-                E[torch.arange(rows_b.numel(), device=self.device), rows_b] += 1.0
+            side_b, sides = self._sides(params_before, idx)                     # J_B, and J of every point
+            if self.basis is None:                                               # E = Ê_B − R_B
+                E = self.R.index_select(0, rows_b).neg_()                        # (bk, L)
+                E.index_put_((self._arange(rows_b.numel()), rows_b), self._one, accumulate=True)
             else:                                                                # NOTE [sketch]
-                E[:, :-1] += self.basis[rows_b]
+                E = torch.sub(self._basis_aug.index_select(0, rows_b), self.R.index_select(0, rows_b))
             a = _loss_scale(self.spec.loss, idx.numel(), k)
-            dtheta = torch.cat([delta[nm].reshape(-1) for nm in self.names]).to(self.dtype)
-            if self.path == "kernel":
-                self._kernel_step(params_before, side_b, E, a, dtheta)
+            if "dtheta" not in self._prepared:
+                self._prepared["dtheta"] = Prepared(torch.empty(self.p, device=self.device, dtype=self.dtype))
+            dtheta = self._prepared["dtheta"]                                   # Δθ in the state dtype
+            if delta is getattr(lens, "delta", None):                           # the lens's flat Δθ
+                dtheta.D.copy_(lens.delta_flat)
             else:
-                self._general_step(params_before, side_b, E, a, dtheta, optimizer)
+                torch.cat([delta[nm].reshape(-1) for nm in self.names], out=dtheta.D)
+            if self.path == Path.KERNEL:
+                self._kernel_step(sides, side_b, E, a, dtheta)
+            else:
+                self._general_step(sides, side_b, E, a, dtheta, optimizer)
         self.steps += 1
 
     def _learning_rates(self) -> dict[str, float]:
@@ -501,76 +747,88 @@ class SmootherTracker:
             out[nm] = 0.0 if skipped else float(self.group_of[nm]["lr"])
         return out
 
-    def _kernel_step(self, params, side_b, E, a, dtheta) -> None:
+    def _kernel_step(self, sides, side_b, E, a, dtheta) -> None:
         lr = self._learning_rates()
         dR = torch.empty(self.R.shape[0], E.shape[0], device=self.device, dtype=self.dtype)
-        for rows, side in self._sides(params):
-            dR[rows] = self.products.kernel(side, side_b, lr)                   # kernel rows K(x, x_B)
-            self.f_tilde[rows] += self.products.apply_vector(side, dtheta)
+        k = self.k
+        for start, stop, side in sides:
+            dR[start * k:stop * k] = self.products.kernel(side, side_b, lr)    # kernel rows K(x, x_B)
+            self._train_update(start, stop, side, dtheta)
         self.R.addmm_(dR, E, alpha=a)
 
-    def _general_step(self, params, side_b, E, a, dtheta, optimizer) -> None:
-        G = self.buffers["step"]
-        self.products.transpose_apply(side_b, E, G)                              # G/a = J_Bᵀ E: −∇L
-        G.mul_(-a)                                                               # now the gradient g
-        M = self.buffers.get("momentum")
-        D = self.buffers.get("theta")
+    def _segments(self) -> list[_Segment]:
+        """This step's segments (NOTE [optimizer rules]); advances the per-parameter step counts."""
+        segs: list[_Segment] = []
         for b, nm in enumerate(self.names):
-            lo, hi = self.offsets[b], self.offsets[b + 1]
-            g = G[lo:hi]
             param = self.param_of.get(nm)
+            lo, hi = self.offsets[b], self.offsets[b + 1]
             if param is None or param.grad is None:                             # the optimizer skipped it
+                group, step = None, 0
+            else:
+                self.block_steps[b] += 1
+                group, step = self.group_of[nm], self.block_steps[b]
+            last = segs[-1] if segs else None
+            if last is not None and last.group is group and last.step == step and last.hi == lo:
+                last.hi = hi
+            else:
+                segs.append(_Segment(lo, hi, group, step))
+        return segs
+
+    def _gather_second_moments(self, optimizer) -> None:
+        """Adam: copy v (``exp_avg_sq``, ``max_exp_avg_sq`` with amsgrad) of every stepped parameter into
+        the flat ``phi`` buffer in one foreach copy; the rule turns it into φ = √v̂ + ε per segment."""
+        dst, src = [], []
+        for b, nm in enumerate(self.names):
+            param = self.param_of.get(nm)
+            if param is None or param.grad is None:
+                continue
+            st = optimizer.state[param]
+            dst.append(self._phi_views[b])
+            src.append(st["max_exp_avg_sq"] if self.group_of[nm].get("amsgrad") else st["exp_avg_sq"])
+        if dst:
+            torch._foreach_copy_(dst, src)
+
+    def _general_step(self, sides, side_b, E, a, dtheta, optimizer) -> None:
+        G = self.buffers["step"]
+        if "step" not in self._prepared:
+            self._prepared["step"] = Prepared(G)
+        self.products.transpose_apply(side_b, E, self._prepared["step"])         # G/a = J_Bᵀ E: −∇L
+        G.mul_(-a)                                                               # now the gradient g
+        segments = self._segments()
+        if self.kind == "adam":
+            self._gather_second_moments(optimizer)
+        rule = RULES[self.kind]
+        has_m, has_d, has_phi = ("momentum" in self.buffers), ("theta" in self.buffers), ("phi" in self.buffers)
+        for seg in segments:
+            g = self._view("step", seg.lo, seg.hi)
+            if seg.group is None:
                 g.zero_()
                 continue
-            grp = self.group_of[nm]
-            lr, wd = float(grp["lr"]), float(grp.get("weight_decay", 0.0))
-            self.block_steps[b] += 1
-            t = self.block_steps[b]
-            m = M[lo:hi] if M is not None else None
-            th = D[lo:hi] if D is not None else None
-            if self.kind == "sgd":
-                mu, damp = float(grp["momentum"]), float(grp["dampening"])
-                if wd:
-                    g.add_(th, alpha=wd)
-                if mu:
-                    if t == 1:
-                        m.copy_(g)
-                    else:
-                        m.mul_(mu).add_(g, alpha=1 - damp)
-                    if grp["nesterov"]:
-                        g.add_(m, alpha=mu)
-                    else:
-                        g.copy_(m)
-                g.mul_(-lr)
-            elif self.kind == "ema":
-                beta = float(grp["beta"])
-                if wd:
-                    g.add_(th, alpha=wd)
-                m.mul_(beta).add_(g, alpha=1 - beta)
-                torch.mul(m, -lr / (1 - beta ** t), out=g)
-            else:                                                                 # Adam / AdamW
-                beta1, beta2 = (float(v) for v in grp["betas"])
-                decoupled = bool(grp.get("decoupled_weight_decay", False)) or isinstance(optimizer, torch.optim.AdamW)
-                step = float(optimizer.state[param]["step"])
-                phi = adam_preconditioner(optimizer, param, grp, self.dtype)
-                if wd and not decoupled:
-                    g.add_(th, alpha=wd)
-                m.mul_(beta1).add_(g, alpha=1 - beta1)
-                torch.div(m, phi[:, None], out=g)
-                g.mul_(-lr / (1 - beta1 ** step))
-                if wd and decoupled:
-                    g.add_(th, alpha=-lr * wd)
-            if th is not None:
-                th.add_(g)
-        prep = Prepared(G)
-        for rows, side in self._sides(params):
-            self.products.apply(side, prep, self.R[rows])                        # ΔR = J_all Δ
-            self.f_tilde[rows] += self.products.apply_vector(side, dtheta)
+            rule(self, seg, g,
+                 self._view("momentum", seg.lo, seg.hi) if has_m else None,
+                 self._view("theta", seg.lo, seg.hi) if has_d else None,
+                 self._phi_column(seg) if has_phi else None)
+        if has_d:
+            self.buffers["theta"].add_(G)                                        # θ_t = θ_{t−1} + Δ (0 where skipped)
+        prep = self._prepared["step"]
+        prep.new_step()
+        k = self.k
+        for start, stop, side in sides:
+            rows = self.R if (start, stop) == (0, self.n_points) else self.R[start * k:stop * k]
+            self.products.apply(side, prep, rows)                                # ΔR = J_all Δ
+            self._train_update(start, stop, side, dtheta)
+
+    def _phi_column(self, seg: _Segment) -> torch.Tensor:
+        """φ rows [lo, hi) as a (hi − lo, 1) column (made once per segment)."""
+        key = ("phi_col", seg.lo, seg.hi)
+        if key not in self._views:
+            self._views[key] = self.buffers["phi"][seg.lo:seg.hi, None]
+        return self._views[key]
 
     # ------------------------------------------------------------------ reading
     def weights(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(s, c) on ``split``: s (m, n) and c (m,) for k = 1; s (m, k, n, k) and c (m, k) for k > 1."""
-        if self.method != "exact":
+        if self.method != Method.EXACT:
             raise ConfigError("SmootherTracker.weights(): the sketch (SmootherSpec(method='sketch')) keeps only "
                               "projections of s; use point_norms() for ‖s(x)‖², or method='exact' for s itself")
         sl = self._split(split)
@@ -591,7 +849,7 @@ class SmootherTracker:
         if split == "train":
             f = self.f_tilde[sl.start * self.k:sl.stop * self.k]
         else:
-            f = self.lens.f_tilde[self.lens._slice(split)].reshape(-1).to(self.dtype)
+            f = self.lens.f_tilde[self.lens.probe_slice(split)].reshape(-1).to(self.dtype)
         return f
 
     def predictions(self, split: str) -> torch.Tensor:
