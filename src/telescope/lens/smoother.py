@@ -119,7 +119,6 @@ import torch
 
 from telescope.errors import ConfigError, ShapeError, UnsupportedModelError
 from telescope.lens.products import JacobianMethod, JacobianProducts, Prepared, Side
-from telescope.lens.recorder import eval_mode
 
 log = logging.getLogger(__name__)
 
