@@ -337,25 +337,30 @@ def _storage_shape(n1: int, n2: int, k: int, output: str) -> tuple[int, ...]:
 class _Compact:
     """One unit's side of the contraction, its example axis sliceable.
 
-    Dense (module applied at one position): ``A`` (n, d_in) and ``G``; per-example
-    gradient rows otherwise: ``rows`` and ``A`` None. ``G``/``rows`` are (n, k, d) for
-    full and trace output and (k, n, d) for diagonal (NOTE [in-place assembly]).
+    ``G`` is (n, k, d) for full and trace output and (k, n, d) for diagonal (NOTE
+    [in-place assembly]): ∂f/∂z (d = d_out) for a module applied at one position
+    ("dense"), else the per-example gradient rows (d = d_out·d_in). A dense unit also
+    carries its module's input ``A`` (n, d_in) when the weight is differentiated (a view,
+    no copy) and whether the bias is.
     """
 
-    A: Tensor | None
-    G: Tensor  # or the rows
+    G: Tensor
     k_major: bool  # True: (k, n, d)
+    dense: bool
+    A: Tensor | None = None
+    bias: bool = False
 
     @staticmethod
-    def of(A: Tensor, G: Tensor, output: str) -> _Compact:
+    def of(A: Tensor, G: Tensor, unit: Unit, output: str) -> _Compact:
         """From A (n, T, d_in) and G (k, n, T, d_out)."""
         k_major = output == "diagonal"
         if A.shape[1] == 1:
             G = G[:, :, 0]
-            return _Compact(A[:, 0], G.contiguous() if k_major else G.transpose(0, 1).contiguous(), k_major)
+            G = G.contiguous() if k_major else G.transpose(0, 1).contiguous()
+            return _Compact(G, k_major, True, A[:, 0] if unit.weight else None, unit.bias)
         spec = "knto,nti->knoi" if k_major else "knto,nti->nkoi"
-        rows = torch.einsum(spec, G, A)
-        return _Compact(None, rows.reshape(*rows.shape[:2], -1), k_major)
+        rows = torch.einsum(spec, G, _augment(A, unit))
+        return _Compact(rows.reshape(*rows.shape[:2], -1), k_major, False)
 
     @staticmethod
     def cat(parts: list[_Compact]) -> _Compact:
@@ -363,15 +368,17 @@ class _Compact:
             return parts[0]
         p0 = parts[0]
         A = None if p0.A is None else torch.cat([p.A for p in parts])
-        return _Compact(A, torch.cat([p.G for p in parts], dim=1 if p0.k_major else 0), p0.k_major)
+        G = torch.cat([p.G for p in parts], dim=1 if p0.k_major else 0)
+        return _Compact(G, p0.k_major, p0.dense, A, p0.bias)
 
     def examples(self, rows: slice) -> _Compact:
         A = None if self.A is None else self.A[rows]
-        return _Compact(A, self.G[:, rows] if self.k_major else self.G[rows], self.k_major)
+        G = self.G[:, rows] if self.k_major else self.G[rows]
+        return _Compact(G, self.k_major, self.dense, A, self.bias)
 
 
-def _gram_factor(s1: _Compact, s2: _Compact, output: str, out: Tensor | None) -> Tensor:
-    """G₁G₂ᵀ (or rows₁rows₂ᵀ) in storage layout, written into ``out`` when given."""
+def _gram_factor(s1: _Compact, s2: _Compact, output: str, out: Tensor) -> Tensor:
+    """G₁G₂ᵀ (or rows₁rows₂ᵀ) in storage layout, written into the tile-shaped ``out``."""
     if output == "diagonal":
         return torch.bmm(s1.G, s2.G.transpose(1, 2), out=out)  # (k, b1, b2)
     n1, n2 = s1.G.shape[0], s2.G.shape[0]
@@ -379,9 +386,8 @@ def _gram_factor(s1: _Compact, s2: _Compact, output: str, out: Tensor | None) ->
         a, b = s1.G.reshape(-1, s1.G.shape[-1]), s2.G.reshape(-1, s2.G.shape[-1])  # (n·k, d)
     else:
         a, b = s1.G.reshape(n1, -1), s2.G.reshape(n2, -1)  # (n, k·d)
-    if out is None:
-        return torch.mm(a, b.T)
-    return torch.mm(a, b.T, out=out.reshape(a.shape[0], b.shape[0]) if output == "trace" else _as_matrix(out))
+    torch.mm(a, b.T, out=out if output == "trace" else _as_matrix(out))
+    return out
 
 
 def _as_matrix(tile: Tensor) -> Tensor:
@@ -399,19 +405,54 @@ def _broadcast(AA: Tensor, output: str) -> Tensor:
     return AA
 
 
-def _accumulate(tile: Tensor, s1: _Compact, s2: _Compact, output: str, first: bool) -> None:
+class _Scratch:
+    """One buffer for every tile-sized temporary of a call, reused across units and tiles.
+
+    A fresh large allocation costs its first-touch page faults on every call (about a
+    tenth of the products' time on the 10-output kernels here); one buffer pays once.
+    """
+
+    def __init__(self, dtype: torch.dtype, device: torch.device):
+        self.dtype, self.device = dtype, device
+        self.buffers: dict[str, Tensor] = {}
+
+    def take(self, name: str, *shape: int) -> Tensor:
+        numel = 1
+        for size in shape:
+            numel *= size
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < numel:
+            buf = self.buffers[name] = torch.empty(numel, dtype=self.dtype, device=self.device)
+        return buf[:numel].view(shape)
+
+
+def _aa(s1: _Compact, s2: _Compact, output: str, scratch: _Scratch) -> Tensor:
+    """A₁A₂ᵀ (+ 1 with a bias) (b1, b2), shaped to multiply a storage tile."""
+    b1 = s1.G.shape[1 if s1.k_major else 0]
+    b2 = s2.G.shape[1 if s2.k_major else 0]
+    AA = scratch.take("AA", b1, b2)
+    if s1.A is None:  # bias only
+        AA.fill_(1.0)
+    elif s1.bias:
+        AA.fill_(1.0).addmm_(s1.A, s2.A.T)
+    else:
+        torch.mm(s1.A, s2.A.T, out=AA)
+    return _broadcast(AA, output)
+
+
+def _accumulate(
+    tile: Tensor, s1: _Compact, s2: _Compact, output: str, first: bool, scratch: _Scratch
+) -> None:
     """Add one unit's kernel block (NOTE [structured kernel]) to a storage tile in place."""
-    dense = s1.A is not None
+    dense = s1.dense
     if first:
         _gram_factor(s1, s2, output, tile)
         if dense:
-            tile.mul_(_broadcast(s1.A @ s2.A.T, output))
+            tile.mul_(_aa(s1, s2, output, scratch))
         return
     if dense:
-        GG = _gram_factor(s1, s2, output, None)
-        if output == "full":
-            GG = GG.view(tile.shape)
-        tile.addcmul_(GG, _broadcast(s1.A @ s2.A.T, output))
+        GG = _gram_factor(s1, s2, output, scratch.take("GG", *tile.shape))
+        tile.addcmul_(GG, _aa(s1, s2, output, scratch))
     elif output == "diagonal":
         tile.baddbmm_(s1.G, s2.G.transpose(1, 2))
     elif output == "full":
@@ -477,7 +518,7 @@ def _side(
             A, G = _features(module, calls[name][0], k, dtype)
             for index, unit in enumerate(units):
                 if unit.module_name == name:
-                    parts[index].append(_Compact.of(_augment(A, unit), G, output))
+                    parts[index].append(_Compact.of(A, G, unit, output))
         del calls
     for name, count in seen_in.items():
         if name not in problems and count != n_chunks:
@@ -553,6 +594,7 @@ def structured_ntk(
         for index in live:
             if units[index].key not in storages:
                 storages[units[index].key] = torch.empty(_storage_shape(n1, n2, k, output), dtype=dtype, device=device)
+        scratch = _Scratch(dtype, device)
         starts = _row_starts(n1, n2, k, output, dtype.itemsize, budget, symmetric, device)
         for r0, r1 in zip(starts, [*starts[1:], n1]):
             rows = slice(r0, r1)
@@ -562,9 +604,9 @@ def structured_ntk(
                 key = units[index].key
                 s1 = side1[index].examples(rows)
                 s2 = side2[index].examples(cols)
-                _accumulate(_tile(storages[key], output, rows, cols), s1, s2, output, key not in written)
+                _accumulate(_tile(storages[key], output, rows, cols), s1, s2, output, key not in written, scratch)
                 written.add(key)
-        del side1, side2
+        del side1, side2, scratch
         if symmetric:
             for storage in storages.values():
                 _mirror(storage, output, k, starts)
