@@ -329,18 +329,19 @@ def peer_child(workload: str, net: tuple, output: str, method: str, calls: int, 
     model, xs = load_workload(workload, net, device)
     x1, x2 = xs["x1"], xs.get("x2")
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
+    times, cpu = [], []
     for _ in range(calls + 1):
         sync()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         peer_kernel(method, model, x1, x2, output)
         sync()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     K = peer_kernel(method, model, xs["c1"], xs.get("c2"), output)
     if output == "trace":
         K = K[:, :, None, None]
     np.savez(check_out, K=K.detach().cpu().numpy())
-    print(json.dumps({"first": times[0], "steady": times[1:], "device": device}))
+    print(json.dumps({"first": times[0], "steady": times[1:], "steady_cpu": cpu[1:], "device": device}))
 
 
 def run_peer(cmd: list[str], timeout: float) -> dict:
@@ -421,6 +422,7 @@ def peers(args: argparse.Namespace) -> None:
                     continue
                 rows[method] = {
                     "steady": statistics.median(statistics.median(r["steady"]) for r in good),
+                    "cpu": statistics.median(statistics.median(r["steady_cpu"]) for r in good),
                     "first": statistics.median(r["first"] for r in good),
                     "check": max(r["check"] for r in good),
                     "spread": [round(statistics.median(r["steady"]), 4) for r in good],
@@ -432,24 +434,29 @@ def peers(args: argparse.Namespace) -> None:
             size = f"N={n1}" + ("" if n2 is None else f" x {n2}")
             print(f"\n== {title} ({size}, output={output})   load average after: {' '.join(load)}")
             tel = rows.get("telescope", {}).get("steady")
-            print(f"{'method':<17}{'steady s':>10}{'first s':>10}{'x telescope':>13}  max rel. err  per-process medians")
+            print(f"{'method':<17}{'steady s':>10}{'cpu s':>9}{'first s':>10}{'x telescope':>13}"
+                  "  max rel. err  per-process medians (wall)")
             for method, r in rows.items():
                 if "error" in r:
                     print(f"{method:<17}  failed: {r['error']}")
                     continue
                 ratio = f"{r['steady'] / tel:13.2f}" if tel else f"{'-':>13}"
-                print(f"{method:<17}{r['steady']:10.4f}{r['first']:10.3f}{ratio}  {r['check']:.1e}      {r['spread']}")
-    print("\nsummary: NT / telescope (steady; goal >= 1.0), telescope / closed form (goal <= 1.1), "
-          "first call NT / telescope")
+                print(f"{method:<17}{r['steady']:10.4f}{r['cpu']:9.4f}{r['first']:10.3f}{ratio}  {r['check']:.1e}"
+                      f"      {r['spread']}")
+    print("\nsummary, steady state wall (process CPU time): NT / telescope (goal >= 1.0), "
+          "telescope / closed form (goal <= 1.1); first call NT / telescope")
     for title, rows in results.items():
-        tel = rows.get("telescope", {}).get("steady")
-        nt_ = rows.get("neural-tangents", {}).get("steady")
-        cf = rows.get("closed form", {}).get("steady")
-        first = (rows.get("neural-tangents", {}).get("first"), rows.get("telescope", {}).get("first"))
-        parts = [f"NT/tel {nt_ / tel:.2f}" if tel and nt_ else "NT/tel -",
-                 f"tel/closed {tel / cf:.2f}" if tel and cf else "tel/closed -",
-                 f"first NT/tel {first[0] / first[1]:.1f}" if all(first) else "first -"]
-        print(f"  {title:<46}" + "   ".join(parts))
+        get = lambda m, f: rows.get(m, {}).get(f)  # noqa: E731
+
+        def ratio(a: str, b: str) -> str:
+            wall = (get(a, "steady"), get(b, "steady"))
+            cpu = (get(a, "cpu"), get(b, "cpu"))
+            return f"{wall[0] / wall[1]:.2f} ({cpu[0] / cpu[1]:.2f})" if all(wall) and all(cpu) else "-"
+
+        first = (get("neural-tangents", "first"), get("telescope", "first"))
+        print(f"  {title:<46}NT/tel {ratio('neural-tangents', 'telescope'):<13}"
+              f"tel/closed {ratio('telescope', 'closed form'):<13}"
+              f"first NT/tel {first[0] / first[1]:.1f}" if all(first) else "")
 
 
 def main() -> None:

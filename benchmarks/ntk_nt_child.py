@@ -9,7 +9,8 @@ the dense layer after a flatten with its input permuted to NHWC order), the inpu
 (images NHWC) and the check subsets. The kernel is
 ``nt.empirical_ntk_fn(f, trace_axes=(), vmap_axes=0, implementation=3)`` under ``jax.jit``:
 its fastest implementation (structured derivatives) on these networks. Prints one JSON line:
-the first call (tracing and compilation included) and each steady-state call in seconds;
+the first call (tracing and compilation included) and each steady-state call in seconds
+(wall and process CPU time);
 writes the (n1, n2, k, k) kernel of the check subsets to ``--check-out``.
 """
 
@@ -69,16 +70,17 @@ def main() -> None:
     start = time.perf_counter()
     kernel_fn(x1, x2, params).block_until_ready()
     first = time.perf_counter() - start
-    steady = []
+    steady, steady_cpu = [], []
     for _ in range(args.calls):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         kernel_fn(x1, x2, params).block_until_ready()
         steady.append(time.perf_counter() - start)
+        steady_cpu.append(time.process_time() - start_cpu)
     c1 = jnp.asarray(data["c1_nt"])
     c2 = jnp.asarray(data["c2_nt"]) if "c2_nt" in data else None
     np.savez(args.check_out, K=np.asarray(kernel_fn(c1, c2, params)))
     print(json.dumps({
-        "first": first, "steady": steady, "device": str(jax.devices()[0]),
+        "first": first, "steady": steady, "steady_cpu": steady_cpu, "device": str(jax.devices()[0]),
         "versions": f"jax {jax.__version__}, neural-tangents {nt.__version__}",
     }))
 

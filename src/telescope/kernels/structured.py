@@ -172,8 +172,9 @@ def _output_gradients(out: Tensor, edges: list) -> list[Tensor | None]:
     at example i is example i's own. None where an edge does not reach ``out``.
     """
     n, k = out.shape
-    if k == 1:
-        grads = torch.autograd.grad(out, edges, torch.ones_like(out), allow_unused=True)
+    if k == 1:  # a scalar root: no grad_outputs tensor, so torch skips its symbolic shape
+        # check (whose first use imports sympy, ~0.7 s of a process's first kernel)
+        grads = torch.autograd.grad(out.sum(), edges, allow_unused=True)
         return [None if g is None else g.unsqueeze(0) for g in grads]
     eye = torch.eye(k, dtype=out.dtype, device=out.device).unsqueeze(1).expand(k, n, k)
     try:
