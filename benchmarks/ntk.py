@@ -317,6 +317,12 @@ def peer_kernel(method: str, model: nn.Module, x1, x2, output: str) -> torch.Ten
     return empirical_ntk(model, x1, x2, output=output, implementation="structured")
 
 
+def pin(affinity: str | None) -> None:
+    """Restrict this process to the CPUs in ``affinity`` ("0" or "0,1"), if given."""
+    if affinity:
+        os.sched_setaffinity(0, {int(c) for c in affinity.split(",")})
+
+
 def peer_child(workload: str, net: tuple, output: str, method: str, calls: int, threads: int,
                device: str, check_out: str) -> None:
     import numpy as np
@@ -376,7 +382,8 @@ def peers(args: argparse.Namespace) -> None:
     import numpy as np
 
     print(f"torch {torch.__version__}, {args.threads} thread(s) per process (torch and XLA), float32, "
-          f"device {args.device}; {args.processes} process(es) x (first call + {args.calls} calls)")
+          f"device {args.device}; {args.processes} process(es) x (first call + {args.calls} calls); "
+          f"children pinned to CPUs {args.affinity or '(not pinned)'}")
     print("command: " + " ".join(["python", "benchmarks/ntk.py", *sys.argv[1:]]))
     missing = nngeometry_available()
     print("nngeometry: " + ("available" if missing is None else f"skipped ({missing})"))
@@ -408,10 +415,12 @@ def peers(args: argparse.Namespace) -> None:
                     if method == "neural-tangents":
                         cmd = [args.nt_python, os.path.join(here, "ntk_nt_child.py"), path, "--calls", str(calls),
                                "--threads", str(args.threads), "--check-out", check_out]
+                        cmd += ["--affinity", args.affinity] if args.affinity else []
                     else:
                         cmd = [sys.executable, os.path.abspath(__file__), "--peer-child", path, title, method,
                                "--calls", str(calls), "--threads", str(args.threads), "--device", args.device,
                                "--check-out", check_out]
+                        cmd += ["--affinity", args.affinity] if args.affinity else []
                     r = run_peer(cmd, args.timeout)
                     if "error" not in r:
                         r["check"] = check_against_jacobian(path, net, output, np.load(check_out)["K"])
@@ -471,6 +480,10 @@ def main() -> None:
     parser.add_argument("--nt-python", help="interpreter with neural-tangents (benchmarks/nt_env.sh)")
     parser.add_argument("--processes", type=int, default=3, help="peers: fresh processes per method")
     parser.add_argument("--calls", type=int, default=5, help="peers: steady-state calls per process")
+    parser.add_argument(
+        "--affinity", help="peers: pin every child to these CPUs, e.g. 0 (XLA ignores thread flags "
+        "for some of its pools; pinning gives every method the same cores)",
+    )
     parser.add_argument("--only", nargs="*", help="peers: workloads whose title contains one of these")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per measurement")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "N", "OUTPUT", "IMPL"), help=argparse.SUPPRESS)
@@ -484,6 +497,7 @@ def main() -> None:
         child(kind, int(n), output, implementation, args.threads, args.device)
         return
     if args.peer_child:
+        pin(args.affinity)
         path, title, method = args.peer_child
         net, _, _, output = PEER_WORKLOADS[title]
         peer_child(path, net, output, method, args.calls, args.threads, args.device, args.check_out)

@@ -29,7 +29,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--check-out", required=True)
     parser.add_argument("--implementation", type=int, default=3)
+    parser.add_argument("--affinity", help="pin this process to these CPUs, e.g. 0")
     args = parser.parse_args()
+    if args.affinity:  # XLA's CPU client keeps worker threads whatever the flags say
+        os.sched_setaffinity(0, {int(c) for c in args.affinity.split(",")})
     if args.threads == 1:  # before jax is imported: XLA reads its flags once
         flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()

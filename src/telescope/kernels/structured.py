@@ -309,7 +309,8 @@ def _augment(A: Tensor, unit: Unit) -> Tensor:
 # baddbmm_ (per-example rows). No zero fill, no strided add, and temporaries are bounded
 # by memory_budget through the tile height.
 # A Gram (x2 is None) is computed on the block upper triangle only -- on the CPU the row
-# tiles are at most ⌈n/4⌉ high, so about 5/8 of the products are formed -- and mirrored:
+# tiles are at most max(⌈n/4⌉, 256) high, so for n ≥ 1024 about 5/8 of the products are
+# formed -- and mirrored:
 # the blocks below the diagonal are transposed copies, and each diagonal block is made
 # symmetric by copying its upper triangle onto its lower one. The result is exactly
 # symmetric whatever the BLAS does. On CUDA one tile (unless the budget asks for more)
@@ -539,12 +540,16 @@ def _capture_chunk(model: nn.Module, x: Tensor, k: int, dtype: torch.dtype, budg
     return max(1, (budget // 2) // per_example)
 
 
+_MIN_TRIANGLE_TILE = 256
+
+
 def _row_starts(n1: int, n2: int, k: int, output: str, itemsize: int, budget: int, symmetric: bool, device) -> list[int]:
     """Start rows of the tiles: temporaries of a tile (one product and A₁A₂ᵀ) fit in ``budget``."""
     per_row = {"full": k * k + 1, "trace": 2, "diagonal": k + 1}[output] * n2 * itemsize
     height = max(1, budget // per_row)
-    if symmetric and device.type == "cpu":
-        height = min(height, -(-n1 // 4))  # NOTE [in-place assembly]: ~5/8 of the products
+    if symmetric and device.type == "cpu":  # NOTE [in-place assembly]: ~5/8 of the products;
+        # below 256 rows per tile the smaller products lose more speed than the triangle saves
+        height = min(height, max(-(-n1 // 4), _MIN_TRIANGLE_TILE))
     return list(range(0, n1, height))
 
 
