@@ -1,7 +1,7 @@
 """Speed and memory of the empirical-NTK implementations, and telescope against its peers.
 
-    PYTHONPATH=src python benchmarks/ntk.py --suite peers --nt-python /work/nt-env/bin/python
-    PYTHONPATH=src python benchmarks/ntk.py --suite implementations   # ratios to ``jacobian``
+    PYTHONPATH=src python benchmarks/ntk.py --suite peers --nt-python /work/nt-env/bin/python --affinity 0
+    PYTHONPATH=src python benchmarks/ntk.py          # --suite implementations: ratios to ``jacobian``
     ... --quick                       # smaller N, one process, two calls: a smoke run
     ... --device cuda                 # torch on the GPU (neural-tangents: wherever its jax runs)
 
@@ -19,7 +19,7 @@ it) and ``nngeometry`` (Grams only, if it imports; one process, one steady call:
 Every method's kernel on a check subset (8 × 8 or 8 × 4 examples, same weights) is compared
 with ``jacobian`` in float64 ("max rel. err").
 
-``--suite implementations`` (the older table, ratios to ``jacobian``):
+``--suite implementations`` (the default; ratios to ``jacobian``):
 Every (workload, implementation) is measured in its own subprocess: the child builds
 the model and inputs, runs a tiny warm-up call, reads its resident set size (VmRSS),
 resets the kernel's resident high-water mark (``echo 5 > /proc/self/clear_refs``),
@@ -470,7 +470,10 @@ def peers(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=("peers", "implementations"), default="peers")
+    parser.add_argument(
+        "--suite", choices=("implementations", "peers"), default="implementations",
+        help="implementations: ratios to jacobian (the default, as before); peers: issue 26's table",
+    )
     parser.add_argument("--quick", action="store_true", help="N divided by 4 (peers: also 1 process, 2 calls)")
     parser.add_argument(
         "--threads", type=int, default=1,
