@@ -53,23 +53,42 @@ class Implementation(str, enum.Enum):
         trace/diagonal.
     ``STRUCTURED``
         Layer-wise closed form (see NOTE [structured kernel] in
-        ``telescope/kernels/structured.py``): ``(n1+n2)`` forwards and ``k`` backward
-        passes per side, then per dense layer ``n1·n2·(d_in + k²·d_out)`` instead of
-        ``n1·n2·k²·d_in·d_out``; nn.Conv2d / sequence layers use per-example gradients
-        of ``k·d_in·d_out`` numbers; unsupported modules fall back to Jacobian rows for
-        their parameters only. Memory: the kernel plus activations-sized captures
-        (``n·k·d_out`` per layer), never parameter-sized per example.
+        ``telescope/kernels/structured.py``): per side one forward and one backward
+        batched over the ``k`` outputs, to the layer outputs only (no weight
+        gradients); then per dense layer ``n1·n2·(d_in + k²·d_out)`` instead of
+        ``n1·n2·k²·d_in·d_out``, written in place into one preallocated result
+        (about 5/8 of it for a Gram on the CPU, which is computed on its block upper
+        triangle and mirrored: exactly symmetric); nn.Conv2d / sequence layers use
+        per-example gradients of ``k·d_in·d_out`` numbers; unsupported modules fall
+        back to Jacobian rows for their parameters only. Memory: the kernel, tile
+        temporaries bounded by ``memory_budget``, and activations-sized captures
+        (``n·k·d_out`` per layer), never parameter-sized per example. Within 1.1× of
+        a hand-written closed form and ahead of neural-tangents on the MLPs and CNN
+        of docs/benchmarks-ntk.md (CPU; the table says where not).
     ``AUTO``
         ``STRUCTURED`` unless more than half of the differentiated parameters would
         fall back to Jacobian rows; then ``NTK_VP`` for the full kernel with ``k ≥ 8``
         outputs and ``JACOBIAN`` otherwise. Why ``STRUCTURED`` is the default: for
         networks made of Linear/Conv2d/Embedding it is exact and removes the ``P``
         factor from the pairwise contraction (``benchmarks/ntk.py``, see
-        docs/benchmarks-ntk.md: ~200× faster than ``JACOBIAN`` on a 784-200-200-10
-        MLP with ≤ 1/9 of its memory; 2.6× faster with < 1/5 of its memory on a
-        small CNN); with fallbacks it costs at most one extra forward/backward over
-        ``JACOBIAN`` on the same parameters. ``NTK_VP`` was ~4× faster than
-        ``JACOBIAN`` on full 10-output MLP kernels, hence the rule above.
+        docs/benchmarks-ntk.md: over 100× faster than ``JACOBIAN`` on a
+        784-200-200-10 MLP with ≤ 1/9 of its memory; faster with < 1/5 of its
+        memory on a small CNN); with fallbacks it costs at most one extra
+        forward/backward over ``JACOBIAN`` on the same parameters. ``NTK_VP`` was ~4×
+        faster than ``JACOBIAN`` on full 10-output MLP kernels, hence the rule above.
+
+        Per device: the *choice* is the same on the CPU and on CUDA, and the
+        structured path adapts its execution to the device. On the CPU the
+        products are GEMM-bound, so a Gram is tiled into row blocks of at most
+        ⌈n/4⌉ and only the block upper triangle is formed (~5/8 of the flops). On
+        CUDA the old path was launch-bound (k backward passes, each forming every
+        weight gradient, then per-tile products): there the capture is one
+        k-batched backward and the products one tile per layer (fewer, larger GEMMs,
+        a launch count independent of ``n`` and ``k``), the Gram mirrored in one
+        pass. ``STRUCTURED``'s work is then a few GEMMs per layer against
+        ``JACOBIAN``'s ``n·k·P`` Jacobians and ``n1·n2·k²·P`` contraction, so it stays
+        the default there too. Not measured on a GPU in the session that made this
+        change: ``benchmarks/ntk.py --suite implementations --device cuda`` checks it.
     """
 
     AUTO = "auto"
