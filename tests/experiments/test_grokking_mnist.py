@@ -4,6 +4,7 @@ metric names the figures read, figures written, and fact 13's first half on the 
 import math
 
 import pytest
+import torch
 
 from telescope.experiments import get
 from telescope.experiments.base import RunContext, config_to_dict, resolve_config
@@ -130,3 +131,28 @@ def test_control_quick_preset_shares_the_large_init_optimizer():
         assert getattr(mnist, field) == getattr(control, field), field
     assert mnist.lr == 1e-4 and mnist.warmup == 100      # the paper's rate and warmup (docs/grokking.md)
     assert control.alphas == (1.0,) and mnist.alphas == (6.0,)
+
+
+def test_adam_eps_reaches_the_optimizer_and_the_smoother(monkeypatch):
+    """`--set adam_eps=1e-3` (docs/grokking.md, session 5) is the ε of the AdamW that trains the
+    network, and so of φ = √v̂ + ε that the smoother and the sharpness ratio read from it."""
+    import telescope.experiments.grokking_mnist as study
+    from telescope.experiments.base import parse_overrides
+    seen = []
+    real_fit = study.fit
+
+    def spy(model, opt, *args, **kwargs):
+        seen.append(opt)
+        return real_fit(model, opt, *args, **kwargs)
+
+    monkeypatch.setattr(study, "fit", spy)
+    exp = get("grokking-mnist")
+    ratios = {}
+    for pairs in ([], ["adam_eps=1e-3"]):
+        cfg = resolve_config("grokking-mnist", exp.config_cls, "tiny", overrides=parse_overrides(pairs))
+        summary = exp.run(cfg, MemorySink(), RunContext())
+        ratios[cfg.adam_eps] = summary["alpha=6/output=linear/method=exact/max_sharpness_ratio"]
+    assert [g["eps"] for opt in seen for g in opt.param_groups] == [1e-8, 1e-3]
+    assert isinstance(seen[0], torch.optim.AdamW)
+    # a larger ε bounds 1/φ by 1/ε: Adam's preconditioned sharpness must come out lower
+    assert ratios[1e-3] < 0.9 * ratios[1e-8]

@@ -49,7 +49,7 @@ from telescope.experiments.base import RunContext, bounded
 from telescope.lens import Lens, SmootherSpec, adam_sharpness, smoother_metrics
 from telescope.measures import binary_metrics, weight_norm
 from telescope.models import MLP, scale_init
-from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
+from telescope.train import RecordAt, fit, log_steps, squared_loss
 
 OUTPUTS = ("linear", "sigmoid")
 METHODS = ("exact", "sketch")
@@ -73,6 +73,7 @@ class Config:
     warmup: int = bounded(100, ge=0)
     weight_decay: float = bounded(0.1, ge=0)
     betas: tuple[float, ...] = bounded((0.9, 0.99), ge=0, lt=1)
+    adam_eps: float = bounded(1e-8, gt=0)  # ε in φ = √v̂ + ε (docs/grokking.md, session 5)
     batch_size: int = bounded(200, ge=1)
     steps: int = bounded(100_000, ge=1)
     seeds: int = bounded(4, ge=1)
@@ -135,7 +136,8 @@ def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, devi
     spec = SmootherSpec(x, y, loss=cfg.loss, dtype=cfg.smoother_dtype, memory_budget_gb=cfg.memory_budget_gb,
                         method=method, probes=cfg.probes, seed=seed)
     lens = Lens(model, {"test": x_test[:cfg.n_probe]}, smoother=spec)
-    opt = make_optimizer("adamw", model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas),
+                            eps=cfg.adam_eps)
     warmup = max(cfg.warmup, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / warmup))
     loss_fn = squared_loss(cfg.loss)
