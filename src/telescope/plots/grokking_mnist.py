@@ -53,21 +53,33 @@ def validity(frame: pd.DataFrame) -> tuple[float | None, float | None]:
     return (None if np.isnan(lo) else lo), float(np.min(first))
 
 
-def plot_valid(ax, s: pd.DataFrame, until: float | None, fmt: str, color, label: str, band=None) -> None:
+def plot_valid(ax, s: pd.DataFrame, until: float | None, fmt: str, color, label: str, band=None) -> float:
     """``s`` (step, mean) solid up to step ``until`` and faded dotted past it (NOTE [smoother validity]);
-    ``band`` (array like ``s``): a ± band over the valid part. ``until`` None: all valid."""
+    ``band`` (array like ``s``): a ± band over the valid part. ``until`` None: all valid. Returns the
+    top of the valid part (mean + band; NaN if none), for :func:`clip_to_valid`."""
     steps = s["step"].to_numpy(dtype=float)
     ok = np.ones(len(s), bool) if until is None else steps <= until
+    top = float("nan")
     if ok.any():
-        ax.plot(steps[ok], s["mean"].to_numpy()[ok], fmt, color=color, label=label)
+        m = s["mean"].to_numpy()[ok]
+        ax.plot(steps[ok], m, fmt, color=color, label=label)
         if band is not None:
-            m = s["mean"].to_numpy()[ok]
             ax.fill_between(steps[ok], m - band[ok], m + band[ok], color=color, alpha=0.15, lw=0)
+        top = float(np.nanmax(m + (band[ok] if band is not None else 0.0)))
     if not ok.all():
         past = np.flatnonzero(~ok)
         keep = np.r_[past[0] - 1, past] if past[0] > 0 else past          # joined to the last valid point
         ax.plot(steps[keep], s["mean"].to_numpy()[keep], color=color, **FADED,
                 label=None if ok.any() else label)
+    return top
+
+
+def clip_to_valid(ax, tops: list[float]) -> None:
+    """y range of a p⁰ axis from its valid parts only: a run-away past the last valid step (p⁰ up to
+    1e13 in issue 19) leaves the axis, faded, instead of flattening what can be read."""
+    tops = [t for t in tops if np.isfinite(t)]
+    if tops:
+        ax.set_ylim(bottom=0.0, top=1.3 * max(max(tops), 1e-12))
 
 
 def faded_entry(ax, until: float | None, first: float | None) -> None:
@@ -133,26 +145,31 @@ def _panel_pair(plt, metrics, panels, title_prefix, summary=None, reference=None
             ax.fill_between(s["step"], s["mean"] - s["se"], s["mean"] + s["se"], color="0.45", alpha=0.15, lw=0)
         ax.set_title(f"{title_prefix}{_label(alpha, output)}")
         ax = axes[1][col]
+        tops, clip = [], False
         for method in methods:
             part = _of_method(sub, method)
             until, bad = validity(part)
+            clip |= bad is not None
             for split in ("train", "test"):
                 s = _mean_se(part, split, "smoother/p_eff")
-                plot_valid(ax, s, until if bad is not None else None, STYLES.get(method, ":"), COLORS[split],
-                           f"p_{split}" + (f" ({method})" if several or method != "exact" else ""),
-                           band=_band(part, split, s))
+                tops.append(plot_valid(ax, s, until if bad is not None else None, STYLES.get(method, ":"),
+                                       COLORS[split], f"p_{split}" + (f" ({method})" if several or method != "exact"
+                                                                      else ""), band=_band(part, split, s)))
             faded_entry(ax, until, bad)
             if bad is not None:
                 for r in (1, 2):
                     axes[r][col].axvline(bad, color="0.6", lw=0.8, ls="-.",
-                                         label=f"first failing check, step {_step(bad)}" if r == 2 else None)
+                                         label=f"first failing self-check, step {_step(bad)}")
         if reference is not None and not reference.empty:
             ref = _of_method(reference, methods[0])
             until, bad = validity(ref)
+            clip |= bad is not None
             for split, fmt in (("train", "--"), ("test", "-")):
                 s = _mean_se(ref, split, "smoother/p_eff")
-                plot_valid(ax, s, until if bad is not None else None, fmt, "0.45",
-                           f"p_{split}, {ref_label} (reference)")
+                tops.append(plot_valid(ax, s, until if bad is not None else None, fmt, "0.45",
+                                       f"p_{split}, {ref_label} (reference)"))
+        if clip:
+            clip_to_valid(ax, tops)
         ax = axes[2][col]                        # is the smoother a faithful account of f̃?
         for method in methods:
             part = _of_method(sub, method)
@@ -205,7 +222,8 @@ def _steps_text(summary: dict, alpha: float, output: str, method: str = "exact")
             f"{_fmt(get('p_test_at_fit'))}), test error < 10 % at step {_step(get('step_generalize'))} "
             f"(p_train/p_test {_fmt(get('p_train_at_generalize'))}/{_fmt(get('p_test_at_generalize'))}); "
             f"final test error {_fmt(get('final_test_error'))}, p_train/p_test {_fmt(get('final_p_train'))}/"
-            f"{_fmt(get('final_p_test'))}; {_validity_text(get)}")
+            f"{_fmt(get('final_p_test'))}{' (past the last valid step)' if get('step_first_invalid') is not None else ''}"
+            f"; {_validity_text(get)}")
 
 
 def _validity_text(get) -> str:
@@ -222,10 +240,10 @@ def _validity_text(get) -> str:
                 f"last valid step {_step(last)}), so the p⁰ values past it (faded) say nothing about the network")
     ratio, edge, at = get("max_sharpness_ratio"), get("step_near_edge"), get("sharpness_ratio_at_first_invalid")
     if ratio is not None:
-        text += (f"; Adam's preconditioned sharpness reached {_fmt(ratio)} of its stability threshold"
-                 + (f" and stayed ≥ 0.8 of it from step {_step(edge)}" if edge is not None else
-                    ", never staying ≥ 0.8 of it")
-                 + (f", {_fmt(at)} at the first failing check" if at is not None else ""))
+        text += (f"; Adam's preconditioned sharpness (λ_max over its stability threshold) peaked at {_fmt(ratio)}"
+                 + (f" and stayed ≥ 0.8 from step {_step(edge)} on" if edge is not None else
+                    " but did not stay ≥ 0.8 to the end")
+                 + (f", and was {_fmt(at)} at the first failing check" if at is not None else ""))
     return text
 
 
@@ -270,7 +288,7 @@ def _test_overlay(plt, metrics, panels, out_dir, summary) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, max(len(panels), 1)))
     method = _methods(metrics)[0]
-    any_bad = False
+    any_bad, tops = False, []
     for (alpha, output), color in zip(panels, colors):
         sub = _of_method(metrics[(metrics["alpha"] == alpha) & (metrics["output"] == output)], method)
         err = _mean_se(sub, "test", "error")
@@ -281,10 +299,11 @@ def _test_overlay(plt, metrics, panels, out_dir, summary) -> Figure:
         any_bad |= bad is not None
         for split, style in (("train", "--"), ("test", "-")):
             p = _mean_se(sub, split, "smoother/p_eff")
-            plot_valid(axes[1], p, until if bad is not None else None, style, color,
-                       f"p_{split}, {_label(alpha, output)}", band=_band(sub, split, p))
+            tops.append(plot_valid(axes[1], p, until if bad is not None else None, style, color,
+                                   f"p_{split}, {_label(alpha, output)}", band=_band(sub, split, p)))
     if any_bad:
         axes[1].plot([], [], color="0.4", **FADED, label="p⁰ past its last valid step (self-check fails)")
+        clip_to_valid(axes[1], tops)
     for ax, ylabel in zip(axes, ("test error", f"p⁰ ({method} smoother)")):
         ax.set_xscale("log")
         ax.set_xlabel("optimization step")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from telescope.plots import Figure, save, setup_matplotlib
-from telescope.plots.grokking_mnist import FADED, _mean_se, plot_valid, validity
+from telescope.plots.grokking_mnist import FADED, _mean_se, clip_to_valid, plot_valid, validity
 
 
 def _fmt(v) -> str:
@@ -28,14 +28,16 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
         unit = data[np.isclose(data["epsilon"], eps)]
         top, bottom = axes[0][col], axes[1][col]
         until, bad = validity(unit)
+        tops = []
         for split, color in (("train", "tab:green"), ("test", "tab:blue")):
             s = _mean_se(unit, split, "mse")
             top.plot(s["step"], s["mean"], color=color, label=f"{split} MSE{bands}")
             top.fill_between(s["step"], s["mean"] - s["se"], s["mean"] + s["se"], color=color, alpha=0.2, lw=0)
             p = _mean_se(unit, split, "smoother/p_eff")
-            plot_valid(bottom, p, until if bad is not None else None, "-", color, f"p^{split}{bands}",
-                       band=p["se"].to_numpy())
+            tops.append(plot_valid(bottom, p, until if bad is not None else None, "-", color, f"p^{split}{bands}",
+                                   band=p["se"].to_numpy()))
         if bad is not None:
+            clip_to_valid(bottom, tops)
             bottom.plot([], [], color="0.4", **FADED,
                         label=f"p⁰ past step {_fmt(until) if until is not None else 0}: self-check fails")
         top.set_xscale("log")
