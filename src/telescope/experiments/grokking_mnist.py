@@ -4,7 +4,8 @@ MNIST 3-vs-5 at 8×8 (n = 1000), a 3-layer width-200 ReLU MLP whose initial para
 all scaled by α ∈ {5, 6, 7}, squared loss on labels {0, 1}, AdamW (γ = 1e-4 after a
 100-step linear warmup, λ = 0.1, β = (0.9, 0.99), batch 200). At log-spaced steps it logs
 train/test misclassification ``error``, ``mse``, the telescoping model's ``telescope/abs_err``
-and the smoother's ``smoother/p_eff`` and ``smoother/residual`` on train and test
+and the smoother's ``smoother/p_eff``, ``smoother/residual`` and ``smoother/valid`` (NOTE [smoother
+validity] in telescope/lens/smoother.py) on train and test
 (digest §5.5, §5.7; acceptance facts 12–13). ``grokking-control`` is the same study at
 α = 1 with and without an output sigmoid (Fig. 4 col. 3, Fig. 13).
 

@@ -4,8 +4,8 @@ Kumar et al.'s committee machine f(x) = (1/n_h) Σ φ(θ_jᵀx), φ(h) = h + (ε
 fixed, x ~ N(0, I/d), y = ½(βᵀx)², full-batch GD on mean((f − y)²) at γ = lr·n_h (the
 authors' η = N/α² with α = 1), centred predictor, for ε ∈ ``epsilons``. Per ε and seed it
 logs train/test ``mse`` and the effective parameters ``smoother/p_eff`` on train and test
-(p^train = ‖S‖_F², p^test = (n/m) Σ ‖s(x)‖²), plus ``telescope/abs_err`` and
-``smoother/residual``. Digest: shared/papers/telescoping-lens.md §5.4, §5.7, §9 facts 10–11.
+(p^train = ‖S‖_F², p^test = (n/m) Σ ‖s(x)‖²), plus ``telescope/abs_err``,
+``smoother/residual`` and ``smoother/valid`` (NOTE [smoother validity] in telescope/lens/smoother.py). Digest: shared/papers/telescoping-lens.md §5.4, §5.7, §9 facts 10–11.
 
 # NOTE [two smoother paths]
 # ``smoother="lens"`` runs the library's general machinery: ``Lens`` with
