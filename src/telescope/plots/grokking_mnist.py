@@ -53,6 +53,18 @@ def validity(frame: pd.DataFrame) -> tuple[float | None, float | None]:
     return (None if np.isnan(lo) else lo), float(np.min(first))
 
 
+def stored_validity(part: pd.DataFrame, summary: dict | None, prefix: str) -> tuple[float | None, float | None]:
+    """:func:`validity` of the stored flags; for runs stored before ``smoother/valid`` existed, the
+    summary's ``step_unreliable`` (the test split under the same rule) and the logged step before it."""
+    if (part["name"] == VALID).any():
+        return validity(part)
+    bad = (summary or {}).get(f"{prefix}/step_unreliable")
+    if bad is None or not np.isfinite(bad):
+        return None, None
+    earlier = part.loc[part["step"] < bad, "step"]
+    return (float(earlier.max()) if len(earlier) else None), float(bad)
+
+
 def plot_valid(ax, s: pd.DataFrame, until: float | None, fmt: str, color, label: str, band=None) -> float:
     """``s`` (step, mean) solid up to step ``until`` and faded dotted past it (NOTE [smoother validity]);
     ``band`` (array like ``s``): a ± band over the valid part. ``until`` None: all valid. Returns the
@@ -148,7 +160,7 @@ def _panel_pair(plt, metrics, panels, title_prefix, summary=None, reference=None
         tops, clip = [], False
         for method in methods:
             part = _of_method(sub, method)
-            until, bad = validity(part)
+            until, bad = stored_validity(part, summary, f"alpha={alpha:g}/output={output}/method={method}")
             clip |= bad is not None
             for split in ("train", "test"):
                 s = _mean_se(part, split, "smoother/p_eff")
@@ -222,14 +234,22 @@ def _steps_text(summary: dict, alpha: float, output: str, method: str = "exact")
             f"{_fmt(get('p_test_at_fit'))}), test error < 10 % at step {_step(get('step_generalize'))} "
             f"(p_train/p_test {_fmt(get('p_train_at_generalize'))}/{_fmt(get('p_test_at_generalize'))}); "
             f"final test error {_fmt(get('final_test_error'))}, p_train/p_test {_fmt(get('final_p_train'))}/"
-            f"{_fmt(get('final_p_test'))}{' (past the last valid step)' if get('step_first_invalid') is not None else ''}"
+            f"{_fmt(get('final_p_test'))}{' (past the last valid step)' if _invalid(get) else ''}"
             f"; {_validity_text(get)}")
+
+
+def _invalid(get) -> bool:
+    """Does p⁰ fail the self-check somewhere (``step_unreliable``: runs stored before the flag)?"""
+    return get("step_first_invalid") is not None or get("step_unreliable") is not None
 
 
 def _validity_text(get) -> str:
     """In words: from which step p⁰ cannot be read, and what Adam's sharpness did (NOTE [smoother
     validity], NOTE [adam edge of stability])."""
     first, last = get("step_first_invalid"), get("last_valid_step")
+    if first is None and last is None and get("step_unreliable") is not None:     # stored before the flag
+        return (f"p⁰ cannot be read from step {_step(get('step_unreliable'))} on (the test self-check "
+                "|s·y + c − f̃| exceeds 3·|f − f̃|; this run predates the per-split flag)" + _sharpness_text(get))
     if first is None:
         text = (f"p⁰ passes the self-check at every logged step (to step {_step(last)})" if last is not None
                 else "p⁰'s self-check is not stored in this run")
@@ -238,6 +258,12 @@ def _validity_text(get) -> str:
     else:
         text = (f"p⁰ cannot be read from step {_step(first)} on (the self-check |s·y + c − f̃| exceeds 3·|f − f̃|; "
                 f"last valid step {_step(last)}), so the p⁰ values past it (faded) say nothing about the network")
+    return text + _sharpness_text(get)
+
+
+def _sharpness_text(get) -> str:
+    """What Adam's preconditioned sharpness did (NOTE [adam edge of stability]); empty without Adam."""
+    text = ""
     ratio, edge, at = get("max_sharpness_ratio"), get("step_near_edge"), get("sharpness_ratio_at_first_invalid")
     if ratio is not None:
         text += (f"; Adam's preconditioned sharpness (λ_max over its stability threshold) peaked at {_fmt(ratio)}"
@@ -295,7 +321,7 @@ def _test_overlay(plt, metrics, panels, out_dir, summary) -> Figure:
         axes[0].plot(err["step"], err["mean"], color=color, label=f"test, {_label(alpha, output)}")
         axes[0].fill_between(err["step"], err["mean"] - err["se"], err["mean"] + err["se"], color=color,
                              alpha=0.15, lw=0)
-        until, bad = validity(sub)
+        until, bad = stored_validity(sub, summary, f"alpha={alpha:g}/output={output}/method={method}")
         any_bad |= bad is not None
         for split, style in (("train", "--"), ("test", "-")):
             p = _mean_se(sub, split, "smoother/p_eff")
