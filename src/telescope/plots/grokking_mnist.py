@@ -189,12 +189,13 @@ def _panel_pair(plt, metrics, panels, title_prefix, summary=None, reference=None
                 s = _mean_se(part, split, "smoother/residual")
                 ax.plot(s["step"], s["mean"].clip(lower=1e-8), STYLES.get(method, ":"), color=COLORS[split],
                         label=f"|s·y + c − f̃|, {split}" + (f" ({method})" if several else ""))
-                ax.fill_between(s["step"], (s["mean"] - s["se"]).clip(lower=1e-8), s["mean"] + s["se"],
-                                color=COLORS[split], alpha=0.15, lw=0)
+                if n_seeds > 1:
+                    ax.fill_between(s["step"], (s["mean"] - s["se"]).clip(lower=1e-8),
+                                    (s["mean"] + s["se"]).clip(lower=1e-8), color=COLORS[split], alpha=0.15, lw=0)
         s = _mean_se(first, "test", "telescope/abs_err")
         ax.plot(s["step"], s["mean"].clip(lower=1e-8), ":", color="black", label="|f − f̃|, test")
         ax.plot(s["step"], (3 * s["mean"]).clip(lower=1e-8), ":", color="0.6", lw=0.8,
-                label="3·|f − f̃|, test (validity threshold)")
+                label="3·|f − f̃|, test (validity bound, floor 0.02)")
         # the summary's step_near_edge: Adam's preconditioned sharpness stays ≥ 0.8 of its stability
         # threshold from here on (NOTE [adam edge of stability] in telescope/lens/stability.py); 0.8 is
         # NEAR_EDGE there, not imported so that plots stay free of torch
