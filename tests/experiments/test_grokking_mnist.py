@@ -3,6 +3,8 @@ metric names the figures read, figures written, and fact 13's first half on the 
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -156,3 +158,110 @@ def test_adam_eps_reaches_the_optimizer_and_the_smoother(monkeypatch):
     assert isinstance(seen[0], torch.optim.AdamW)
     # a larger ε bounds 1/φ by 1/ε: Adam's preconditioned sharpness must come out lower
     assert ratios[1e-3] < 0.9 * ratios[1e-8]
+
+
+# ---------------------------------------------------------------------------- validity and figures (issue 19, 21)
+def _lines_have_legend_entries(fig):
+    """Every drawn line has a legend entry in its axes, or is a faded continuation whose meaning a
+    'not readable' proxy entry of the same axes gives (NOTE [smoother validity])."""
+    from telescope.plots.grokking_mnist import FADED
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        texts = [t.get_text() for t in legend.get_texts()] if legend else []
+        for line in ax.get_lines():
+            if len(line.get_xdata()) == 0:
+                continue                                           # a legend proxy
+            if line.get_label().startswith("_"):
+                assert line.get_linestyle() == FADED["ls"] and line.get_alpha() == FADED["alpha"], line
+                assert any("not readable" in t or "past" in t for t in texts)
+            else:
+                assert line.get_label() in texts, (line.get_label(), texts)
+
+
+def _fail_after(frame, step, seed):
+    """The stored flags with seed ``seed`` failing the self-check at every logged step after ``step``."""
+    frame = frame.copy()
+    hit = (frame["name"] == "smoother/valid") & (frame["step"] > step) & (frame["seed"] == seed)
+    frame.loc[hit, "value"] = 0.0
+    return frame
+
+
+def test_summary_last_valid_step_is_the_minimum_over_seeds():
+    import pandas as pd
+    from telescope.experiments.grokking_mnist import summarize
+    steps = [0, 10, 100, 1000, 5000]
+    rows = []
+    for seed, flags in ((0, [1, 1, 1, 0, 0]), (1, [1, 1, 1, 1, 0])):
+        curves = {("train", "error"): [0.5, 0.3, 0.0, 0.0, 0.0], ("test", "error"): [0.5, 0.4, 0.3, 0.2, 0.05],
+                  ("train", "smoother/p_eff"): [0, 1, 2, 3, 4], ("test", "smoother/p_eff"): [0, 1, 2, 3, 4],
+                  ("test", "smoother/residual"): [0, 0, 0, 0, 0], ("test", "telescope/abs_err"): [0, 0, 0, 0, 0],
+                  ("train", "smoother/valid"): flags, ("test", "smoother/valid"): [1] * 5,
+                  ("train", "adam/sharpness_ratio"): [np.nan, 0.5, 0.85, 0.9 + 0.05 * seed, 0.95]}
+        rows += [dict(step=st, split=sp, name=nm, value=float(v[i]), alpha=6.0, output="linear", method="exact",
+                      seed=seed) for (sp, nm), v in curves.items() for i, st in enumerate(steps)]
+    s = summarize(pd.DataFrame(rows), 5000)
+    k = "alpha=6/output=linear/method=exact/"
+    assert (s[k + "last_valid_step"], s[k + "step_first_invalid"]) == (100, 1000)
+    assert s[k + "step_unreliable"] is None                    # the test residual itself never fails
+    assert s[k + "sharpness_ratio_at_first_invalid"] == pytest.approx((0.9 + 0.95) / 2)
+    assert s[k + "step_near_edge"] == 100                      # ≥ 0.8 from step 100 on in both seeds
+    # every flag valid: last_valid_step is the last step and step_first_invalid None
+    ok = pd.DataFrame(rows).assign(value=lambda f: f["value"].where(f["name"] != "smoother/valid", 1.0))
+    s = summarize(ok, 5000)
+    assert (s[k + "last_valid_step"], s[k + "step_first_invalid"]) == (5000, None)
+    # runs stored before the flag existed: the test residual and telescoping error by the same rule
+    old = pd.DataFrame(rows)
+    old = old[old["name"] != "smoother/valid"]
+    old.loc[(old["name"] == "smoother/residual") & (old["step"] >= 1000), "value"] = 0.5
+    s = summarize(old, 5000)
+    assert (s[k + "last_valid_step"], s[k + "step_first_invalid"], s[k + "step_unreliable"]) == (100, 1000, 1000)
+
+
+def test_figures_with_two_seeds_fade_p_past_its_last_valid_step_and_draw_the_reference(tmp_path):
+    """Tiny control with α ∈ {1, 6} and 2 seeds: bands, a legend entry for every line, the α = 6
+    reference in the control figure, p⁰ faded past the last valid step with the caption saying from
+    which step it cannot be read, and step counts printed as integers."""
+    import re
+
+    from telescope.experiments.grokking_mnist import summarize
+    from telescope.plots import setup_matplotlib
+    from telescope.plots.grokking_mnist import FADED, _panel_pair, validity
+
+    cfg, frame, summary = run_tiny("grokking-control", seeds="2", alphas="1,6", outputs="linear")
+    assert set(frame["seed"]) == {0, 1} and set(frame["alpha"]) == {1.0, 6.0}
+    flags = frame[frame["name"] == "smoother/valid"]
+    assert set(flags["split"]) == {"train", "test"} and set(flags["value"]) <= {0.0, 1.0}
+    control = module_for("grokking-control")
+    figs = control.figures(frame, config_to_dict(cfg), summary, tmp_path)
+    assert "Grey: α = 6" in figs[0].caption and "mean ± s.e. over 2 seeds" in figs[0].caption
+    one = frame[frame["alpha"] == 1.0]
+    figs = control.figures(one, config_to_dict(cfg), summarize(one, cfg.steps), tmp_path)
+    assert "No α = 6 reference curve" in figs[0].caption and "alphas=1,6" in figs[0].caption
+
+    big = frame[frame["alpha"] == 6.0]
+    steps = sorted(big["step"].unique())
+    cut = steps[len(steps) // 2]
+    broken = _fail_after(big, cut, seed=1)
+    assert validity(broken) == (cut, steps[len(steps) // 2 + 1])
+    s = summarize(broken, cfg.steps)
+    figs = module_for("grokking-mnist").figures(broken, config_to_dict(cfg), s, tmp_path)
+    cap = figs[0].caption
+    assert f"cannot be read from step {steps[len(steps) // 2 + 1]} on" in cap and f"last valid step {cut}" in cap
+    assert not re.search(r"step \d+(\.\d+)?e\+", cap) and not re.search(r"step \d+\.\d", cap)   # integer steps
+    assert all((tmp_path / f.filename).stat().st_size > 5000 for f in figs)
+
+    plt = setup_matplotlib()
+    fig = _panel_pair(plt, broken, [(6.0, "linear")], "", s)
+    p_axis = fig.axes[1]
+    faded = [ln for ln in p_axis.get_lines() if ln.get_alpha() == FADED["alpha"] and len(ln.get_xdata())]
+    assert len(faded) == 2 and all(ln.get_xdata()[0] == cut for ln in faded)       # train and test, from the cut
+    solid = [ln for ln in p_axis.get_lines() if ln.get_label() in ("p_train", "p_test")]
+    assert all(ln.get_xdata()[-1] == cut for ln in solid)
+    assert any("not readable after step" in t.get_text() for t in p_axis.get_legend().get_texts())
+    _lines_have_legend_entries(fig)
+    plt.close(fig)
+    fig = _panel_pair(plt, frame[frame["alpha"] == 1.0], [(1.0, "linear")], "control: ", summary,
+                      reference=big)
+    _lines_have_legend_entries(fig)
+    assert any("(reference)" in ln.get_label() for ln in fig.axes[0].get_lines())
+    plt.close(fig)

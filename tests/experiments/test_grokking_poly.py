@@ -93,3 +93,45 @@ def test_tiny_figure(tiny, tmp_path):
     cfg, sink, s = tiny
     (fig,) = module_for("grokking-poly").figures(sink.metrics(), config_to_dict(cfg), s, tmp_path)
     assert (tmp_path / fig.filename).stat().st_size > 10_000 and "paper" in fig.caption
+
+
+def test_two_seeds_validity_flags_summary_and_figure(tmp_path, monkeypatch):
+    """seeds=2: smoother/valid per split and log point, last_valid_step in the summary (the self-check holds
+    on the tiny preset), mean ± s.e. bands, a legend entry for every line; with flags failing after a step,
+    p is faded from there and the caption says from which step p cannot be read."""
+    from telescope.plots import module_for, setup_matplotlib
+
+    cfg = resolve_config("grokking-poly", G.Config, "tiny", overrides={"seeds": "2", "epsilons": "0.5",
+                                                                       "epochs": "200"})
+    sink = MemorySink()
+    s = G.run(cfg, sink, RunContext())
+    frame = sink.metrics()
+    flags = frame[frame["name"] == "smoother/valid"]
+    assert set(flags["split"]) == {"train", "test"} and (flags["value"] == 1.0).all()
+    assert s["eps=0.5/last_valid_step"] == 200 and s["eps=0.5/step_first_invalid"] is None
+    (fig,) = module_for("grokking-poly").figures(frame, config_to_dict(cfg), s, tmp_path)
+    assert "mean ± s.e. bands" in fig.caption and "passes the self-check at every logged step" in fig.caption
+
+    broken = frame.copy()
+    broken.loc[(broken["name"] == "smoother/valid") & (broken["step"] > 100) & (broken["seed"] == 1), "value"] = 0.0
+    steps = sorted(frame.loc[frame["split"] != "summary", "step"].unique())
+    first_bad = min(t for t in steps if t > 100)
+    summary = dict(s, **{"eps=0.5/step_first_invalid": float(first_bad), "eps=0.5/last_valid_step": 100.0})
+    plt = setup_matplotlib()
+    captured = {}
+    import telescope.plots.grokking_poly as P
+
+    def keep(fig, out_dir, name):                  # keep the figure open to inspect its lines
+        captured["fig"] = fig
+        return name
+
+    monkeypatch.setattr(P, "save", keep)
+    (f,) = P.figures(broken, config_to_dict(cfg), summary, tmp_path)
+    assert f"p⁰ cannot be read from step {first_bad} on" in f.caption and "last valid step 100" in f.caption
+    bottom = captured["fig"].axes[1]
+    texts = [t.get_text() for t in bottom.get_legend().get_texts()]
+    assert any("self-check fails" in t for t in texts)
+    for line in captured["fig"].axes[0].get_lines() + bottom.get_lines():
+        if len(line.get_xdata()) and not line.get_label().startswith("_"):
+            assert line.get_label() in [t.get_text() for t in line.axes.get_legend().get_texts()]
+    plt.close(captured["fig"])

@@ -103,7 +103,8 @@ def test_standard_error_shrinks_like_inverse_sqrt_k():
 def test_metrics_and_refusals():
     sk = run("sgd", steps=5, method="sketch", probes=8)
     m = sk.metrics()
-    assert set(m["train"]) == {"smoother/p_eff", "smoother/p_eff_se", "smoother/residual"}
+    assert set(m["train"]) == {"smoother/p_eff", "smoother/p_eff_se", "smoother/residual", "smoother/valid"}
+    assert m["train"]["smoother/valid"] == 1.0 == m["test"]["smoother/valid"]      # NOTE [smoother validity]
     assert m["test"]["smoother/p_eff"] == sk.effective_parameters()["test"]
     with pytest.raises(ConfigError, match="point_norms"):
         sk.weights("test")

@@ -4,7 +4,8 @@ MNIST 3-vs-5 at 8×8 (n = 1000), a 3-layer width-200 ReLU MLP whose initial para
 all scaled by α ∈ {5, 6, 7}, squared loss on labels {0, 1}, AdamW (γ = 1e-4 after a
 100-step linear warmup, λ = 0.1, β = (0.9, 0.99), batch 200). At log-spaced steps it logs
 train/test misclassification ``error``, ``mse``, the telescoping model's ``telescope/abs_err``
-and the smoother's ``smoother/p_eff`` and ``smoother/residual`` on train and test
+and the smoother's ``smoother/p_eff``, ``smoother/residual`` and ``smoother/valid`` (NOTE [smoother
+validity] in telescope/lens/smoother.py) on train and test
 (digest §5.5, §5.7; acceptance facts 12–13). ``grokking-control`` is the same study at
 α = 1 with and without an output sigmoid (Fig. 4 col. 3, Fig. 13).
 
@@ -46,7 +47,8 @@ from telescope.data import Split, binary_task
 from telescope.data.images import digit_group_task
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
-from telescope.lens import Lens, SmootherSpec, adam_sharpness, smoother_metrics
+from telescope.lens import (NEAR_EDGE, Lens, SmootherSpec, adam_sharpness, last_valid_step, self_check_valid,
+                           smoother_metrics, step_near_edge)
 from telescope.measures import binary_metrics, weight_norm
 from telescope.models import MLP, scale_init
 from telescope.train import RecordAt, fit, log_steps, squared_loss
@@ -186,8 +188,7 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext(), *, name: str = "grokk
 
 
 GENERALIZED = 0.10      # test error below which a run counts as generalized (summary and docs)
-NEAR_EDGE = 0.8         # Adam's preconditioned sharpness / its stability threshold: the smoother's
-                        # fixed-φ recursion barely damps its errors from here on (NOTE [adam edge of stability])
+LABEL_RANGE = 1.0       # labels {0, 1}: the scale of the self-check's floor (NOTE [smoother validity])
 
 
 def _first(steps: np.ndarray, ok: np.ndarray) -> float:
@@ -199,11 +200,14 @@ def _at(steps: np.ndarray, values: np.ndarray, step: float) -> float:
     return float(values[steps == step][0]) if np.isfinite(step) else float("nan")
 
 
-def unreliable(residual: np.ndarray, telescope_err: np.ndarray) -> np.ndarray:
-    """Where the smoother's self-check |s·y + c − f̃| exceeds both 3× the telescoping error
-    |f − f̃| and 0.02 (labels are {0, 1}): past that, p⁰ is not an account of the network
-    (docs/grokking.md, "The smoother after interpolation under AdamW")."""
-    return (residual > 3.0 * telescope_err) & (residual > 0.02)
+def _valid_flags(run_) -> np.ndarray:
+    """Per logged step: ``smoother/valid`` on every split (NOTE [smoother validity]); runs stored before
+    the flag existed get it from the test split's logged residual and telescoping error, by the same rule."""
+    cols = [c for c in run_.columns if c[1] == "smoother/valid"]
+    if cols:
+        return np.all(run_[cols].to_numpy() == 1.0, axis=1)
+    return self_check_valid(run_[("test", "smoother/residual")].to_numpy(),
+                            run_[("test", "telescope/abs_err")].to_numpy(), LABEL_RANGE)
 
 
 def summarize(frame, steps: int) -> dict[str, Any]:
@@ -212,10 +216,14 @@ def summarize(frame, steps: int) -> dict[str, Any]:
     p_train/p_test at those two steps, ``step_p_gap`` (first step with p_train ≥ 1 and p_test <
     0.9·p_train), ``step_near_edge`` (first logged step from which Adam's preconditioned sharpness
     stays at or above ``NEAR_EDGE`` of its stability threshold, lens/stability.py; early transients,
-    when v̂ holds one or two gradients, are not counted) and ``max_sharpness_ratio``,
-    ``step_unreliable`` (first step where the test residual |s·y + c − f̃| exceeds
-    both 3·|f − f̃| and 0.02: p⁰ no longer accounts for the network, see :func:`unreliable`),
-    final errors, p and residuals. Keys are ``alpha=A/output=O/method=M/NAME``."""
+    when v̂ holds one or two gradients, are not counted), ``max_sharpness_ratio`` and
+    ``sharpness_ratio_at_first_invalid``, ``step_unreliable`` (first step where the test residual
+    |s·y + c − f̃| fails the self-check of NOTE [smoother validity] in telescope/lens/smoother.py:
+    above both 3·|f − f̃| and 0.02), final errors, p and residuals. Two keys are minima over seeds,
+    not means: ``last_valid_step`` (the last logged step up to which ``smoother/valid`` holds on
+    every split, :func:`telescope.lens.last_valid_step`; the last step when p⁰ stays valid, None
+    when it is invalid from the first logged step) and ``step_first_invalid`` (the logged step after
+    it; None when p⁰ stays valid to the end in every seed). Keys are ``alpha=A/output=O/method=M/NAME``."""
     out: dict[str, Any] = {"steps": steps}
     if "method" not in frame.columns:
         frame = frame.assign(method="exact")
@@ -223,6 +231,8 @@ def summarize(frame, steps: int) -> dict[str, Any]:
                              values="value").sort_index()
     for (alpha, output, method), g in wide.groupby(level=["alpha", "output", "method"]):
         rows: dict[str, list[float]] = {}
+        minima: dict[str, list[float]] = {"last_valid_step": [], "step_first_invalid": []}   # inf: valid to the end
+        last_step = float(g.index.get_level_values("step").max())
         for _, run_ in g.groupby(level="seed"):
             st = run_.index.get_level_values("step").to_numpy().astype(float)
             err_tr, err_te = run_[("train", "error")].to_numpy(), run_[("test", "error")].to_numpy()
@@ -233,8 +243,9 @@ def summarize(frame, steps: int) -> dict[str, Any]:
                 "step_fit": fit,
                 "step_generalize": gen,
                 "step_p_gap": _first(st, (p_tr >= 1.0) & (p_te < 0.9 * p_tr)),
-                "step_unreliable": _first(st, unreliable(run_[("test", "smoother/residual")].to_numpy(),
-                                                         run_[("test", "telescope/abs_err")].to_numpy())),
+                "step_unreliable": _first(st, ~self_check_valid(run_[("test", "smoother/residual")].to_numpy(),
+                                                                run_[("test", "telescope/abs_err")].to_numpy(),
+                                                                LABEL_RANGE)),
                 "test_error_at_fit": _at(st, err_te, fit),
                 "p_train_at_fit": _at(st, p_tr, fit),
                 "p_test_at_fit": _at(st, p_te, fit),
@@ -249,11 +260,16 @@ def summarize(frame, steps: int) -> dict[str, Any]:
                 "final_residual_test": float(run_[("test", "smoother/residual")].to_numpy()[-1]),
                 "final_telescope_abs_err": float(run_[("test", "telescope/abs_err")].to_numpy()[-1]),
             }
+            valid = _valid_flags(run_)
+            last_valid = last_valid_step(st, valid)
+            first_invalid = _first(st, ~valid)
+            minima["last_valid_step"].append(last_valid if np.isfinite(first_invalid) else float("inf"))
+            minima["step_first_invalid"].append(first_invalid if np.isfinite(first_invalid) else float("inf"))
             if ("train", "adam/sharpness_ratio") in run_.columns:
                 ratio = run_[("train", "adam/sharpness_ratio")].to_numpy()
-                near = ratio >= NEAR_EDGE                  # from here on at every later logged step
-                vals["step_near_edge"] = _first(st, np.flip(np.logical_and.accumulate(np.flip(near))))
+                vals["step_near_edge"] = step_near_edge(st, ratio, NEAR_EDGE)
                 vals["max_sharpness_ratio"] = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else float("nan")
+                vals["sharpness_ratio_at_first_invalid"] = _at(st, ratio, first_invalid)
             if ("test", "smoother/p_eff_se") in run_.columns:
                 vals["final_p_train_se"] = float(run_[("train", "smoother/p_eff_se")].to_numpy()[-1])
                 vals["final_p_test_se"] = float(run_[("test", "smoother/p_eff_se")].to_numpy()[-1])
@@ -262,4 +278,8 @@ def summarize(frame, steps: int) -> dict[str, Any]:
         prefix = f"alpha={alpha:g}/output={output}/method={method}"
         for key, vs in rows.items():
             out[f"{prefix}/{key}"] = None if all(np.isnan(vs)) else float(np.nanmean(vs))
+        lo = float(np.min(minima["last_valid_step"]))       # NaN (invalid from the first step) propagates
+        out[f"{prefix}/last_valid_step"] = last_step if lo == float("inf") else (None if np.isnan(lo) else lo)
+        first = float(np.min(minima["step_first_invalid"]))
+        out[f"{prefix}/step_first_invalid"] = None if first == float("inf") else first
     return out

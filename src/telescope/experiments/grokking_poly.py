@@ -4,8 +4,8 @@ Kumar et al.'s committee machine f(x) = (1/n_h) Σ φ(θ_jᵀx), φ(h) = h + (ε
 fixed, x ~ N(0, I/d), y = ½(βᵀx)², full-batch GD on mean((f − y)²) at γ = lr·n_h (the
 authors' η = N/α² with α = 1), centred predictor, for ε ∈ ``epsilons``. Per ε and seed it
 logs train/test ``mse`` and the effective parameters ``smoother/p_eff`` on train and test
-(p^train = ‖S‖_F², p^test = (n/m) Σ ‖s(x)‖²), plus ``telescope/abs_err`` and
-``smoother/residual``. Digest: shared/papers/telescoping-lens.md §5.4, §5.7, §9 facts 10–11.
+(p^train = ‖S‖_F², p^test = (n/m) Σ ‖s(x)‖²), plus ``telescope/abs_err``,
+``smoother/residual`` and ``smoother/valid`` (NOTE [smoother validity] in telescope/lens/smoother.py). Digest: shared/papers/telescoping-lens.md §5.4, §5.7, §9 facts 10–11.
 
 # NOTE [two smoother paths]
 # ``smoother="lens"`` runs the library's general machinery: ``Lens`` with
@@ -30,6 +30,7 @@ import torch
 
 from telescope.errors import DivergenceError
 from telescope.experiments.base import RunContext, bounded
+from telescope.lens.smoother import label_range, last_valid_step, self_check_valid
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
 from telescope.train import fit
 
@@ -114,7 +115,8 @@ def run_unit(cfg: Config, epsilon: float, seed: int, sink, progress=None) -> dic
     lr = cfg.lr * cfg.width / cfg.alpha ** 2
     grid = set(np.unique(np.round(np.logspace(0, np.log10(cfg.epochs), cfg.log_points)).astype(int)).tolist())
     grid |= set(range(0, cfg.epochs + 1, cfg.eval_every))
-    rows: dict[str, list[float]] = {k: [] for k in ("step", "train", "test", "p_train", "p_test")}
+    rows: dict[str, list[float]] = {k: [] for k in ("step", "train", "test", "p_train", "p_test", "valid")}
+    span = label_range(y)                          # the self-check's scale (NOTE [smoother validity])
 
     if cfg.smoother == "lens":
         from telescope.lens import Lens, SmootherSpec, smoother_of
@@ -147,12 +149,15 @@ def run_unit(cfg: Config, epsilon: float, seed: int, sink, progress=None) -> dic
             raise DivergenceError(f"grokking-poly: ε={epsilon:g} diverged at step {ep} (γ={lr:g}); lower lr")
         l0 = mse["test"] if l0 is None else l0
         p, tel, res = state()
+        valid = True
         for split, f in (("train", f_train), ("test", f_test)):
-            sink.log_dict(ep, split, {"mse": mse[split], "smoother/p_eff": p[split],
-                                      "telescope/abs_err": float((f - tel[split].to(f.dtype)).abs().mean()),
-                                      "smoother/residual": res[split]})
+            err = float((f - tel[split].to(f.dtype)).abs().mean())
+            ok = bool(self_check_valid(res[split], err, span))
+            valid &= ok
+            sink.log_dict(ep, split, {"mse": mse[split], "smoother/p_eff": p[split], "telescope/abs_err": err,
+                                      "smoother/residual": res[split], "smoother/valid": float(ok)})
         for key, v in (("step", ep), ("train", mse["train"]), ("test", mse["test"]),
-                       ("p_train", p["train"]), ("p_test", p["test"])):
+                       ("p_train", p["train"]), ("p_test", p["test"]), ("valid", float(valid))):
             rows[key].append(float(v))
 
     record(0)
@@ -178,8 +183,12 @@ def summarize_unit(r: dict[str, np.ndarray], l0: float, gap_ratio: float = 1.0) 
     ``p_gap_epoch``: first step after which p_test stays below ``gap_ratio``·p_train for the
     rest of training (the divergence of the paper's Fig. 4); ``p_test_over_train_max``: the
     largest p_test/p_train before that step (> 1 means p_test first exceeded p_train).
+    ``last_valid_step``: the last logged step up to which the smoother's self-check holds on both
+    splits (NOTE [smoother validity]; NaN if it fails at the first), ``step_first_invalid`` the
+    logged step after it (NaN if p⁰ stays valid). ``r["valid"]`` may be absent (then all valid).
     """
     steps = r["step"]
+    valid = r.get("valid", np.ones_like(steps))
 
     def first(mask: np.ndarray) -> float:
         hit = np.nonzero(mask)[0]
@@ -198,7 +207,8 @@ def summarize_unit(r: dict[str, np.ndarray], l0: float, gap_ratio: float = 1.0) 
             "delay": t_test - t_train if math.isfinite(t_test) and math.isfinite(t_train) else float("nan"),
             "p_gap_epoch": gap, "p_test_over_train_max": float(before.max()) if before.size else float("nan"),
             "final_p_train": float(r["p_train"][-1]), "final_p_test": float(r["p_test"][-1]),
-            "final_p_ratio": float(ratio[-1])}
+            "final_p_ratio": float(ratio[-1]),
+            "last_valid_step": last_valid_step(steps, valid), "step_first_invalid": first(valid != 1.0)}
 
 
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
@@ -218,7 +228,12 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
     rows = frame[frame["split"] == "summary"]
     summary: dict[str, Any] = {}
     for (eps, name), g in rows.groupby(["epsilon", "name"]):
-        v = float(np.nanmean(g["value"])) if g["value"].notna().any() else float("nan")
+        if name == "last_valid_step":           # minimum over seeds: p⁰ readable up to it in every seed
+            v = float(g["value"].min(skipna=False))
+        elif name == "step_first_invalid":      # NaN: valid to the end
+            v = float(g["value"].min()) if g["value"].notna().any() else float("nan")
+        else:
+            v = float(np.nanmean(g["value"])) if g["value"].notna().any() else float("nan")
         summary[f"eps={eps:g}/{name}"] = v if math.isfinite(v) else None
     summary["smoother"] = cfg.smoother
     return summary

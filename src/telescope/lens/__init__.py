@@ -11,11 +11,13 @@ from telescope.lens.products import JacobianMethod
 from telescope.lens.recorder import Lens, Tracker, check_batch_independent
 from telescope.lens.smoother import Method as SmootherMethod
 from telescope.lens.smoother import Path as SmootherPath
-from telescope.lens.smoother import SmootherSpec, SmootherTracker, smoother_metrics, smoother_of
-from telescope.lens.stability import adam_sharpness, adam_stability_threshold
+from telescope.lens.smoother import (SmootherSpec, SmootherTracker, last_valid_step, self_check_valid, smoother_metrics,
+                                     smoother_of)
+from telescope.lens.stability import NEAR_EDGE, adam_sharpness, adam_stability_threshold, step_near_edge
 
-__all__ = ["JacobianMethod", "Lens", "SmootherMethod", "SmootherPath", "SmootherSpec", "SmootherTracker", "Tracker",
-           "adam_sharpness", "adam_stability_threshold", "check_batch_independent", "smoother_metrics", "smoother_of"]
+__all__ = ["NEAR_EDGE", "JacobianMethod", "Lens", "SmootherMethod", "SmootherPath", "SmootherSpec", "SmootherTracker",
+           "Tracker", "adam_sharpness", "adam_stability_threshold", "check_batch_independent", "last_valid_step",
+           "self_check_valid", "smoother_metrics", "smoother_of", "step_near_edge"]
 
 
 def __getattr__(name: str):

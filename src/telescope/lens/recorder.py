@@ -174,6 +174,7 @@ class Lens:
                              "keeps the batch axis")
         self.f_tilde = self.f0.to(self.acc_dtype).clone()
         self.steps = 0
+        self._warned_invalid = False           # Lens.effective_parameters() warns once (NOTE [smoother validity])
         self.trackers: list[Tracker] = []
         if smoother is not None:
             self.trackers.append(smoother.build(self))
@@ -335,8 +336,24 @@ class Lens:
                 "linearized/abs_err": float((net - p["linearized"]).abs().mean())}
 
     def effective_parameters(self) -> dict[str, float]:
-        """``{"train": p_train, <probe>: p_probe, ...}`` from the smoother (needs ``smoother=``)."""
+        """``{"train": p_train, <probe>: p_probe, ...}`` from the smoother (needs ``smoother=``).
+
+        Also runs the smoother's self-check (NOTE [smoother validity] in lens/smoother.py: one
+        forward pass over the tracked points, here when asked, never in the step) and, the first
+        time a split fails it, warns once through ``logging`` that p⁰ there is no account of the
+        network; ``smoother_of(lens).validity()`` gives the flags themselves.
+        """
         for tracker in self.trackers:
             if hasattr(tracker, "effective_parameters"):
-                return tracker.effective_parameters()
+                p = tracker.effective_parameters()
+                check = getattr(tracker, "validity", None)
+                if check is not None and not self._warned_invalid:
+                    bad = [split for split, ok in check().items() if not ok]
+                    if bad:
+                        self._warned_invalid = True
+                        log.warning("Lens.effective_parameters(): at step %d the smoother's self-check fails on %s "
+                                    "(|s·y + c − f̃| above 3·|f − f̃| and 2%% of the label range): p⁰ there is no "
+                                    "account of the network (NOTE [smoother validity] in telescope/lens/smoother.py; "
+                                    "with Adam see adam_sharpness). Warned once per lens.", self.steps, ", ".join(bad))
+                return p
         raise ShapeError("Lens.effective_parameters(): construct the lens with smoother=SmootherSpec(...)")

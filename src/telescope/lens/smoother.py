@@ -103,6 +103,37 @@ training inputs and on every probe set, for the optimizer actually used.
 # but a forward pass over another number of rows rounds differently in float32, and the studies'
 # metrics would move at that level (1.8e-9 relative in grokking-control's p⁰). benchmarks/lens_ops.py counts the operations and syncs
 # per step with torch.profiler on the CPU; docs/smoother.md has the counts.
+#
+# NOTE [smoother validity]
+# p⁰ is an account of the network only while f̃ = s·y + c holds for the smoother it is read
+# from. The smoother's one approximation (NOTE [label-space state]) is f̃ in place of f in the
+# residuals, so its self-check |s·y + c − f̃| stays of the order of the telescoping error
+# |f − f̃| while the recursion damps what it feeds back; when the recursion stops damping (Adam
+# at its edge of stability, NOTE [adam edge of stability] in lens/stability.py) the self-check
+# grows geometrically, by orders of magnitude within a few hundred steps (issue 19: 0.014 at
+# step 4550, 1.02 at 5971, 631 at 10281, with |f − f̃| near 0.005–0.01 throughout). The rule,
+# per split and log point (means over the split's points):
+#     valid  ⇔  residual ≤ max(3·|f − f̃|, 0.02·(max y − min y))  and both are finite.
+# Factor 3: while the recursion is stable the measured ratio stays below 3 (issue 19's table:
+# 0.0139 against 0.0050 at step 4550, just before the run-away; test residual over test |f − f̃|
+# at most 0.60 and 1.74 on the tiny grokking-mnist and grokking-control presets with 2 seeds). Where
+# the check fails fast (issue 19's exact run) the factor hardly matters; where it fails slowly it is
+# the floor that decides: in a quick-preset grokking-mnist run (sketch, 8000 steps) the test residual
+# grows 0.0027 → 0.053 from step 1246 to 8000 while |f − f̃| stays near 0.0017, and any factor from
+# 1.5 to 10 gives the same first failing step (4304, where the residual passes 0.02); 30 never fires. Floor 0.02 of the
+# label range (0.02 for {0, 1} labels): below it neither number says anything about the other
+# (both are ~1e-16 on a model linear in its parameters, ~1e-4 early in training) and an error of
+# 2 % of the label range changes no prediction that matters (the decision margin of {0, 1}
+# labels is 0.5). The rule is the studies' former ``step_unreliable`` rule (residual > 3·|f − f̃|
+# and > 0.02, labels {0, 1}) made label-scale aware; a NaN or inf now counts as invalid.
+# It uses no optimizer state, so it holds for every optimizer; for Adam, the preconditioned
+# sharpness ratio (lens/stability.py, logged by the grokking studies as ``adam/sharpness_ratio``)
+# is the early warning that comes before the check fails, reported beside it, not folded in.
+# Cost: one forward pass over the tracked points and the residuals, computed when asked
+# (``metrics()``, ``validity()``, ``Lens.effective_parameters()``), never in the step: the
+# step stays free of host syncs (NOTE [fused step]). ``smoother/valid`` (1.0 / 0.0) is logged
+# beside ``smoother/p_eff``; :func:`last_valid_step` turns a run's flags into the step up to
+# which p⁰ can be read.
 """
 
 from __future__ import annotations
@@ -173,6 +204,54 @@ class Path(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+VALID_FACTOR = 3.0      # NOTE [smoother validity]: residual ≤ 3·|f − f̃| ...
+VALID_FLOOR = 0.02      # ... or ≤ 0.02 of the label range
+
+
+def self_check_valid(residual: Any, telescope_err: Any, label_range: float = 1.0) -> np.ndarray:
+    """NOTE [smoother validity]: residual ≤ max(3·|f − f̃|, 0.02·label_range), both finite.
+
+    ``residual`` and ``telescope_err`` are floats or arrays of the same shape (mean |s·y + c − f̃|
+    and mean |f − f̃| over a split, one entry per log point); ``label_range`` is max y − min y of
+    the training targets (1 for {0, 1} labels). Returns a bool array of that shape (0-d for floats).
+    """
+    r = np.asarray(residual, dtype=float)
+    e = np.asarray(telescope_err, dtype=float)
+    if r.shape != e.shape:
+        raise ShapeError(f"self_check_valid(residual=..., telescope_err=...): shapes differ, {r.shape} and {e.shape}; "
+                         "give one value of each per log point")
+    if not (isinstance(label_range, numbers.Real) and math.isfinite(label_range) and label_range >= 0):
+        raise ConfigError(f"self_check_valid(label_range={label_range!r}): give max y − min y of the training "
+                          "targets, a finite number ≥ 0")
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(r) & np.isfinite(e) & (r <= np.maximum(VALID_FACTOR * e, VALID_FLOOR * label_range))
+
+
+def last_valid_step(steps: Any, valid: Any) -> float:
+    """The last logged step before the first invalid one (NOTE [smoother validity]): p⁰ can be read
+    at every logged step up to it. ``steps`` (m,) increasing, ``valid`` (m,) bools or 1.0/0.0
+    (a NaN flag counts as invalid). The last step when every flag is valid; NaN when the first is not
+    (or m = 0)."""
+    st = np.asarray(steps, dtype=float).reshape(-1)
+    ok = np.asarray(valid, dtype=float).reshape(-1)
+    if st.shape != ok.shape:
+        raise ShapeError(f"last_valid_step(steps=..., valid=...): lengths differ, {st.size} and {ok.size}")
+    bad = np.flatnonzero(~(ok == 1.0))
+    if bad.size == 0:
+        return float(st[-1]) if st.size else float("nan")
+    return float(st[bad[0] - 1]) if bad[0] > 0 else float("nan")
+
+
+def label_range(y: torch.Tensor) -> float:
+    """max y − min y of training targets (the scale of NOTE [smoother validity]'s floor); 1.0 for
+    constant targets. One host sync: call it once, not in a step."""
+    if y.numel() == 0:
+        return 1.0
+    lo, hi = torch.aminmax(y.detach().reshape(-1).double())
+    span = float(hi - lo)
+    return span if span > 0 else 1.0
 
 
 LOSSES = ("mse", "half_mse", "sum")
@@ -463,6 +542,7 @@ class SmootherTracker:
             raise ShapeError(f"SmootherSpec(y_train=...): targets {tuple(spec.y_train.shape)} do not match the "
                              f"model's output {tuple(f0_train.shape)} on x_train")
         y_flat = spec.y_train.detach().reshape(-1).to(self.device, self.dtype)
+        self.label_range = label_range(y_flat)          # NOTE [smoother validity]
         one = torch.ones(1, device=self.device, dtype=self.dtype)
         self.method = spec.method
         self.L = spec.label_columns(self.k)
@@ -892,16 +972,37 @@ class SmootherTracker:
             out[split] = float(per.std() / math.sqrt(K)) if K > 1 else float("nan")
         return out
 
+    def telescope_errors(self) -> dict[str, float]:
+        """mean |f(x) − f̃(x)| per split, with f the network now (one forward pass over the tracked
+        points, eval mode) and f̃ as :meth:`telescope` gives it (NOTE [smoother validity])."""
+        f = self.lens.forward(self.lens.snapshot(), self.x_all).reshape(-1).to(torch.float64)
+        out = {}
+        for split, sl in self.splits.items():
+            rows = f[sl.start * self.k:sl.stop * self.k]
+            out[split] = float((rows - self.telescope(split).to(torch.float64)).abs().mean())
+        return out
+
+    def validity(self, residuals: Mapping[str, float] | None = None) -> dict[str, bool]:
+        """Per split: is p⁰ an account of the network now? The self-check residual against the
+        telescoping error (NOTE [smoother validity]); computed when asked, not in the step.
+        ``residuals``: :meth:`residuals` if already computed."""
+        res = self.residuals() if residuals is None else residuals
+        err = self.telescope_errors()
+        return {s: bool(self_check_valid(res[s], err[s], self.label_range)) for s in self.splits}
+
     def residuals(self) -> dict[str, float]:
         """mean |s(x)·y + c(x) − f̃(x)| per split (self-check; of the order of |f − f̃|)."""
         return {split: float((self.predictions(split) - self.telescope(split)).abs().mean())
                 for split in self.splits}
 
     def metrics(self) -> dict[str, dict[str, float]]:
-        """{split: {"smoother/p_eff": p, "smoother/residual": r}} for train and every probe set,
-        plus ``"smoother/p_eff_se"`` (the standard error of p̂) for ``method="sketch"``."""
+        """{split: {"smoother/p_eff": p, "smoother/residual": r, "smoother/valid": 1.0 or 0.0}} for
+        train and every probe set (NOTE [smoother validity]), plus ``"smoother/p_eff_se"`` (the
+        standard error of p̂) for ``method="sketch"``."""
         p, r = self.effective_parameters(), self.residuals()
-        out = {s: {"smoother/p_eff": p[s], "smoother/residual": r[s]} for s in self.splits}
+        ok = self.validity(r)
+        out = {s: {"smoother/p_eff": p[s], "smoother/residual": r[s], "smoother/valid": float(ok[s])}
+               for s in self.splits}
         if self.method == "sketch":
             se = self.effective_parameters_se()
             for s in self.splits:
@@ -919,6 +1020,6 @@ def smoother_of(lens) -> SmootherTracker:
 
 
 def smoother_metrics(lens) -> dict[str, dict[str, float]]:
-    """``smoother/p_eff`` and ``smoother/residual`` (and ``smoother/p_eff_se`` for the sketch) for
-    'train' and every probe set of ``lens``."""
+    """``smoother/p_eff``, ``smoother/residual`` and ``smoother/valid`` (NOTE [smoother validity]), and
+    ``smoother/p_eff_se`` for the sketch, for 'train' and every probe set of ``lens``."""
     return smoother_of(lens).metrics()

@@ -10,16 +10,38 @@
 # "adaptive edge of stability", Cohen et al. 2022), whatever γ: the recursion then amplifies
 # the small f − f̃ mismatch it feeds back and p⁰ runs away (measured in docs/grokking.md).
 # :func:`adam_sharpness` gives the ratio λ_max(A) / threshold so that a study can see the
-# point coming instead of waiting for the residual self-check to fail.
+# point coming instead of waiting for the residual self-check to fail (NOTE [smoother validity]
+# in lens/smoother.py: the check decides validity; the ratio is reported beside it).
+# NEAR_EDGE = 0.8: from a ratio of 0.8 on, the frozen recursion's slowest mode is damped by less
+# than a fifth of its stable margin; issue 19 measured the run-away after the ratio had stayed
+# at 0.8–0.98 (0.58 at step 3468 with a sane p⁰, 0.83 at 4550 just before the self-check failed).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from telescope.errors import ConfigError, ShapeError
 from telescope.kernels.jacobians import detached_params, jacobian_rows
 from telescope.lens.smoother import LOSSES, _loss_scale, adam_preconditioner
+
+
+NEAR_EDGE = 0.8
+
+
+def step_near_edge(steps, ratio, near: float = NEAR_EDGE) -> float:
+    """First logged step from which the sharpness ratio (``adam_sharpness(...)["ratio"]`` per log
+    point, NaN where not computed) stays at or above ``near`` at every later logged step; NaN if it
+    never does (NOTE [adam edge of stability]). ``steps`` and ``ratio`` are (m,) arrays."""
+    st = np.asarray(steps, dtype=float).reshape(-1)
+    r = np.asarray(ratio, dtype=float).reshape(-1)
+    if st.shape != r.shape:
+        raise ShapeError(f"step_near_edge(steps=..., ratio=...): lengths differ, {st.size} and {r.size}")
+    with np.errstate(invalid="ignore"):
+        stays = np.flip(np.logical_and.accumulate(np.flip(r >= near)))
+    hit = np.flatnonzero(stays)
+    return float(st[hit[0]]) if hit.size else float("nan")
 
 
 def adam_stability_threshold(beta1: float) -> float:
