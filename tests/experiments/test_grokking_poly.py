@@ -11,6 +11,7 @@ from telescope.experiments import get
 from telescope.experiments import grokking_poly as G
 from telescope.experiments.base import RunContext, config_to_dict, resolve_config
 from telescope.lens import Lens, SmootherSpec, smoother_of
+from telescope.lens.closed_form import ClosedFormSmoother
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
 from telescope.store import MemorySink
 
@@ -24,7 +25,7 @@ def test_closed_form_smoother_equals_lens_smoother(centred):
     lr = 3.0
     lens = Lens(models[0], {"test": xt}, smoother=SmootherSpec(x, y, loss="mse"))
     opt = torch.optim.SGD(models[0].parameters(), lr=lr)
-    mine = G.ClosedFormSmoother(models[1], x, y, xt, lr)
+    mine = ClosedFormSmoother(models[1], x, y, xt, lr)
     for _ in range(8):
         opt.zero_grad()
         ((models[0](x) - y) ** 2).mean().backward()

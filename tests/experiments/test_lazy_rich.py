@@ -110,3 +110,24 @@ def test_tiny_logs_effective_parameters(tiny):
     assert (p[p["step"] == 0]["value"] == 0).all()
     last = p[p["step"] == p["step"].max()]
     assert (last["value"] > 1).all() and (last[last["split"] == "train"]["value"] <= cfg.n_train + 1e-6).all()
+
+
+def test_tiny_effective_parameters_carry_their_self_check(tiny):
+    """Every logged p comes with the smoother's self-check (NOTE [smoother validity]): a flag per
+    log point that is the core rule applied to the logged residual and telescoping error. On this
+    full-batch GD run the smoother is the paper's construction and stays readable."""
+    from telescope.lens import self_check_valid
+
+    _, sink, _ = tiny
+    frame = sink.metrics()
+    frame = frame[frame["model"] == "committee"]
+    wide = frame.pivot_table(index=["step", "split", "alpha", "epsilon"], columns="name",
+                             values="value").dropna(subset=["smoother/p_eff"])
+    assert len(wide) > 0 and wide["smoother/valid"].notna().all()
+    res, err = wide["smoother/residual"].to_numpy(), wide["telescope/abs_err"].to_numpy()
+    flags = wide["smoother/valid"].to_numpy() == 1.0
+    # the floor is 0.02·(max y − min y) of the run's targets: between the rule without a floor and
+    # the rule with a generous one, and all flags set on this run
+    assert (flags >= self_check_valid(res, err, 0.0)).all()
+    assert (flags <= self_check_valid(res, err, 1e3)).all()
+    assert flags.all()

@@ -30,6 +30,7 @@ import torch
 
 from telescope.errors import DivergenceError
 from telescope.experiments.base import RunContext, bounded
+from telescope.lens.closed_form import ClosedFormSmoother
 from telescope.lens.smoother import label_range, last_valid_step, self_check_valid
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
 from telescope.train import fit
@@ -62,50 +63,6 @@ class Config:
         "paper": dict(d=100, width=500, n_train=550, n_test=500, epochs=100000, eval_every=100, log_points=100,
                       seeds=5),
     }
-
-class ClosedFormSmoother:
-    """The telescoping model as a smoother, for full-batch GD on mean((f − y)²) of a
-    :class:`CommitteeMachine` (NOTE [two smoother paths]).
-
-    State R (n + m, n + 1): row r = [s(x_r), c(x_r)] over the training points then the
-    probes; f̃ (n + m,) is the telescoping model built from the realised updates.
-    Call :meth:`step` after each GD update with the weights before it and the update.
-    """
-
-    def __init__(self, model: CommitteeMachine, x_train: torch.Tensor, y_train: torch.Tensor,
-                 x_test: torch.Tensor, lr: float):
-        self.model, self.lr = model, float(lr)
-        self.n, self.m = int(x_train.shape[0]), int(x_test.shape[0])
-        self.x_train, self.x_all = x_train, torch.cat([x_train, x_test])
-        self.y_aug = torch.cat([y_train, torch.ones(1, dtype=y_train.dtype)])
-        with torch.no_grad():
-            f0 = model(self.x_all)
-        self.R = torch.zeros(self.n + self.m, self.n + 1, dtype=x_train.dtype)
-        self.R[:, -1] = f0
-        self.f_tilde = f0.clone()
-        self.eye = torch.eye(self.n, self.n + 1, dtype=x_train.dtype)
-
-    @torch.no_grad()
-    def step(self, weight_before: torch.Tensor, delta: torch.Tensor) -> None:
-        k = self.model.tangent_kernel(self.x_all, self.x_train, weight=weight_before)      # (n+m, n)
-        self.R += (self.lr * 2.0 / self.n) * (k @ (self.eye - self.R[: self.n]))
-        self.f_tilde += self.model.directional_derivative(self.x_all, delta, weight=weight_before)
-
-    def effective_parameters(self) -> dict[str, float]:
-        s_train, s_test = self.R[: self.n, :-1], self.R[self.n:, :-1]
-        return {"train": float((s_train ** 2).sum()), "test": float(self.n / self.m * (s_test ** 2).sum())}
-
-    def weights(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = self.R[: self.n] if split == "train" else self.R[self.n:]
-        return rows[:, :-1], rows[:, -1]
-
-    def residual(self, split: str) -> float:
-        rows = slice(0, self.n) if split == "train" else slice(self.n, None)
-        return float((self.R[rows] @ self.y_aug - self.f_tilde[rows]).abs().mean())
-
-    def telescope(self, split: str) -> torch.Tensor:
-        return self.f_tilde[: self.n] if split == "train" else self.f_tilde[self.n:]
-
 
 def run_unit(cfg: Config, epsilon: float, seed: int, sink, progress=None) -> dict[str, float]:
     gen = torch.Generator().manual_seed(seed)

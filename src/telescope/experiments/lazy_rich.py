@@ -46,6 +46,8 @@ from telescope.errors import DivergenceError
 from telescope.experiments.base import RunContext, bounded
 from telescope.flow import LinearizedGD
 from telescope.kernels import kernel_target_alignment
+from telescope.lens.closed_form import ClosedFormSmoother
+from telescope.lens.smoother import label_range, self_check_valid
 from telescope.measures import weight_norm
 from telescope.models.modular import ModularQuadraticMLP, modular_addition
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
@@ -144,9 +146,8 @@ def run_committee(cfg: Config, data, alpha: float, epsilon: float, epochs: int, 
     grid = set(log_steps(epochs, cfg.log_points))
     smoother = None
     if cfg.smoother_test_points > 0:
-        from telescope.experiments.grokking_poly import ClosedFormSmoother
-
         smoother = ClosedFormSmoother(model, x, y, xt[: cfg.smoother_test_points], lr)
+        span = label_range(y)
     steps, tr, te = [], [], []
     l0 = float(((f0_test - yt) ** 2).mean())
 
@@ -164,10 +165,15 @@ def run_committee(cfg: Config, data, alpha: float, epsilon: float, epochs: int, 
                 k = model.tangent_kernel(xt)
                 sink.log_dict(ep, "test", {"ntk/alignment": alignment(k, yt),
                                            "ntk/alignment_code": alignment(k, yt, centering="one_sided")})
-                if smoother is not None:
+                if smoother is not None:   # p with its self-check (NOTE [smoother validity])
                     p = smoother.effective_parameters()
-                    sink.log(ep, "train", "smoother/p_eff", p["train"])
-                    sink.log(ep, "test", "smoother/p_eff", p["test"])
+                    f_now = {"train": model(x), "test": model(xt[: cfg.smoother_test_points])}
+                    for split in ("train", "test"):
+                        res = smoother.residual(split)
+                        err = float((f_now[split] - smoother.telescope(split)).abs().mean())
+                        sink.log_dict(ep, split, {"smoother/p_eff": p[split], "smoother/residual": res,
+                                                  "telescope/abs_err": err,
+                                                  "smoother/valid": float(self_check_valid(res, err, span))})
                 sink.log_dict(ep, "train", {"weight_norm": float(model.weight.detach().norm()),
                                             "param/relative_change": model.relative_change(),
                                             "feature/alignment": model.feature_alignment(beta)})
