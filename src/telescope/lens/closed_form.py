@@ -25,7 +25,7 @@ class ClosedFormSmoother:
     Call :meth:`step` after each GD update with the weights before it and the update.
     """
 
-    def __init__(self, model: CommitteeMachine, x_train: torch.Tensor, y_train: torch.Tensor,
+    def __init__(self, model: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
                  x_test: torch.Tensor, lr: float):
         self.model, self.lr = model, float(lr)
         self.n, self.m = int(x_train.shape[0]), int(x_test.shape[0])
