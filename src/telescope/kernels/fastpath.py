@@ -54,7 +54,7 @@ def forward_ad_failure(model: torch.nn.Module, replay, caller: str, exc: BaseExc
     forward-mode derivative), found by ``replay()`` (a zero-argument callable that repeats the failing
     call) under module hooks; ``exc`` itself when it is not a forward-AD failure."""
     text = str(exc)
-    if not isinstance(exc, NotImplementedError) or "forward AD" not in text:
+    if not isinstance(exc, NotImplementedError) or ("forward AD" not in text and "forward mode AD" not in text):
         return exc
     names = {id(m): n for n, m in model.named_modules()}
     stack: list[torch.nn.Module] = []
@@ -78,7 +78,8 @@ def forward_ad_failure(model: torch.nn.Module, replay, caller: str, exc: BaseExc
     finally:
         for h in handles:
             h.remove()
-    op = text.split("forward AD with ", 1)[1].split()[0] if "forward AD with " in text else "an operation"
+    op = (text.split("forward AD with ", 1)[1].split()[0] if "forward AD with " in text
+          else "a custom autograd.Function without jvp" if "autograd.Function" in text else "an operation")
     where = (f"module {names.get(id(culprit[0]), '?') or '(root)'!r} ({type(culprit[0]).__name__})" if culprit
              else "the model")
     return UnsupportedModelError(
