@@ -156,7 +156,7 @@ def summarize(frame, cfg: Config) -> dict[str, Any]:
     accuracy > 95 %), ``delay`` (their difference), ``step_p_gap`` (first step with p_test < 0.9·p_train
     after p_train ≥ 1), p_train / p_test and ``ntk/alignment`` (test) at fit and at generalization, the
     max over the run of the telescoping and linearized errors and the largest ratio telescoping /
-    linearized error after step 0, final values."""
+    linearized error after step 1 (after one step f̃ = f_lin), final values."""
     wide = frame.pivot_table(index="step", columns=["split", "name"], values="value").sort_index()
     st = wide.index.to_numpy().astype(float)
 
@@ -172,7 +172,7 @@ def summarize(frame, cfg: Config) -> dict[str, Any]:
     def at(values, step):
         return float(values[st == step][0]) if np.isfinite(step) else float("nan")
 
-    later = (st > 0) & np.isfinite(tel) & np.isfinite(lin) & (lin > 0)
+    later = (st > 1) & np.isfinite(tel)           # after one step f̃ = f_lin by definition & np.isfinite(lin) & (lin > 0)
     out = {
         "p": cfg.p, "steps": cfg.steps,
         "step_fit": fit_, "step_generalize": gen,
