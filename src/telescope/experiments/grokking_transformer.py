@@ -60,6 +60,7 @@ class Config:
     loss: str = bounded("mse", choices=("mse", "half_mse"))
     target_scale: float = bounded(1.0, gt=0)  # targets = target_scale · one-hot(answer)
     n_probe: int = bounded(500, ge=1)       # test pairs the lens and the sketch track
+    smoother: bool = True                   # False: the lens alone (no p_train / p_test), ~20x cheaper a step
     n_kernel: int = bounded(128, ge=2)      # train and test pairs of the kernel statistics
     probes: int = bounded(16, ge=2)         # K, probe label vectors of the sketch
     smoother_dtype: str = bounded("float64", choices=("float32", "float64"))
@@ -110,7 +111,7 @@ def run_unit(cfg: Config, sink, device: str, progress=None) -> None:
                                generator=gen, dtype=dtype).to(device)
     n_probe = min(cfg.n_probe, xt.shape[0])
     spec = SmootherSpec(x, y, loss=cfg.loss, dtype=cfg.smoother_dtype, method="sketch", probes=cfg.probes,
-                        seed=cfg.seed)
+                        seed=cfg.seed) if cfg.smoother else None
     lens = Lens(model, {"test": xt[:n_probe]}, smoother=spec)
     opt = make_optimizer("adamw", model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
     loss_fn = squared_loss(cfg.loss)
@@ -128,8 +129,9 @@ def run_unit(cfg: Config, sink, device: str, progress=None) -> None:
                                             "error": float((out.argmax(1) != cs).double().mean())})
             model.train()
         sink.log_dict(step, "test", lens.errors("test"))
-        for split, values in smoother_metrics(lens).items():
-            sink.log_dict(step, split, values)
+        if spec is not None:
+            for split, values in smoother_metrics(lens).items():
+                sink.log_dict(step, split, values)
         for split, (xs, ys) in kx.items():
             K = _kernel(model, xs)
             sink.log_dict(step, split, {"ntk/alignment": float(kernel_target_alignment(K, ys.double())),
