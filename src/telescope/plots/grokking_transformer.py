@@ -49,6 +49,9 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
                                ("linearized/abs_err", "--", "|f − f_lin| linearized")):
         s = _series(metrics, "test", name)
         axes[2].plot(s["step"], s["value"].clip(lower=1e-9), style, color="black", label=f"{label}, test")
+    if _series(metrics, "train", "smoother/p_eff").empty:
+        axes[1].text(0.5, 0.5, "smoother off in this run (smoother=false)", ha="center", va="center",
+                     transform=axes[1].transAxes)
     _marks(axes, summary)
     axes[0].set_ylabel("accuracy")
     axes[1].set_ylabel("effective parameters p⁰")
