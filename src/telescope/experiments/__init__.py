@@ -25,6 +25,7 @@ STUDIES: dict[str, str] = {
     "grokking-mnist": "grokking_mnist",
     "lmc": "lmc",
     "grokking-poly": "grokking_poly",
+    "grokking-transformer": "grokking_transformer",
     "lazy-rich": "lazy_rich",
     "trees-vs-nets": "trees_vs_nets",
 }

@@ -39,12 +39,32 @@ per-example derivative information of one set of inputs.
 # it by the tensor's version counter, and from then on its forward hooks hand the rest of the
 # network a copy of each layer's output (one copy per layer per capture, saved for models
 # without such ops).
+#
+# NOTE [token and sequence layers]
+# Transformers apply their layers at T positions per example. With the capture's A and δ
+# batch-first, (n, T, in) and (n, k, T, out), the Linear forms above hold with a sum over t:
+#   nn.Linear on (n, *S, in)  J·Δ [x,c,l] = Σ_{t,o} δ_c(x)_{t,o} (A(x)_t Δ_W[:, :, l]ᵀ)_o: activations
+#            first is one GEMM (n·T × in)(in × out·L) and one batched (k × T·out)(T·out × L) product
+#            per point; Jᵀ·E: M = δᵀE per point (n, T·out, L), then G_W = Σ_{x,t} M ⊗ A (one einsum);
+#            rows δ ⊗ a summed over t when L > k·in.
+#   nn.Embedding z_t = W[v_t] (W: V × d) is the Linear form with a one-hot input, done by indexing:
+#            J·Δ gathers Δ_W's rows of the tokens (n·T × d·L) and contracts them with δ per point;
+#            Jᵀ·E scatters M into G_W's token rows (index_add_); n·T·d·L numbers, never V·d per point.
+#            padding_idx rows get no gradient (as in PyTorch): δ is zeroed at those positions.
+#   nn.LayerNorm y = γ ⊙ x̂ + β (x̂ the normalised input, recomputed from the captured input in
+#            the state dtype): ∂f_c/∂γ = Σ_t δ_{c,t} ⊙ x̂_t and ∂f_c/∂β = Σ_t δ_{c,t} are d numbers
+#            per output: the capture stores these rows (n, k, d) themselves.
+# The kernel rows of these layers use their per-example rows (the pairwise T² form does not pay).
+# A layer's first input axis must be the batch (checked: its size must equal n at every capture);
+# a sequence-first layout whose sequence length happened to equal n could not be told apart.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
@@ -54,6 +74,7 @@ from torch.nn import functional as F
 from torch.func import functional_call, jacrev, vmap
 
 from telescope.errors import ConfigError
+from telescope.kernels.fastpath import no_fused_fastpath
 from telescope.kernels.structured import make_plan
 from telescope.lens.recorder import eval_mode
 
@@ -85,26 +106,47 @@ class JacobianMethod(str, enum.Enum):
 METHODS = tuple(m.value for m in JacobianMethod)
 
 
+CLOSED_FORM = {nn.Linear: "linear", nn.Embedding: "embedding", nn.LayerNorm: "layernorm"}
+"""Module types (exact type) with closed-form products, and their kind (NOTE [structured products],
+NOTE [token and sequence layers])."""
+
+
 @dataclass(frozen=True)
 class LinearUnit:
-    """One nn.Linear layer whose trainable weight and/or bias are treated in closed form.
+    """One nn.Linear, nn.Embedding or nn.LayerNorm whose trainable weight and/or bias are treated in
+    closed form (the name is historical: every kind is linear in its parameters).
 
     ``weight``/``bias``: (name, lo, hi) of the parameter in the flat p-vector, or None when that
-    parameter is not trained.
+    parameter is not trained. ``d_in``/``d_out``: in/out features (Linear), vocabulary/embedding size
+    (Embedding), normalised size twice (LayerNorm).
     """
 
     module_name: str
-    module: nn.Linear
+    module: nn.Module
     weight: tuple[str, int, int] | None
     bias: tuple[str, int, int] | None
 
     @property
+    def kind(self) -> str:
+        return CLOSED_FORM[type(self.module)]
+
+    @property
     def d_in(self) -> int:
-        return self.module.in_features
+        m = self.module
+        if isinstance(m, nn.Embedding):
+            return m.num_embeddings
+        if isinstance(m, nn.LayerNorm):
+            return math.prod(m.normalized_shape)
+        return m.in_features
 
     @property
     def d_out(self) -> int:
-        return self.module.out_features
+        m = self.module
+        if isinstance(m, nn.Embedding):
+            return m.embedding_dim
+        if isinstance(m, nn.LayerNorm):
+            return math.prod(m.normalized_shape)
+        return m.out_features
 
     @property
     def names(self) -> list[str]:
@@ -116,7 +158,9 @@ class Side:
     """Derivative information of the model's outputs on n inputs (one chunk or the batch).
 
     ``feats[i] = (A, D)``: unit i's input activations A (n, in) and output gradients
-    D (n, k, out), state dtype. ``runs``: ``[(lo, hi, J)]``, Jacobian rows J (n·k, hi − lo) of
+    D (n, k, out), state dtype; for layers applied at T positions (NOTE [token and sequence
+    layers]) A (n, T, in) (Embedding: the tokens, (n, T) int64) and D (n, k, T, out); for a
+    LayerNorm the rows (∂f/∂γ, ∂f/∂β), each (n, k, d). ``runs``: ``[(lo, hi, J)]``, Jacobian rows J (n·k, hi − lo) of
     the parameters in [lo, hi) of the flat p-vector that are not in ``feats`` (vmap(jacrev)).
     """
 
@@ -201,25 +245,45 @@ class JacobianProducts:
         if method == "auto":
             plan = make_plan(model, self.names, None)
             reasons.update(plan.reasons)
-            for u in plan.units:
-                if type(u.module) is not nn.Linear:
-                    reasons[u.module_name] = (f"{type(u.module).__name__}: the smoother's structured products "
-                                              "cover nn.Linear only")
+            found = [(u.module_name, u.module, u.names) for u in plan.units]
+            found += self._layer_norms(model, reasons)
+            for module_name, module, unit_names in found:
+                if type(module) not in CLOSED_FORM:
+                    reasons[module_name] = (f"{type(module).__name__}: the smoother's structured products "
+                                            "cover nn.Linear, nn.Embedding and nn.LayerNorm only")
                     continue
-                pn = {n.rsplit(".", 1)[-1]: n for n in u.names}
-                w = (pn["weight"], *self.offsets[pn["weight"]]) if u.weight else None
-                b = (pn["bias"], *self.offsets[pn["bias"]]) if u.bias else None
-                self.units.append(LinearUnit(u.module_name, u.module, w, b))
+                pn = {n.rsplit(".", 1)[-1]: n for n in unit_names}
+                w = (pn["weight"], *self.offsets[pn["weight"]]) if "weight" in pn else None
+                b = (pn["bias"], *self.offsets[pn["bias"]]) if "bias" in pn else None
+                self.units.append(LinearUnit(module_name, module, w, b))
         else:
             reasons["(all)"] = "jacobian method 'jacrev' requested"
         self.reasons = reasons
         self._log_plan()
 
     # ------------------------------------------------------------------ plan
+    def _layer_norms(self, model: nn.Module, reasons: dict[str, str]) -> list[tuple[str, nn.Module, tuple[str, ...]]]:
+        """nn.LayerNorm modules whose trained affine parameters take the closed form (make_plan of
+        kernels/structured.py leaves them to Jacobian rows); their entries leave ``reasons``."""
+        uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+        canonical = {id(p): n for n, p in model.named_parameters()}
+        wanted, out = set(self.names), []
+        for module_name, module in model.named_modules():
+            if type(module) is not nn.LayerNorm or module_name not in reasons:
+                continue
+            direct = list(module.named_parameters(recurse=False))
+            if any(uses[id(p)] > 1 for _, p in direct) or any(pn not in ("weight", "bias") for pn, _ in direct):
+                continue
+            names = tuple(canonical[id(p)] for _, p in direct if canonical[id(p)] in wanted)
+            if names:
+                del reasons[module_name]
+                out.append((module_name, module, names))
+        return out
+
     def _log_plan(self) -> None:
         covered = {nm for i in self.active_units() for nm in self.units[i].names}
         rest = [nm for nm in self.names if nm not in covered]
-        log.info("smoother: structured Jacobian products for %d nn.Linear layer(s) %s; vmap(jacrev) rows for "
+        log.info("smoother: structured Jacobian products for %d layer(s) %s; vmap(jacrev) rows for "
                  "%d parameter tensor(s)%s", len(self.active_units()),
                  [self.units[i].module_name for i in self.active_units()], len(rest),
                  "".join(f"; {m!r}: {r}" for m, r in self.reasons.items()))
@@ -274,7 +338,7 @@ class JacobianProducts:
 
         handles = [self.units[i].module.register_forward_hook(make_hook(i), with_kwargs=True) for i in active]
         try:
-            with torch.enable_grad(), eval_mode(self.model):
+            with torch.enable_grad(), eval_mode(self.model), no_fused_fastpath():
                 out = functional_call(self.model, *self._inputs(params, x))
                 out = out.reshape(n, -1) if (k > 1 or out.ndim != 1) else out
         finally:
@@ -286,7 +350,7 @@ class JacobianProducts:
             return self._capture(params, x, active)
         good: list[int] = []
         for i in active:
-            problem = self._runtime_problem(records[i], n)
+            problem = self._runtime_problem(self.units[i], records[i], n)
             if problem is not None:
                 self.problems[i] = problem
                 self.reasons[self.units[i].module_name] = problem
@@ -299,10 +363,10 @@ class JacobianProducts:
             with torch.enable_grad():
                 grads = torch.autograd.grad(out.sum(), zs, allow_unused=True)
             D = {i: (self._cast(g).unsqueeze(1) if g is not None else
-                     torch.zeros(n, 1, self.units[i].d_out, device=x.device, dtype=self.dtype))
-                 for i, g in zip(good, grads)}
+                     torch.zeros(n, 1, *z.shape[1:], device=x.device, dtype=self.dtype))
+                 for i, g, z in zip(good, grads, zs)}
         else:
-            D = {i: torch.zeros(n, k, self.units[i].d_out, device=x.device, dtype=self.dtype) for i in good}
+            D = {i: torch.zeros(n, k, *z.shape[1:], device=x.device, dtype=self.dtype) for i, z in zip(good, zs)}
             if zs and out.requires_grad:
                 for c in range(k):
                     with torch.enable_grad():
@@ -311,8 +375,28 @@ class JacobianProducts:
                         if g is not None:
                             D[i][:, c] = g
         with torch.no_grad():                                                    # activations, detached
-            return {i: (records[i][0][0].detach() if records[i][0][0].dtype == self.dtype
-                        else records[i][0][0].to(self.dtype), D[i]) for i in good}
+            return {i: ((records[i][0][0].detach() if records[i][0][0].dtype == self.dtype
+                         else records[i][0][0].to(self.dtype), D[i])
+                        if self.units[i].kind == "linear" and records[i][0][0].ndim == 2
+                        else self._token_feats(self.units[i], records[i][0][0].detach(), D[i], n, k))
+                    for i in good}
+
+    def _token_feats(self, u: LinearUnit, inp: Tensor, D: Tensor, n: int, k: int) -> tuple[Tensor, Tensor]:
+        """Side features of a layer applied at T positions, an Embedding or a LayerNorm
+        (NOTE [token and sequence layers])."""
+        if u.kind == "linear":
+            A = self._cast(inp).reshape(n, -1, u.d_in)
+            return A, D.reshape(n, k, A.shape[1], u.d_out)
+        if u.kind == "embedding":
+            tokens = inp.reshape(n, -1)
+            D = D.reshape(n, k, tokens.shape[1], u.d_out)
+            if u.module.padding_idx is not None:                                 # no gradient at padding
+                D = D * (tokens != u.module.padding_idx)[:, None, :, None].to(D.dtype)
+            return tokens, D
+        m = u.module                                                             # LayerNorm: the rows themselves
+        xhat = F.layer_norm(self._cast(inp), m.normalized_shape, eps=m.eps).reshape(n, -1, u.d_out)
+        D = D.reshape(n, k, xhat.shape[1], u.d_out)
+        return torch.einsum("nktd,ntd->nkd", D, xhat), D.sum(2)
 
     def _cast(self, t: Tensor) -> Tensor:
         return t if t.dtype == self.dtype else t.to(self.dtype)
@@ -326,12 +410,13 @@ class JacobianProducts:
             return dict(params), (x.detach().requires_grad_(True),)
         return {nm: params[nm].detach().requires_grad_(True) for nm in self.names}, (x,)
 
-    def _runtime_problem(self, calls: list, n: int) -> str | None:
+    def _runtime_problem(self, u: LinearUnit, calls: list, n: int) -> str | None:
         if len(calls) != 1:
             return f"the module is called {len(calls)} times in one forward"
         inp, output, _ = calls[0]
-        if inp.ndim != 2 or inp.shape[0] != n:
-            return f"its input has shape {tuple(inp.shape)}, not (n, in_features) with n = {n}"
+        least = 1 + len(u.module.normalized_shape) if u.kind == "layernorm" else 1 if u.kind == "embedding" else 2
+        if inp.ndim < least or inp.shape[0] != n:
+            return f"its input has shape {tuple(inp.shape)}, not (n, ...) with the batch first, n = {n}"
         if not output.requires_grad:
             return "its output depends neither on the inputs nor on the trained parameters"
         return None
@@ -344,7 +429,7 @@ class JacobianProducts:
         def f(p, xi):
             return functional_call(model, {**fixed, **p}, (xi.unsqueeze(0),)).reshape(-1)
 
-        with eval_mode(model):
+        with eval_mode(model), no_fused_fastpath():
             jac = vmap(jacrev(f), in_dims=(None, 0))({nm: params[nm] for nm in names}, x)
         rows = x.shape[0] * self.k
         width = sum(self.offsets[nm][1] - self.offsets[nm][0] for nm in names)
@@ -374,6 +459,10 @@ class JacobianProducts:
         out3 = None
         for i, (A, Dl) in side.feats.items():
             u = self.units[i]
+            if u.kind != "linear" or A.ndim != 2:
+                out3 = out.view(n, k, L) if out3 is None else out3
+                self._apply_tokens(i, u, A, Dl, prep, out, out3)
+                continue
             if u.weight is not None:
                 _, lo, hi = u.weight
                 if L <= k * u.d_in:                                               # activations first
@@ -389,6 +478,42 @@ class JacobianProducts:
         for lo, hi, J in side.runs:
             out.addmm_(J, prep.rows(lo, hi))
 
+    def _apply_tokens(self, i: int, u: LinearUnit, A: Tensor, Dl: Tensor, prep: Prepared, out: Tensor,
+                      out3: Tensor) -> None:
+        """out += J·Δ for a sequence Linear, an Embedding or a LayerNorm (NOTE [token and sequence layers])."""
+        n, k, L = Dl.shape[0], Dl.shape[1], prep.D.shape[1]
+        if u.kind == "layernorm":
+            for rows, par in ((A, u.weight), (Dl, u.bias)):
+                if par is not None:
+                    out.addmm_(rows.reshape(n * k, u.d_out), prep.rows(par[1], par[2]))
+            return
+        T = Dl.shape[2]
+        Dk = Dl.reshape(n, k, T * u.d_out)
+        if u.kind == "embedding":
+            if u.weight is not None:
+                table = prep.rows(u.weight[1], u.weight[2], (u.d_in, u.d_out * L))
+                out3.baddbmm_(Dk, table.index_select(0, A.reshape(-1)).view(n, T * u.d_out, L))
+            return
+        if u.weight is not None:
+            _, lo, hi = u.weight
+            if L <= k * u.d_in:                                                   # activations first
+                Tm = torch.mm(A.reshape(n * T, u.d_in), prep.activations_first(i, u))     # (n·T, out·L)
+                out3.baddbmm_(Dk, Tm.view(n, T * u.d_out, L))
+            else:
+                out.addmm_(self._weight_rows(u, A, Dl), prep.rows(lo, hi))
+        if u.bias is not None:
+            out.addmm_(Dl.sum(2).reshape(n * k, u.d_out), prep.rows(u.bias[1], u.bias[2]))
+
+    @staticmethod
+    def _weight_rows(u: LinearUnit, A: Tensor, Dl: Tensor) -> Tensor:
+        """Per-example rows (n·k, numel) of the weight of a sequence Linear (Σ_t δ_t ⊗ a_t) or an
+        Embedding (Σ_t δ_t at row v_t)."""
+        n, k = Dl.shape[0], Dl.shape[1]
+        if u.kind == "embedding":
+            onehot = F.one_hot(A, u.d_in).to(Dl.dtype)                               # (n, T, V)
+            return torch.einsum("ntv,nkto->nkvo", onehot, Dl).reshape(n * k, -1)
+        return torch.einsum("nkto,nti->nkoi", Dl, A).reshape(n * k, -1)
+
     def apply_vector(self, side: Side, v: Tensor | Prepared) -> Tensor:
         """J·v (n·k,) for a parameter-space vector v (p,) (or a :class:`Prepared` of one, for cached views).
 
@@ -398,6 +523,10 @@ class JacobianProducts:
         res = None                                                                # (n, k, 1)
         for i, (A, Dl) in side.feats.items():
             u = self.units[i]
+            if u.kind != "linear" or A.ndim != 2:
+                T = self._vector_tokens(u, A, Dl, prep)
+                res = T if res is None else res.add_(T)
+                continue
             W = prep.rows(*u.weight[1:], (u.d_out, u.d_in)) if u.weight is not None else None
             b = prep.rows(*u.bias[1:]) if u.bias is not None else None
             T = F.linear(A, W, b) if W is not None else b.expand(n, u.d_out)     # (n, out)
@@ -408,6 +537,25 @@ class JacobianProducts:
             res.addmv_(J, prep.rows(lo, hi))
         return res
 
+    def _vector_tokens(self, u: LinearUnit, A: Tensor, Dl: Tensor, prep: Prepared) -> Tensor:
+        """J·v (n, k, 1) of a sequence Linear, an Embedding or a LayerNorm."""
+        n, k = Dl.shape[0], Dl.shape[1]
+        if u.kind == "layernorm":
+            res = torch.zeros(n * k, 1, device=Dl.device, dtype=self.dtype)
+            for rows, par in ((A, u.weight), (Dl, u.bias)):
+                if par is not None:
+                    res.addmm_(rows.reshape(n * k, u.d_out), prep.rows(par[1], par[2]).view(-1, 1))
+            return res.view(n, k, 1)
+        T = Dl.shape[2]
+        if u.kind == "embedding":
+            Tv = (F.embedding(A, prep.rows(u.weight[1], u.weight[2], (u.d_in, u.d_out))) if u.weight is not None
+                  else torch.zeros(n, T, u.d_out, device=Dl.device, dtype=self.dtype))
+        else:
+            W = prep.rows(*u.weight[1:], (u.d_out, u.d_in)) if u.weight is not None else None
+            b = prep.rows(*u.bias[1:]) if u.bias is not None else None
+            Tv = F.linear(A, W, b) if W is not None else b.expand(n, T, u.d_out)
+        return torch.bmm(Dl.reshape(n, k, T * u.d_out), Tv.reshape(n, T * u.d_out, 1))
+
     def transpose_apply(self, side: Side, E: Tensor, out: Tensor | Prepared) -> None:
         """out (p × L) = Jᵀ·E for E (n·k × L); every row of out is written (``out`` may be a
         :class:`Prepared` of the p × L buffer, for cached views)."""
@@ -416,6 +564,9 @@ class JacobianProducts:
         E3 = None
         for i, (A, Dl) in side.feats.items():
             u = self.units[i]
+            if u.kind != "linear" or A.ndim != 2:
+                self._transpose_tokens(u, A, Dl, E, prep)
+                continue
             DkT = Dl.view(n * k, u.d_out).t()                                    # (out, n·k)
             if u.weight is not None:
                 _, lo, hi = u.weight
@@ -433,11 +584,39 @@ class JacobianProducts:
         for lo, hi, J in side.runs:
             torch.mm(J.t(), E, out=prep.rows(lo, hi))
 
+    def _transpose_tokens(self, u: LinearUnit, A: Tensor, Dl: Tensor, E: Tensor, prep: Prepared) -> None:
+        """Rows of Jᵀ·E for a sequence Linear, an Embedding or a LayerNorm (NOTE [token and sequence layers])."""
+        n, k, L = Dl.shape[0], Dl.shape[1], E.shape[1]
+        if u.kind == "layernorm":
+            for rows, par in ((A, u.weight), (Dl, u.bias)):
+                if par is not None:
+                    torch.mm(rows.reshape(n * k, u.d_out).t(), E, out=prep.rows(par[1], par[2]))
+            return
+        T = Dl.shape[2]
+        M = torch.bmm(Dl.reshape(n, k, T * u.d_out).transpose(1, 2), E.view(n, k, L))   # (n, T·out, L)
+        M = M.view(n * T, u.d_out, L)
+        if u.kind == "embedding":
+            if u.weight is not None:
+                G = prep.rows(u.weight[1], u.weight[2], (u.d_in, u.d_out * L))
+                G.zero_().index_add_(0, A.reshape(-1), M.view(n * T, u.d_out * L))
+            return
+        if u.weight is not None:
+            G = prep.rows(u.weight[1], u.weight[2], (u.d_out, u.d_in, L))
+            G.copy_(torch.einsum("zol,zi->oil", M, A.reshape(n * T, u.d_in)))
+        if u.bias is not None:
+            torch.sum(M, 0, out=prep.rows(u.bias[1], u.bias[2]))
+
     def _piece(self, side: Side, name: str) -> Tensor:
         """Jacobian rows (n·k, numel) of one parameter, formed from the side's features if needed."""
         lo, hi = self.offsets[name]
         for i, (A, Dl) in side.feats.items():
             u = self.units[i]
+            if u.kind == "layernorm" and name in u.names:
+                return (A if u.weight is not None and u.weight[0] == name else Dl).reshape(side.n * side.k, -1)
+            if (u.kind != "linear" or A.ndim != 2) and name in u.names:
+                if u.weight is not None and u.weight[0] == name:
+                    return self._weight_rows(u, A, Dl)
+                return Dl.sum(2).reshape(side.n * side.k, u.d_out)
             if u.weight is not None and u.weight[0] == name:
                 return (Dl[:, :, :, None] * A[:, None, None, :]).reshape(side.n * side.k, -1)
             if u.bias is not None and u.bias[0] == name:
@@ -455,7 +634,8 @@ class JacobianProducts:
         """
         n, m, k = side.n, other.n, side.k
         K = torch.zeros(n * k, m * k, device=self.device, dtype=self.dtype)
-        both = [i for i in side.feats if i in other.feats]
+        both = [i for i in side.feats if i in other.feats and self.units[i].kind == "linear"
+                and side.feats[i][0].ndim == 2 and other.feats[i][0].ndim == 2]
         for i in both:
             u = self.units[i]
             A1, D1 = side.feats[i]

@@ -30,6 +30,7 @@ import torch.autograd.forward_ad as fwAD
 from torch.func import functional_call
 
 from telescope.errors import ShapeError, UnsupportedModelError
+from telescope.kernels.fastpath import forward_ad_failure, no_fused_fastpath
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,13 @@ class Lens:
         if out.ndim == 0 or out.shape[0] != trial.shape[0]:
             raise ShapeError(f"{where}: the model maps {trial.shape[0]} probe point(s) of shape {tuple(x.shape[1:])} to "
                              f"an output of shape {tuple(out.shape)}, not one row per point{hint}")
+        # a layer without a forward-mode derivative is named now, not at the first step
+        params = dict(zip(self.parameter_names, self._params))
+        zeros = {n: torch.zeros_like(p) for n, p in params.items()}
+        try:
+            self._jvp(params, zeros, [trial[:1]])
+        except NotImplementedError as exc:
+            raise forward_ad_failure(self.model, lambda: self._jvp(params, zeros, [trial[:1]]), where, exc) from None
 
     def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         out, lo = {}, 0
@@ -239,8 +247,9 @@ class Lens:
         return eval_mode(self.model) if self._mode_sensitive else contextlib.nullcontext()
 
     def forward(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """f_params(x) in eval mode without gradients, in chunks of ``chunk_size``; x (m, *input_shape)."""
-        with torch.no_grad(), self._eval():
+        """f_params(x) in eval mode without gradients, in chunks of ``chunk_size``; x (m, *input_shape).
+        Transformer modules take their general path (NOTE [fused fast path], kernels/fastpath.py)."""
+        with torch.no_grad(), self._eval(), no_fused_fastpath():
             if x.shape[0] <= self.chunk_size:
                 return self._call(params, x)
             return torch.cat([self._call(params, c) for c in x.split(self.chunk_size)])
@@ -248,11 +257,19 @@ class Lens:
     def jvp(self, params: Mapping[str, torch.Tensor], tangent: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """∇f_params(x)·tangent for every probe point, shaped like the model's output on the probes."""
         # forward-mode AD with dual tensors: same arithmetic as torch.func.jvp with less
-        # per-call overhead (measured in benchmarks/lens_overhead.py)
+        # per-call overhead (measured in benchmarks/lens_overhead.py); PyTorch's fused transformer
+        # kernels have no forward-mode derivative: NOTE [fused fast path] in kernels/fastpath.py
+        chunks = [self._x] if self._x.shape[0] <= self.chunk_size else self._x.split(self.chunk_size)
+        try:
+            return self._jvp(params, tangent, chunks)
+        except NotImplementedError as exc:
+            raise forward_ad_failure(self.model, lambda: self._jvp(params, tangent, [chunks[0][:1]]),
+                                     "Lens", exc) from None
+
+    def _jvp(self, params, tangent, chunks) -> torch.Tensor:
         outs = []
-        with torch.no_grad(), self._eval(), fwAD.dual_level():
+        with torch.no_grad(), self._eval(), no_fused_fastpath(), fwAD.dual_level():
             duals = {n: fwAD.make_dual(params[n], tangent[n]) for n in self.parameter_names}
-            chunks = [self._x] if self._x.shape[0] <= self.chunk_size else self._x.split(self.chunk_size)
             for x in chunks:
                 primal, tangent_out = fwAD.unpack_dual(self._call(duals, x))
                 outs.append(torch.zeros_like(primal) if tangent_out is None else tangent_out)

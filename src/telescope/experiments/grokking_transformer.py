@@ -1,0 +1,198 @@
+"""Grokking modular addition with a one-layer transformer, through the telescoping lens (issue 20).
+
+(a + b) mod p as tokens [a, b, =] (models/transformer.py: embeddings, one attention block, a ReLU
+MLP, read-out at ``=``), a random ``train_fraction`` of the p² pairs for training, full-batch AdamW
+(Nanda et al. 2023: lr 1e-3, weight decay 1, β = (0.9, 0.98)). The loss is the squared error on
+one-hot answers (``loss="mse"``, torch's mse_loss) rather than the paper's cross-entropy: the
+smoother, and so p_train / p_test, exists for squared losses only (NOTE [loss scaling] in
+lens/smoother.py). Logged on a linear grid of ``eval_every`` steps plus ``log_points`` log-spaced
+ones: train/test ``loss``, ``mse``, ``error`` (1 − accuracy) on every pair; the lens's
+``telescope/abs_err`` and ``linearized/abs_err`` on the ``n_probe`` tracked test pairs; the sketch's
+``smoother/p_eff`` (± ``smoother/p_eff_se``) and its self-check ``smoother/residual`` on train and on
+those test pairs; ``ntk/alignment`` (centred kernel–target alignment of the trace kernel) and
+``ntk/distance`` (kernel distance from the initial kernel, Fort et al.) on ``n_kernel`` train and
+``n_kernel`` test pairs; ``weight_norm``; ``embedding/effective_rank`` (entropy effective rank of
+the token-embedding matrix's singular values).
+
+# NOTE [grokking-transformer presets]
+# paper: Nanda et al.'s p = 113, 30 % train, d_model 128, 4 heads, d_mlp 512, full batch, 40k steps,
+# with the squared loss (above); the sketch tracks 500 test pairs. A GPU job: each step needs the
+# k = p = 113 output gradients of every tracked point (k backward passes, NOTE [structured
+# products]). quick: chosen by short training-only runs on this 2-core CPU (docs/grokking-transformer.md
+# lists them): p = 23, 80 % train, d_model 32, lr 3e-3, targets 3 · one-hot (with 1 · one-hot and lr
+# 1e-3 or 3e-3 the squared loss fit the training set but stayed near 70 % test accuracy for 4000
+# steps; cross-entropy at 70 % train grokked by 4000). tiny: a smoke test of every code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from telescope.errors import ConfigError
+from telescope.experiments.base import RunContext, bounded
+from telescope.kernels import empirical_ntk, kernel_distance, kernel_target_alignment, spectrum_effective_rank
+from telescope.kernels.fastpath import no_fused_fastpath
+from telescope.lens import Lens, SmootherSpec, smoother_metrics
+from telescope.measures import weight_norm
+from telescope.models.transformer import ModularTransformer, modular_tokens
+from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
+
+
+@dataclass(frozen=True)
+class Config:
+    p: int = bounded(113, ge=2)
+    train_fraction: float = bounded(0.3, gt=0, lt=1)
+    d_model: int = bounded(128, ge=1)
+    heads: int = bounded(4, ge=1)
+    d_mlp: int = bounded(512, ge=1)
+    layer_norm: bool = False
+    lr: float = bounded(1e-3, gt=0)
+    weight_decay: float = bounded(1.0, ge=0)
+    betas: tuple[float, ...] = bounded((0.9, 0.98), ge=0, lt=1)
+    steps: int = bounded(40_000, ge=1)
+    eval_every: int = bounded(500, ge=1)
+    log_points: int = bounded(30, ge=1)
+    loss: str = bounded("mse", choices=("mse", "half_mse"))
+    target_scale: float = bounded(1.0, gt=0)  # targets = target_scale · one-hot(answer)
+    n_probe: int = bounded(500, ge=1)       # test pairs the lens and the sketch track
+    smoother: bool = True                   # False: the lens alone (no p_train / p_test), ~20x cheaper a step
+    n_kernel: int = bounded(128, ge=2)      # train and test pairs of the kernel statistics
+    probes: int = bounded(16, ge=2)         # K, probe label vectors of the sketch
+    smoother_dtype: str = bounded("float64", choices=("float32", "float64"))
+    dtype: str = bounded("float32", choices=("float32", "float64"))
+    seed: int = bounded(0, ge=0)
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(p=7, train_fraction=0.6, d_model=8, heads=2, d_mlp=16, steps=30, eval_every=10, log_points=4,
+                     n_probe=10, n_kernel=8, probes=4, lr=3e-3),
+        "quick": dict(p=23, train_fraction=0.8, d_model=32, heads=4, d_mlp=128, lr=3e-3, target_scale=3.0,
+                      steps=3000, eval_every=250, log_points=15, n_probe=50, n_kernel=32),
+        "paper": dict(),
+    }
+
+    def validate(self) -> None:
+        if self.d_model % self.heads:
+            raise ConfigError(f"grokking-transformer: heads={self.heads} must divide d_model={self.d_model}")
+        n_test = self.p * self.p - int(self.train_fraction * self.p * self.p)
+        n_train = int(self.train_fraction * self.p * self.p)
+        if n_train < 1 or n_test < 1:
+            raise ConfigError(f"grokking-transformer: train_fraction={self.train_fraction} leaves {n_train} "
+                              f"training and {n_test} test pairs at p={self.p}; choose a fraction in between")
+
+
+def _kernel(model, x: torch.Tensor) -> torch.Tensor:
+    """The trace tangent kernel (n, n) in float64 on the transformers' general path (NOTE [fused fast path])."""
+    with no_fused_fastpath():
+        return empirical_ntk(model, x, output="trace").double()
+
+
+def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
+    key = f"p={cfg.p}/seed={cfg.seed}"
+    bar = sink.progress(cfg.steps, "grokking-transformer")
+    if not sink.unit_done(key):
+        with sink.unit(key, p=cfg.p, seed=cfg.seed) as unit:
+            run_unit(cfg, unit, ctx.device, progress=bar)
+    bar.close()
+    return summarize(sink.metrics(), cfg)
+
+
+def run_unit(cfg: Config, sink, device: str, progress=None) -> None:
+    dtype = getattr(torch, cfg.dtype)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x, c, xt, ct = (t.to(device) for t in modular_tokens(cfg.p, cfg.train_fraction, generator=gen))
+    y, yt = (cfg.target_scale * F.one_hot(t, cfg.p).to(dtype) for t in (c, ct))
+    torch.manual_seed(cfg.seed)
+    model = ModularTransformer(cfg.p, cfg.d_model, cfg.heads, cfg.d_mlp, layer_norm=cfg.layer_norm,
+                               generator=gen, dtype=dtype).to(device)
+    n_probe = min(cfg.n_probe, xt.shape[0])
+    spec = SmootherSpec(x, y, loss=cfg.loss, dtype=cfg.smoother_dtype, method="sketch", probes=cfg.probes,
+                        seed=cfg.seed) if cfg.smoother else None
+    lens = Lens(model, {"test": xt[:n_probe]}, smoother=spec)
+    opt = make_optimizer("adamw", model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    loss_fn = squared_loss(cfg.loss)
+    nk = min(cfg.n_kernel, x.shape[0], xt.shape[0])
+    kx = {"train": (x[:nk], y[:nk]), "test": (xt[:nk], yt[:nk])}
+    k0 = {split: _kernel(model, xs) for split, (xs, _) in kx.items()}
+    grid = set(log_steps(cfg.steps, cfg.log_points)) | set(range(0, cfg.steps + 1, cfg.eval_every)) | {cfg.steps}
+
+    def record(step: int, mean_loss: float | None) -> None:
+        with torch.no_grad(), no_fused_fastpath():
+            model.eval()
+            for split, xs, cs, ys in (("train", x, c, y), ("test", xt, ct, yt)):
+                out = model(xs)
+                sink.log_dict(step, split, {"loss": float(loss_fn(out, ys)), "mse": float(((out - ys) ** 2).mean()),
+                                            "error": float((out.argmax(1) != cs).double().mean())})
+            model.train()
+        sink.log_dict(step, "test", lens.errors("test"))
+        if spec is not None:
+            for split, values in smoother_metrics(lens).items():
+                sink.log_dict(step, split, values)
+        for split, (xs, ys) in kx.items():
+            K = _kernel(model, xs)
+            sink.log_dict(step, split, {"ntk/alignment": float(kernel_target_alignment(K, ys.double())),
+                                        "ntk/distance": float(kernel_distance(K, k0[split]))})
+        with torch.no_grad():
+            sv = torch.linalg.svdvals(model.embed.weight[:cfg.p].double())
+        sink.log_dict(step, "train", {"weight_norm": weight_norm(model.parameters()),
+                                      "embedding/effective_rank": float(spectrum_effective_rank(sv))})
+
+    recorder = RecordAt(sorted(grid), record)
+    recorder.start()
+    fit(model, opt, loss_fn, x, y, steps=cfg.steps, batch_size=x.shape[0], generator=gen, lens=lens,
+        callbacks=[recorder], progress=progress)
+
+
+def _first(steps: np.ndarray, ok: np.ndarray) -> float:
+    hit = np.flatnonzero(ok)
+    return float(steps[hit[0]]) if hit.size else float("nan")
+
+
+GENERALIZED = 0.95      # test accuracy that counts as generalized (the issue's acceptance)
+
+
+def summarize(frame, cfg: Config) -> dict[str, Any]:
+    """``step_fit`` (first logged step with train accuracy 100 %), ``step_generalize`` (first with test
+    accuracy > 95 %), ``delay`` (their difference), ``step_p_gap`` (first step with p_test < 0.9·p_train
+    after p_train ≥ 1), p_train / p_test and ``ntk/alignment`` (test) at fit and at generalization, the
+    max over the run of the telescoping and linearized errors and the largest ratio telescoping /
+    linearized error after step 1 (after one step f̃ = f_lin), final values."""
+    wide = frame.pivot_table(index="step", columns=["split", "name"], values="value").sort_index()
+    st = wide.index.to_numpy().astype(float)
+
+    def col(split, name):
+        return wide[(split, name)].to_numpy() if (split, name) in wide.columns else np.full(len(st), np.nan)
+
+    err_tr, err_te = col("train", "error"), col("test", "error")
+    p_tr, p_te = col("train", "smoother/p_eff"), col("test", "smoother/p_eff")
+    tel, lin = col("test", "telescope/abs_err"), col("test", "linearized/abs_err")
+    align = col("test", "ntk/alignment")
+    fit_, gen = _first(st, err_tr == 0), _first(st, 1 - err_te > GENERALIZED)
+
+    def at(values, step):
+        return float(values[st == step][0]) if np.isfinite(step) else float("nan")
+
+    later = (st > 1) & np.isfinite(tel)           # after one step f̃ = f_lin by definition & np.isfinite(lin) & (lin > 0)
+    out = {
+        "p": cfg.p, "steps": cfg.steps,
+        "step_fit": fit_, "step_generalize": gen,
+        "delay": gen - fit_ if np.isfinite(gen) and np.isfinite(fit_) else float("nan"),
+        "step_p_gap": _first(st, (p_tr >= 1.0) & (p_te < 0.9 * p_tr)),
+        "test_accuracy_at_fit": 1 - at(err_te, fit_),
+        "p_train_at_fit": at(p_tr, fit_), "p_test_at_fit": at(p_te, fit_),
+        "p_train_at_generalize": at(p_tr, gen), "p_test_at_generalize": at(p_te, gen),
+        "alignment_test_at_init": float(align[0]), "alignment_test_at_fit": at(align, fit_),
+        "alignment_test_at_generalize": at(align, gen), "max_alignment_test": float(np.nanmax(align)),
+        "max_telescope_abs_err": float(np.nanmax(tel)), "max_linearized_abs_err": float(np.nanmax(lin)),
+        "max_ratio_telescope_to_linearized": float(np.nanmax(tel[later] / lin[later])) if later.any() else None,
+        "final_train_accuracy": 1 - float(err_tr[-1]), "final_test_accuracy": 1 - float(err_te[-1]),
+        "final_p_train": float(p_tr[-1]), "final_p_test": float(p_te[-1]),
+        "final_residual_test": float(col("test", "smoother/residual")[-1]),
+        "final_telescope_abs_err": float(tel[-1]), "final_linearized_abs_err": float(lin[-1]),
+        "final_kernel_distance_test": float(col("test", "ntk/distance")[-1]),
+    }
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}

@@ -1,0 +1,73 @@
+"""grokking-transformer (issue 20): the tiny preset logs every metric the issue lists, the lens
+stays far closer to the network than the linearization, the sketch's self-check holds, figures."""
+
+import json
+import math
+
+import pytest
+
+from telescope.errors import ConfigError
+from telescope.experiments import get
+from telescope.experiments import grokking_transformer as G
+from telescope.experiments.base import RunContext, config_to_dict, resolve_config
+from telescope.store import MemorySink
+
+NAMES = {"loss", "mse", "error", "smoother/p_eff", "smoother/p_eff_se", "smoother/residual", "ntk/alignment",
+         "ntk/distance"}
+
+
+def test_validation_and_registry():
+    assert get("grokking-transformer").config_cls is G.Config
+    with pytest.raises(ConfigError, match="heads=3 must divide d_model=8"):
+        resolve_config("grokking-transformer", G.Config, "tiny", overrides={"heads": 3})
+    with pytest.raises(ConfigError, match="train_fraction"):
+        resolve_config("grokking-transformer", G.Config, "tiny", overrides={"train_fraction": 0.01})
+    paper = resolve_config("grokking-transformer", G.Config, "paper")
+    assert (paper.p, paper.train_fraction, paper.lr, paper.weight_decay, paper.d_model) == (113, 0.3, 1e-3, 1.0, 128)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = resolve_config("grokking-transformer", G.Config, "tiny")
+    sink = MemorySink()
+    return cfg, sink, G.run(cfg, sink, RunContext())
+
+
+def test_tiny_logs_the_issue_metrics(tiny):
+    cfg, sink, s = tiny
+    frame = sink.metrics()
+    for split in ("train", "test"):
+        assert NAMES <= set(frame[frame["split"] == split]["name"])
+    assert {"telescope/abs_err", "linearized/abs_err"} <= set(frame[frame["split"] == "test"]["name"])
+    assert {"weight_norm", "embedding/effective_rank"} <= set(frame[frame["split"] == "train"]["name"])
+    assert frame["step"].max() == cfg.steps
+    at0 = frame[frame["step"] == 0]
+    assert (at0[at0["name"] == "smoother/p_eff"]["value"] == 0).all()                   # s_0 = 0
+    assert (at0[at0["name"] == "ntk/distance"]["value"].abs() < 1e-12).all()           # K_0 vs K_0
+    rank = frame[frame["name"] == "embedding/effective_rank"]["value"]
+    assert ((rank >= 1) & (rank <= cfg.d_model)).all()
+    json.dumps(s, allow_nan=False)
+
+
+def test_tiny_telescoping_error_far_below_linearized_and_self_check(tiny):
+    cfg, sink, s = tiny
+    frame = sink.metrics()
+    later = frame[(frame["step"] > 1) & (frame["split"] == "test")]     # after one step f̃ = f_lin
+    tel = later[later["name"] == "telescope/abs_err"].set_index("step")["value"]
+    lin = later[later["name"] == "linearized/abs_err"].set_index("step")["value"]
+    assert (tel < 0.5 * lin).all() and tel.iloc[-1] < 0.1 * lin.iloc[-1] and lin.max() > 1e-3
+    res = frame[frame["name"] == "smoother/residual"]["value"]
+    assert res.max() < 10 * max(tel.max(), 1e-6)                  # s·y + c follows f̃
+    assert 0 < s["max_ratio_telescope_to_linearized"] < 0.5
+    assert math.isclose(s["final_telescope_abs_err"], tel.iloc[-1])
+
+
+def test_tiny_figures(tiny, tmp_path):
+    from telescope.plots import module_for
+
+    cfg, sink, s = tiny
+    figs = module_for("grokking-transformer").figures(sink.metrics(), config_to_dict(cfg), s, tmp_path)
+    assert len(figs) == 2
+    for fig in figs:
+        assert (tmp_path / fig.filename).stat().st_size > 10_000
+    assert "p_train" in figs[0].caption and "alignment" in figs[1].caption
