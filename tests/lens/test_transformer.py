@@ -192,3 +192,18 @@ def test_no_fused_fastpath_restores_settings_and_ntk_vp_agrees_with_reference():
         for implementation in ("ntk_vp", "jacobian", "structured"):
             K = empirical_ntk(model, x, output="full", implementation=implementation)
             assert torch.allclose(K, ref, atol=TOL, rtol=0), implementation
+
+
+def test_empirical_ntk_on_stock_transformer_needs_no_wrapping_by_the_caller():
+    """Issue 20: `empirical_ntk(..., implementation="ntk_vp")` on PyTorch's own encoder layer in eval
+    mode failed with a raw forward-AD NotImplementedError; the kernels now turn the fused path off
+    themselves (NOTE [fused fast path]) and restore the caller's setting."""
+    torch.manual_seed(0)
+    model = StockTransformer().eval()
+    x = torch.randint(0, 7, (4, 3))
+    with no_fused_fastpath():
+        ref = empirical_ntk(model, x, output="full", implementation="reference")
+    for implementation in ("ntk_vp", "jacobian", "structured", "auto"):
+        K = empirical_ntk(model, x, output="full", implementation=implementation)
+        assert torch.allclose(K, ref, atol=TOL, rtol=0), implementation
+        assert torch.backends.mha.get_fastpath_enabled()

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from telescope.errors import ConfigError, ShapeError, UnsupportedModelError
+from telescope.kernels.fastpath import no_fused_fastpath
 from telescope.kernels.jacobians import (
     jacobian_ntk,
     kernel_shape,
@@ -20,6 +21,7 @@ from telescope.kernels.jacobians import (
     reference_ntk,
 )
 from telescope.kernels.structured import group_key, make_plan, structured_ntk
+
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +280,10 @@ class _Request:
         return choice
 
     def compute(self, names: Sequence[str], implementation: Implementation) -> Tensor:
+        with no_fused_fastpath():   # NOTE [fused fast path]: every implementation, not only ntk_vp
+            return self._compute(names, implementation)
+
+    def _compute(self, names: Sequence[str], implementation: Implementation) -> Tensor:
         args = (self.model, self.x1, self.x2, names, self.output, self.k)
         if implementation is Implementation.REFERENCE:
             return reference_ntk(*args)
@@ -362,8 +368,9 @@ def empirical_ntk_by_layer(
         return {key: req.zeros() for key in groups}
     choice = req.choose()
     if choice is Implementation.STRUCTURED:
-        parts = structured_ntk(
-            req.model, req.x1, req.x2, req.names, req.output, req.k, req.budget, group_by=group_by
-        )
+        with no_fused_fastpath():
+            parts = structured_ntk(
+                req.model, req.x1, req.x2, req.names, req.output, req.k, req.budget, group_by=group_by
+            )
         return {key: parts[key].detach() if key in parts else req.zeros() for key in groups}
     return {key: req.compute(names, choice).detach() for key, names in groups.items()}
