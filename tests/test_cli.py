@@ -31,7 +31,7 @@ def test_list_names_every_experiment():
     assert proc.returncode == 0
     assert any(line.startswith("approximation") for line in proc.stdout.splitlines())
     (dd,) = [line for line in proc.stdout.splitlines() if line.startswith("double-descent")]
-    assert "[presets: tiny, quick, quick-all, paper, full]" in dd
+    assert "[presets: tiny, quick, quick-all, paper, fig3, fig9, fig10, quick-1d, full]" in dd
 
 
 def test_tiny_run_end_to_end_then_skip_and_report(tmp_path):

@@ -154,6 +154,8 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
     # --- fact 4: errors at a fixed γ·t (NOTE [approximation fixed gamma T]) ---
     multi = [s for s in settings if summary.get(f"{s}/fixed_gT/telescope_slope") is not None]
     if multi:
+        from matplotlib import ticker
+
         fig, axes = plt.subplots(1, len(multi), figsize=(3.0 * len(multi), 3.0), squeeze=False, sharey=True)
         for ax, setting in zip(axes[0], multi):
             lrs = sorted(test.loc[test["setting"] == setting, "lr"].unique())
@@ -167,6 +169,9 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
                 ax.annotate(f"t={t}", (lr, e), textcoords="offset points", xytext=(3, -10), fontsize=6)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.set_xticks(lrs)
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             gt = summary[f"{setting}/fixed_gT/gamma_T"]
             ax.set_title(f"{TITLES.get(setting, setting)} (γ·t = {gt:g})")
             ax.set_xlabel("learning rate γ")
