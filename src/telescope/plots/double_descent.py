@@ -96,7 +96,7 @@ def _describe_mse(summary: dict, dataset: str) -> str:
         better, total = int(get("widths_better_than_constant")), int(get("widths"))
         parts.append(f"the constant predictor ȳ_train has test MSE {get('constant_test_mse'):.3f}; "
                      + ("every width beats it" if better == total else
-                        "NO width beats it: these nets do not generalize at all" if better == 0 else
+                        "NO width beats it: every net predicts the test labels worse than a constant" if better == 0 else
                         f"{better} of {total} widths beat it"))
     return "; ".join(parts)
 
@@ -115,7 +115,8 @@ def _describe(summary: dict, dataset: str, method: str = "exact") -> str:
         if get("telescope_abs_err_max") is not None:
             tel, res = get("telescope_abs_err_max"), get("smoother_residual_max")
             parts.append(f"largest mean |f − f̃| on test over the widths {tel:.3g}, largest smoother residual "
-                         f"|s·y + c − f̃| {res:.3g} ({res / tel:.1f}× the telescoping error"
+                         f"|s·y + c − f̃| {res:.3g} ("
+                         + (f"{res / tel:.1f}× the telescoping error" if tel > 0 else "the telescoping error is 0")
                          + ("; fact 5 expects it within the telescoping error" if res > 2 * tel else "")
                          + "): p describes the network only to that accuracy")
     else:
