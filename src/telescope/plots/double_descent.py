@@ -116,7 +116,8 @@ def _describe(summary: dict, dataset: str, method: str = "exact") -> str:
             tel, res = get("telescope_abs_err_max"), get("smoother_residual_max")
             parts.append(f"largest mean |f − f̃| on test over the widths {tel:.3g}, largest smoother residual "
                          f"|s·y + c − f̃| {res:.3g} ("
-                         + (f"{res / tel:.1f}× the telescoping error" if tel > 0 else "the telescoping error is 0")
+                         + (f"{res / tel:.1f}× the largest telescoping error" if tel > 0 else
+                            "the telescoping error is 0")
                          + ("; fact 5 expects it within the telescoping error" if res > 2 * tel else "")
                          + "): p describes the network only to that accuracy")
     else:
@@ -133,6 +134,20 @@ def _compare(summary: dict, dataset: str) -> str:
             f"{100 * get('sketch_vs_exact_p_test_rel_max'):.1f}%; within 4 standard errors at "
             f"{100 * get('sketch_p_train_within_4se_fraction'):.0f}% (train) and "
             f"{100 * get('sketch_p_test_within_4se_fraction'):.0f}% (test) of the widths.")
+
+
+def _settings(config: dict, datasets: list[str]) -> str:
+    """The training settings that apply to the plotted datasets (MNIST-1D has its own γ and epochs)."""
+    others = [d for d in datasets if d != "mnist1d_noisy"]
+    parts = [f"n = {config.get('n_train')}, momentum {config.get('momentum')}, batch {config.get('batch_size')}, "
+             f"patience {config.get('patience')} epochs"]
+    if others:
+        parts.append(f"γ = {config.get('lr')}, at most {config.get('max_epochs')} epochs")
+    if "cifar" in datasets and config.get("lr_cifar"):
+        parts.append(f"cifar γ = {config.get('lr_cifar')}")
+    if "mnist1d_noisy" in datasets:
+        parts.append(f"MNIST-1D γ = {config.get('lr_1d')}, at most {config.get('max_epochs_1d')} epochs")
+    return " Settings: " + "; ".join(parts)
 
 
 def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -> list[Figure]:
@@ -234,12 +249,7 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
         + "".join(_compare(summary, d) for d in datasets)
         + (" The CIFAR images are the shared JPEG-derived copy (lossy re-encoding of CIFAR-10), not the original "
            "pixels." if "cifar" in datasets else "")
-        + f" Settings: n = {config.get('n_train')}, γ = {config.get('lr')}, momentum {config.get('momentum')}, "
-          f"batch {config.get('batch_size')}, at most {config.get('max_epochs')} epochs, patience "
-          f"{config.get('patience')} epochs"
-        + (f"; cifar γ = {config.get('lr_cifar')}" if "cifar" in datasets and config.get("lr_cifar") else "")
-        + (f"; MNIST-1D γ = {config.get('lr_1d')}, at most {config.get('max_epochs_1d')} epochs"
-           if "mnist1d_noisy" in datasets else "")
+        + _settings(config, datasets)
         + ".")
     figs = [Figure(save(fig, out_dir, "double_descent.png"), caption, "Double descent and effective parameters "
                    "(Fig. 3, 9, 10)")]
