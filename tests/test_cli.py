@@ -31,7 +31,7 @@ def test_list_names_every_experiment():
     assert proc.returncode == 0
     assert any(line.startswith("approximation") for line in proc.stdout.splitlines())
     (dd,) = [line for line in proc.stdout.splitlines() if line.startswith("double-descent")]
-    assert "[presets: tiny, quick, quick-all, paper, full]" in dd
+    assert "[presets: tiny, quick, quick-all, paper, fig3, fig9, fig10, quick-1d, full]" in dd
 
 
 def test_tiny_run_end_to_end_then_skip_and_report(tmp_path):
@@ -164,7 +164,7 @@ def test_demo_fallback_without_mnist_fits_the_digits_data():
     from telescope.experiments import approximation
     from telescope.experiments.base import resolve_config
 
-    cfg = resolve_config("approximation", approximation.Config, "quick", overrides=DEMO_WITHOUT_MNIST)
+    cfg = resolve_config("approximation", approximation.Config, "demo", overrides=DEMO_WITHOUT_MNIST)
     split = binary_task(cfg.dataset, tuple(cfg.classes), n_train=cfg.n_train, n_test=cfg.n_test)
     assert split.x_train.shape == (250, 64) and split.x_test.shape == (100, 64)
 

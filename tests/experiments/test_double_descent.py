@@ -80,12 +80,44 @@ def test_stopping_rule_interpolation_and_plateau():
     assert row["train/stop/reason"] == dd.STOP_REASONS["plateau"] and row["train/stop/epochs"] == 2
 
 
-def test_double_descent_shape_finds_the_interior_peak():
+def test_peak_detector_finds_a_peak_and_says_no_peak_on_a_monotone_curve():
     widths = np.array([1, 2, 4, 8, 16, 32])
-    shape = dd.double_descent_shape(widths, np.array([0.3, 0.2, 0.5, 0.25, 0.15, 0.1]))
-    assert shape["peak_width"] == 4 and shape["rise"] == pytest.approx(0.6) and shape["fall"] == pytest.approx(0.8)
-    mono = dd.double_descent_shape(widths, np.array([0.5, 0.4, 0.3, 0.2, 0.15, 0.1]))
-    assert mono["rise"] < 0                                   # no peak: "rise" into it is negative
+    shape = dd.find_peak(widths, np.array([0.3, 0.2, 0.5, 0.25, 0.15, 0.1]))
+    assert shape["peak"] == 1.0 and shape["peak_width"] == 4
+    assert shape["rise"] == pytest.approx(0.6) and shape["fall"] == pytest.approx(0.8)
+    # order of the input does not matter
+    perm = np.array([5, 0, 3, 1, 4, 2])
+    assert dd.find_peak(widths[perm], np.array([0.3, 0.2, 0.5, 0.25, 0.15, 0.1])[perm])["peak_width"] == 4
+    mono = dd.find_peak(widths, np.array([0.5, 0.4, 0.3, 0.2, 0.15, 0.1]))
+    assert mono["peak"] == 0.0 and np.isnan(mono["peak_width"])
+    # clean MNIST 3/5 of docs/double-descent.md (one seed): bumps of at most 9%, no peak
+    clean = dd.find_peak([1, 2, 4, 6, 8, 12, 20, 50, 200],
+                         [0.081, 0.068, 0.064, 0.069, 0.050, 0.053, 0.055, 0.048, 0.043])
+    assert clean["peak"] == 0.0 and 0 < clean["rise"] < dd.PEAK_REL
+    # noisy MNIST 3/5 of the same run: the peak at h = 8 (rise 51%, fall 38%)
+    noisy = dd.find_peak([1, 2, 4, 6, 8, 12, 20, 50, 200],
+                         [0.118, 0.123, 0.157, 0.234, 0.242, 0.181, 0.205, 0.199, 0.151])
+    assert noisy["peak"] == 1.0 and noisy["peak_width"] == 8
+    assert noisy["rise"] == pytest.approx(0.124 / 0.242) and noisy["fall"] == pytest.approx(0.091 / 0.242)
+
+
+def test_peak_detector_asks_for_more_than_two_standard_errors_with_seeds():
+    widths, curve = [1, 2, 4, 8, 16], [0.20, 0.18, 0.30, 0.19, 0.17]       # rise 0.12, fall 0.13
+    assert dd.find_peak(widths, curve)["peak"] == 1.0
+    assert dd.find_peak(widths, curve, se=[0.01] * 5)["peak"] == 1.0       # 2·√2·0.01 = 0.028 < 0.12
+    noisy = dd.find_peak(widths, curve, se=[0.05] * 5)                     # 2·√2·0.05 = 0.14 > 0.12
+    assert noisy["peak"] == 0.0 and noisy["rise"] == pytest.approx(0.4)
+    assert dd.find_peak([1, 2], [0.3, 0.2])["peak"] == 0.0                  # no interior width
+
+
+def test_constant_predictor_mse():
+    from telescope.data import Split
+
+    y_train = torch.tensor([0.0, 1.0, 1.0, 1.0])              # ȳ = 0.75
+    y_test = torch.tensor([0.0, 1.0])
+    x = torch.zeros(4, 2)
+    split = Split(x, y_train, x[:2], y_test)
+    assert dd.constant_test_mse(split) == pytest.approx((0.75 ** 2 + 0.25 ** 2) / 2)
 
 
 def test_figures_from_stored_metrics(tiny_run, tmp_path):
@@ -94,7 +126,61 @@ def test_figures_from_stored_metrics(tiny_run, tmp_path):
     summary, frame = tiny_run
     figs = module_for("double-descent").figures(frame, base.config_to_dict(TINY), summary, tmp_path)
     assert len(figs) == 1 and (tmp_path / figs[0].filename).stat().st_size > 5000
-    assert "digits 3/5, 20% noise" in figs[0].caption and "p_test peaks at width" in figs[0].caption
+    caption = figs[0].caption
+    assert "digits 3/5, 20% noise" in caption and "p_test largest at width" in caption
+    assert "one seed (no bands" in caption and "s.e. over" not in caption          # one seed: no "± s.e."
+    assert "residual" in caption and "constant predictor" in caption
+    # the caption claims a peak exactly when the detector found one
+    assert ("has a peak at width" in caption) == (summary["digits_noisy/test_mse_peak"] == 1.0)
+    assert ("has no peak" in caption) == (summary["digits_noisy/test_mse_peak"] == 0.0)
+
+
+def test_tiny_summary_has_the_constant_predictor_and_a_peak_verdict(tiny_run):
+    summary, frame = tiny_run
+    table = dd.final_table(frame).sort_values("width")
+    assert 0.2 < summary["digits_noisy/constant_test_mse"] <= 0.25 + 1e-12   # ≈ balanced {0,1} test labels
+    assert summary["digits_noisy/widths_better_than_constant"] == int(
+        (table["test/mse"] < summary["digits_noisy/constant_test_mse"]).sum())
+    assert summary["digits_noisy/test_mse_peak"] in (0.0, 1.0) and summary["digits_noisy/seeds"] == 1
+    assert ("digits_noisy/test_mse_peak_width" in summary) == (summary["digits_noisy/test_mse_peak"] == 1.0)
+
+
+def test_captions_with_seeds_say_mean_and_se(tmp_path):
+    """Two seeds of a stored frame: bands and "mean ± s.e. over 2 seeds"; a CIFAR-like curve
+    worse than the constant predictor at every width is said to be so."""
+    from telescope.plots import module_for
+
+    rows = []
+    for seed in (0, 1):
+        for w, mse in ((1, 0.30), (2, 0.40), (4, 0.30), (8, 0.29)):
+            for split, name, value in (("test", "mse", mse + 0.01 * seed), ("train", "mse", 0.1),
+                                       ("train", "n_params", 66 * w + 1), ("train", "n_train", 200)):
+                rows.append(dict(step=10, split=split, name=name, value=value, dataset="cifar", width=w,
+                                 seed=seed, method="exact"))
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    summary = dd.summarize(frame, dataclasses.replace(TINY, datasets=("cifar",)), {"cifar": 0.25})
+    assert summary["cifar/test_mse_peak"] == 1.0 and summary["cifar/test_mse_peak_width"] == 2
+    assert summary["cifar/widths_better_than_constant"] == 0 and summary["cifar/seeds"] == 2
+    cfg = base.config_to_dict(dataclasses.replace(TINY, datasets=("cifar",)))
+    figs = module_for("double-descent").figures(frame, cfg, summary, tmp_path)
+    caption = figs[0].caption
+    assert "mean ± s.e. over 2 seeds" in caption and "has a peak at width 2" in caption
+    assert "NO width beats it" in caption
+
+
+
+
+
+def test_figure_presets_are_the_paper_settings_one_figure_each():
+    paper = base.resolve_config("double-descent", dd.Config, "paper")
+    for preset, datasets in (("fig3", ("cifar",)), ("fig9", ("mnist_noisy", "mnist")), ("fig10", ("mnist1d_noisy",))):
+        cfg = base.resolve_config("double-descent", dd.Config, preset)
+        assert cfg.datasets == datasets and cfg.n_train == 1000 and cfg.seeds == 4
+        assert dataclasses.replace(cfg, datasets=paper.datasets) == paper
+    q1d = base.resolve_config("double-descent", dd.Config, "quick-1d")
+    assert q1d.datasets == ("mnist1d_noisy",) and q1d.seeds == 2 and q1d.grid("mnist1d_noisy")[1:] == (0.01, 500)
 
 
 def test_tiny_effective_parameters_grow_with_width(tiny_run):

@@ -14,6 +14,23 @@ log-spaced steps, it logs |f − f̃| (``telescope/abs_err``), |f − f_lin|
 # telescoping error exceeds the linearized one, as the digest's own check found at
 # large γ), and the AdamW grid is 100× smaller, about what AdamW needs for the same
 # approximation error here.
+#
+# NOTE [approximation fixed gamma T]
+# Fact 4 of the digest (§9, an [X] check, not a paper claim): at a fixed product γ·t the
+# telescoping error scales about ∝ γ while the linearized one stays flat. Every unit also
+# records at its "matched step" t_γ = round(γ_min · steps / γ) (γ_min the smallest γ of its
+# setting), so all γ of a setting are compared at the same γ·t = γ_min · steps (SGD quick:
+# t = 2000, 600, 200 for γ = 0.003, 0.01, 0.03). This adds at most one logged step per unit
+# (a setting with one γ adds none: its matched step is ``steps``). The summary fits the
+# log-log slope of the telescoping error against γ at those steps (1 = ∝ γ) and gives the
+# spread (max/min) of the linearized error.
+#
+# NOTE [approximation demo preset]
+# ``make demo`` runs the ``demo`` preset: all five settings, the smallest γ of each, one
+# seed, quick's 2,000 steps: 5 units, 10,000 steps against quick's 60,000, and each unit is
+# quick's seed-0 unit of that γ step for step. About 2 minutes on the shared 2-core machine
+# (measured: docs/approximation.md). It still shows fact 1: the f_lin error is orders of
+# magnitude above the telescoping one in every setting.
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from telescope.data import binary_task
@@ -61,11 +79,22 @@ class Config:
                      seeds=1, settings=("sgd", "adamw"), sgd_lrs=(0.05,), adamw_lrs=(1e-3,),
                      log_points=6),
         "quick": dict(steps=2000, seeds=2),
+        # NOTE [approximation demo preset]
+        "demo": dict(steps=2000, seeds=1, sgd_lrs=(0.003,), adamw_lrs=(3e-5,)),
         "paper": dict(),
     }
 
     def lrs(self, setting: str) -> tuple[float, ...]:
         return self.adamw_lrs if setting == "adamw" else self.sgd_lrs
+
+    def matched_step(self, setting: str, lr: float) -> int:
+        """The step t at which γ·t = γ_min·steps for ``setting`` (NOTE [approximation fixed gamma T])."""
+        return matched_step(min(self.lrs(setting)), lr, self.steps)
+
+
+def matched_step(lr_min: float, lr: float, steps: int) -> int:
+    """round(lr_min · steps / lr), at least 1: the step where γ·t equals lr_min·steps."""
+    return max(1, int(round(lr_min * steps / lr)))
 
 
 def optimizer_for(setting: str, params, lr: float, cfg: Config) -> torch.optim.Optimizer:
@@ -88,7 +117,7 @@ def run_unit(cfg: Config, data, setting: str, lr: float, seed: int, sink, device
     lens = Lens(model, {"test": x_test})
     opt = optimizer_for(setting, model.parameters(), lr, cfg)
     loss_fn = squared_loss(cfg.loss)
-    checkpoints = set(log_steps(cfg.steps, cfg.log_points))
+    checkpoints = set(log_steps(cfg.steps, cfg.log_points)) | {cfg.matched_step(setting, lr)}
 
     def record(step: int, mean_loss: float | None) -> None:
         p = lens.predictions("test")
@@ -129,11 +158,40 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
     return summarize(sink.metrics(), cfg.steps)
 
 
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of log y against log x (x, y: 1-D, positive, at least two points)."""
+    lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
 def summarize(frame, steps: int) -> dict[str, Any]:
-    """Final errors (mean over seeds) and the largest accuracy gaps to the network, per setting and lr."""
+    """Per setting and lr: final errors (mean over seeds), their ratio, the largest accuracy
+    gaps to the network; per setting with several lrs: the errors at the matched steps of a
+    fixed γ·t (NOTE [approximation fixed gamma T]), the telescoping error's log-log slope in
+    γ there and the linearized error's max/min spread."""
     out: dict[str, Any] = {}
     test = frame[frame["split"] == "test"]
     wide = test.pivot_table(index=["setting", "lr", "seed", "step"], columns="name", values="value").reset_index()
+    for setting, gs in wide.groupby("setting"):
+        lrs = sorted(gs["lr"].unique())
+        if len(lrs) < 2:
+            continue
+        tel, lin = [], []
+        for lr in lrs:
+            t = matched_step(lrs[0], lr, steps)
+            at = gs[(gs["lr"] == lr) & (gs["step"] == t)]
+            if at.empty:   # a run stored before matched steps were logged
+                break
+            tel.append(float(at["telescope/abs_err"].mean()))
+            lin.append(float(at["linearized/abs_err"].mean()))
+            pre = f"{setting}/fixed_gT/lr={lr:g}"
+            out[f"{pre}/step"] = t
+            out[f"{pre}/telescope_abs_err"] = tel[-1]
+            out[f"{pre}/linearized_abs_err"] = lin[-1]
+        else:
+            out[f"{setting}/fixed_gT/gamma_T"] = float(lrs[0] * steps)
+            out[f"{setting}/fixed_gT/telescope_slope"] = loglog_slope(lrs, tel)
+            out[f"{setting}/fixed_gT/linearized_spread"] = float(max(lin) / min(lin))
     for (setting, lr), g in wide.groupby(["setting", "lr"]):
         last = g[g["step"] == g["step"].max()]
         prefix = f"{setting}/lr={lr:g}"
