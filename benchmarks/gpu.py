@@ -31,11 +31,10 @@ import time
 import torch
 from torch import nn
 
-from telescope import Lens, SmootherSpec, empirical_ntk
-from telescope.models import MLP
-from telescope.models.mlp import scale_init
+from telescope import empirical_ntk
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lens_ops import make_step  # noqa: E402  (the benchmarks folder, added to the path above)
 
 
 def sync(device: str) -> None:
@@ -68,30 +67,9 @@ STEP_CASES = {
 
 
 def step_time(case, device: str, n: int, steps: int, batch: int = 200) -> float:
-    """Seconds per steady-state training step (median over blocks of 10 steps)."""
-    torch.manual_seed(0)
-    x, y = torch.rand(n, 64, device=device), torch.rand(n, device=device)
-    x_test = torch.rand(n, 64, device=device)
-    model = scale_init(MLP(64, 200, 3), 6.0).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-    lens = None
-    if case == "lens":
-        lens = Lens(model, {"test": x_test})
-    elif case is not None:
-        lens = Lens(model, {"test": x_test}, smoother=SmootherSpec(x, y, loss="mse", memory_budget_gb=64, **case))
-    gen = torch.Generator().manual_seed(0)
-    batches = [torch.randperm(n, generator=gen)[:batch] for _ in range(16)]   # CPU indices, like fit()
-    count = iter(range(10 ** 9))
-
-    def one() -> None:
-        idx = batches[next(count) % len(batches)]
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.mse_loss(model(x[idx]), y[idx]).backward()
-        if lens is None:
-            opt.step()
-        else:
-            lens.step(opt, batch=idx)
-
+    """Seconds per steady-state training step (median over blocks of 10 steps); the step is
+    benchmarks/lens_ops.py's, so the proxy counts and these timings measure the same thing."""
+    one = make_step(case, n, device=device, n_test=n, batch=batch, memory_budget_gb=64)
     block = max(1, min(10, steps // 5))
     return median_time(lambda: [one() for _ in range(block)], device, max(1, steps // block), warmup=2) / block
 

@@ -57,26 +57,33 @@ def count(events) -> tuple[int, int, collections.Counter]:
     return top, syncs, names
 
 
-def make_case(case: str, n_train: int, seed: int = 0):
-    """(step function, description) of one case on fresh data and a fresh model."""
+# the cases of issue 16's table: None = plain optimizer step, "lens" = telescoping only, a dict =
+# the smoother's settings (SmootherSpec keyword arguments)
+CASES = {
+    "plain": None,
+    "lens": "lens",
+    "lens+sketch": dict(method="sketch", probes=32, dtype="float32"),
+    "lens+exact": dict(method="exact", dtype="float64"),
+}
+
+
+def make_step(smoother, n_train: int, *, device: str = "cpu", n_test: int = 1000, seed: int = 0,
+              batch: int = 200, memory_budget_gb: float = 8.0):
+    """One training step of issue 16's problem (MLP 64-200-200-1 at α = 6, AdamW, batch ``batch``) on
+    fresh data and a fresh model; ``smoother`` as in :data:`CASES`. Batches are CPU indices, as in fit()."""
     torch.manual_seed(seed)
-    x, y = torch.rand(n_train, 64), torch.rand(n_train)
-    x_test = torch.rand(1000, 64)
-    model = scale_init(MLP(64, 200, 3), 6.0)
+    x, y = torch.rand(n_train, 64, device=device), torch.rand(n_train, device=device)
+    x_test = torch.rand(n_test, 64, device=device)
+    model = scale_init(MLP(64, 200, 3), 6.0).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     lens = None
-    if case == "lens":
+    if smoother == "lens":
         lens = Lens(model, {"test": x_test})
-    elif case == "lens+sketch":
-        lens = Lens(model, {"test": x_test}, smoother=SmootherSpec(x, y, loss="mse", method="sketch", probes=32,
-                                                                   dtype="float32"))
-    elif case == "lens+exact":
-        lens = Lens(model, {"test": x_test}, smoother=SmootherSpec(x, y, loss="mse", dtype="float64",
-                                                                   memory_budget_gb=8.0))
-    elif case != "plain":
-        raise SystemExit(f"unknown case {case!r}")
+    elif smoother is not None:
+        lens = Lens(model, {"test": x_test},
+                    smoother=SmootherSpec(x, y, loss="mse", memory_budget_gb=memory_budget_gb, **smoother))
     gen = torch.Generator().manual_seed(seed)
-    stream = [torch.randperm(n_train, generator=gen)[:200] for _ in range(64)]
+    stream = [torch.randperm(n_train, generator=gen)[:batch] for _ in range(64)]
     counter = iter(range(10 ** 9))
 
     def step() -> None:
@@ -89,6 +96,13 @@ def make_case(case: str, n_train: int, seed: int = 0):
             lens.step(opt, batch=idx)
 
     return step
+
+
+def make_case(case: str, n_train: int, seed: int = 0):
+    """The step function of one named case of :data:`CASES`."""
+    if case not in CASES:
+        raise SystemExit(f"unknown case {case!r}; choose from {', '.join(CASES)}")
+    return make_step(CASES[case], n_train, seed=seed)
 
 
 def main() -> None:

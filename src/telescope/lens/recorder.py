@@ -62,6 +62,15 @@ class Tracker(Protocol):
                    optimizer: torch.optim.Optimizer) -> None: ...
 
 
+def check_placement(where: str, x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> None:
+    """Inputs must sit on the model's ``device`` and, when floating, have its ``dtype``: a
+    ShapeError naming ``where`` and the fix otherwise (integer inputs such as token ids pass)."""
+    if x.device != device:
+        raise ShapeError(f"{where}: on {x.device} but the model is on {device}; move it with .to({str(device)!r})")
+    if x.is_floating_point() and x.dtype != dtype:
+        raise ShapeError(f"{where}: dtype {x.dtype} differs from the model's {dtype}; convert with .to({dtype})")
+
+
 def check_batch_independent(model: nn.Module, *, caller: str, allow_buffers: bool = False) -> list[str]:
     """Refuse BatchNorm (see NOTE [probes in eval mode]); return the names of dropout modules."""
     bn = [name for name, m in model.named_modules() if isinstance(m, _BATCH_DEPENDENT)]
@@ -190,12 +199,7 @@ class Lens:
             raise ShapeError(f"{where}: expected a tensor or NumPy array (n, *input_shape), got {type(x).__name__}")
         if x.ndim < 1 or x.shape[0] == 0:
             raise ShapeError(f"{where}: expected a non-empty tensor (n, *input_shape), got shape {tuple(x.shape)}")
-        if x.device != self.device:
-            raise ShapeError(f"{where}: probes are on {x.device} but the model is on "
-                             f"{self.device}; move them with .to({str(self.device)!r})")
-        if x.is_floating_point() and x.dtype != self.dtype:
-            raise ShapeError(f"{where}: dtype {x.dtype} differs from the model's "
-                             f"{self.dtype}; convert with .to({self.dtype})")
+        check_placement(where, x, self.device, self.dtype)
         return x
 
     def _trial_forward(self, name: str, x: torch.Tensor) -> None:

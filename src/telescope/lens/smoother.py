@@ -150,6 +150,7 @@ import torch
 
 from telescope.errors import ConfigError, ShapeError, UnsupportedModelError
 from telescope.lens.products import JacobianMethod, JacobianProducts, Prepared, Side
+from telescope.lens.recorder import check_placement
 
 log = logging.getLogger(__name__)
 
@@ -513,12 +514,7 @@ class SmootherTracker:
         self.dtype = torch.float64 if spec.dtype == "float64" else torch.float32
         self.device = lens.device
         x = spec.x_train
-        if x.device != lens.device:
-            raise ShapeError(f"SmootherSpec(x_train=...): on {x.device} but the model is on {lens.device}; "
-                             f"move it with .to({str(lens.device)!r})")
-        if x.is_floating_point() and x.dtype != lens.dtype:
-            raise ShapeError(f"SmootherSpec(x_train=...): dtype {x.dtype} differs from the model's {lens.dtype}; "
-                             f"convert with .to({lens.dtype})")
+        check_placement("SmootherSpec(x_train=...)", x, lens.device, lens.dtype)
         probe_x = lens.probe_inputs
         if tuple(x.shape[1:]) != tuple(probe_x.shape[1:]):
             raise ShapeError(f"SmootherSpec(x_train=...): input shape {tuple(x.shape[1:])} differs from the "
