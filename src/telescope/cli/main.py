@@ -14,6 +14,7 @@ from telescope.cli.errors import friendly, log_errors_in
 from telescope.cli.study_help import StudyCommand
 from telescope.cli.sweep import sweep_cmd
 from telescope.experiments.base import parse_overrides
+from telescope.report.numbers import number
 
 HEADLINE_VALUES = 8  # summary values printed after a run; the rest stay in summary.json
 
@@ -33,7 +34,7 @@ def headline(run_dir: Path) -> list[str]:
     scalars = [(k, v) for k, v in summary.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
     lines = [f"results ({path}):"]
     for key, value in scalars[:HEADLINE_VALUES]:
-        lines.append(f"  {key} = {value:.6g}" if isinstance(value, float) else f"  {key} = {value}")
+        lines.append(f"  {key} = {number(value, 6)}")
     if len(summary) > HEADLINE_VALUES:
         lines.append(f"  ... {len(summary) - min(len(scalars), HEADLINE_VALUES)} more in summary.json")
     return lines

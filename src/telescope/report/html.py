@@ -16,6 +16,7 @@ from typing import Any
 
 from telescope.errors import DataError, TelescopeError
 from telescope.store import read_json, read_metrics, run_status
+from telescope.report.numbers import number
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def _table(mapping: dict[str, Any]) -> str:
     rows = []
     for key, value in mapping.items():
         if isinstance(value, float):
-            text = f"{value:.6g}"
+            text = number(value, 6)
         elif isinstance(value, (list, dict)):
             text = json.dumps(value)
         else:
@@ -127,7 +128,7 @@ def _figure(fig, out_dir: Path, prefix: str = "") -> str:
 
 
 def _frame_html(frame) -> str:
-    table = frame.to_html(index=False, border=0, na_rep="—", float_format=lambda v: f"{v:.4g}", escape=True)
+    table = frame.to_html(index=False, border=0, na_rep="—", float_format=number, escape=True)
     return f"<div style='overflow-x:auto'>{table}</div>"
 
 
@@ -139,7 +140,7 @@ def _mean_se_wide(table, keys: list[str]):
 
     def cell(row) -> str:
         se = row["se"]
-        return f"{row['mean']:.4g}" + ("" if se is None or (isinstance(se, float) and math.isnan(se))
+        return number(row['mean']) + ("" if se is None or (isinstance(se, float) and math.isnan(se))
                                         else f" ± {se:.2g}") + f" (n={int(row['n'])})"
 
     if not len(table):
