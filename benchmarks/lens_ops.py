@@ -21,6 +21,11 @@ Targets (issue 16): lens ≤ 1.5 × plain ops; lens+sketch ≤ 2.5 × plain ops;
 step's. The counts do not depend on the machine's speed or load; the exact case's ops do not
 depend on n (only its time does), so ``--exact-n 200`` gives the same counts quickly.
 
+A second table counts the host reads of the training loop around the step, ``telescope.train.fit``
+with a ``RecordAt`` recording at 4 of ``--fit-steps`` steps: read-every-step (the CPU default,
+``sync_free=False``) vs ``sync_free=True`` (the accelerator default; NOTE [training without host
+syncs]: the loss is summed on the device and read at record steps and every ``check_every``).
+
     python benchmarks/lens_ops.py [--steps 3] [--warmup 2] [--exact-n 1000] [--cases plain,lens,...]
 """
 
@@ -111,6 +116,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--exact-n", type=int, default=1000)
     ap.add_argument("--cases", default="plain,lens,lens+sketch,lens+exact")
+    ap.add_argument("--fit-steps", type=int, default=200, help="steps of the fit() table (0: skip it)")
     ap.add_argument("--top", type=int, default=0, help="also list the N most frequent top-level ops per case")
     args = ap.parse_args()
     results = {}
@@ -141,6 +147,39 @@ def main() -> None:
             if case in results:
                 r = results[case][0] / plain[0]
                 print(f"  {case} / plain ops = {r:.2f}  (target <= {target}: {'met' if r <= target else 'NOT met'})")
+    if args.fit_steps:
+        main_fit(args.fit_steps)
+
+
+def fit_reads(steps: int, sync_free: bool, check_every: int = 100) -> float:
+    """Host reads per step of ``fit`` (MLP of :func:`make_step`, AdamW, lens, RecordAt at 4 steps),
+    the optimizer's own included (CPU AdamW reads its step counter: the first table's plain syncs)."""
+    from telescope.train import RecordAt, fit
+
+    def run(record_steps: set[int]) -> int:
+        torch.manual_seed(0)
+        x, y = torch.rand(1000, 64), torch.rand(1000)
+        model = scale_init(MLP(64, 200, 3), 6.0)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        lens = Lens(model, {"test": torch.rand(1000, 64)})
+        rec = RecordAt(record_steps, lambda s, m: None)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fit(model, opt, torch.nn.functional.mse_loss, x, y, steps=steps, batch_size=200, lens=lens,
+                generator=torch.Generator().manual_seed(0), callbacks=[rec], sync_free=sync_free,
+                check_every=check_every)
+        return count(prof.events())[1]
+
+    records = set(int(s) for s in torch.linspace(1, steps, 4).round().tolist())
+    return run(records) / steps
+
+
+def main_fit(steps: int) -> None:
+    from telescope.train import RecordAt  # noqa: F401  (import errors surface before profiling)
+
+    print(f"  fit: host reads per step over {steps} steps (lens, RecordAt at 4 of them; the optimizer's own "
+          "reads included):")
+    print(f"    sync_free=False (the CPU default): {fit_reads(steps, sync_free=False):.2f}")
+    print(f"    sync_free=True  (the GPU default): {fit_reads(steps, sync_free=True):.2f}")
 
 
 if __name__ == "__main__":

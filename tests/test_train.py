@@ -125,3 +125,64 @@ def test_fit_needs_a_stream_or_a_batch_size_and_generator():
     model, x, y = _problem()
     with pytest.raises(ConfigError, match="batch_size and generator"):
         fit(model, torch.optim.SGD(model.parameters(), lr=0.1), _mse, x, y, steps=1, batch_size=4)
+
+
+# NOTE [training without host syncs]: the sync-free path, exercised on the CPU by sync_free=True.
+
+def _diverging(after: int):
+    """A loss that is finite for ``after`` calls and NaN from then on."""
+    calls = {"n": 0}
+
+    def loss(f, t):
+        calls["n"] += 1
+        base = ((f - t) ** 2).mean()
+        return base if calls["n"] <= after else base * float("nan")
+    return loss
+
+
+def _reads(run) -> int:
+    """Host reads of a tensor (aten::_local_scalar_dense: .item(), float(t), bool(t)) made by ``run``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense")
+
+
+def test_sync_free_fit_reads_the_loss_only_at_record_and_check_steps_and_logs_the_same_means():
+    logged = {}
+    for sync_free in (False, True):
+        model, x, y = _problem()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        seen = []
+        rec = RecordAt([0, 7, 20], lambda s, m: seen.append((s, m)))
+        rec.start()
+        reads = _reads(lambda: fit(model, opt, _mse, x, y, steps=20, batch_size=4, sync_free=sync_free,
+                                   check_every=10, generator=torch.Generator().manual_seed(0), callbacks=[rec]))
+        logged[sync_free] = (seen, reads)
+    assert logged[True][0] == logged[False][0]            # the same means, bit for bit
+    assert logged[False][1] >= 20                          # one read per step before
+    # sync-free: the record reads at steps 7 and 20, the checks at 7 (due), 10, 20
+    assert logged[True][1] == 5
+
+
+def test_sync_free_fit_still_stops_on_divergence_before_a_record_is_made_from_diverged_weights():
+    model, x, y = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    seen = []
+    rec = RecordAt([3, 6, 9], lambda s, m: seen.append(s))
+    with pytest.raises(DivergenceError, match="between steps 4 and 6"):
+        fit(model, opt, _diverging(after=4), x, y, steps=12, batch_size=4, sync_free=True, check_every=100,
+            generator=torch.Generator().manual_seed(0), callbacks=[rec])
+    assert seen == [3]                                     # step 6's record was never made
+
+
+def test_sync_free_fit_reads_every_step_when_a_plain_callback_wants_floats():
+    model, x, y = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    got = []
+    fit(model, opt, _mse, x, y, steps=5, batch_size=4, sync_free=True, generator=torch.Generator().manual_seed(0),
+        callbacks=[lambda s, loss: got.append(type(loss))])
+    assert got == [float] * 5
+    with pytest.raises(ConfigError, match="check_every"):
+        fit(model, opt, _mse, x, y, steps=1, batch_size=4, check_every=0, generator=torch.Generator())

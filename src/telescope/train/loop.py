@@ -22,7 +22,28 @@ from telescope.errors import ConfigError, DivergenceError
 
 
 class Callback(Protocol):
+    """Called after every step with the step's mini-batch loss as a Python float.
+
+    Reading the float is a host sync on an accelerator; a callback that can work with the
+    loss as a device tensor sets ``loss_on_device = True`` instead (see :class:`RecordAt`
+    and NOTE [training without host syncs]).
+    """
+
     def __call__(self, step: int, loss: float) -> None: ...
+
+
+# NOTE [training without host syncs]
+# On a GPU, reading the loss (``float(loss)``) waits for the step to finish, so a loop that
+# reads it every step never runs ahead of the device. ``fit`` reads it only where something
+# needs it: when a callback takes floats, or at a divergence check. Callbacks with
+# ``loss_on_device = True`` receive the detached 0-dim loss tensor (RecordAt sums it on the
+# device and reads the mean at its record steps). Divergence is still caught: every step
+# adds ``loss − loss`` (0 when finite, NaN otherwise) into a device scalar, read every
+# ``check_every`` steps, at the last step, and before any step a device callback declares
+# ``due(step)`` for (so no record is made from diverged weights). On the CPU the read
+# costs nothing and the check runs every step, as it always did (``sync_free`` defaults to
+# False there): the error names the exact step and loss; on an accelerator it names the
+# window of steps in which the loss left the finite numbers.
 
 
 class BeforeStep(Protocol):
@@ -63,6 +84,26 @@ def batches(n: int, batch_size: int, generator: torch.Generator, *,
             yield perm[b * batch_size:(b + 1) * batch_size]
 
 
+class _FiniteGuard:
+    """The divergence check of NOTE [training without host syncs]: a device scalar that
+    turns NaN once any loss added since the last check was not finite."""
+
+    def __init__(self, start_step: int):
+        self.poison: torch.Tensor | None = None
+        self.since = start_step          # the last step known to be finite
+
+    def add(self, loss: torch.Tensor) -> None:
+        term = loss - loss               # 0 when finite; NaN for NaN and ±inf
+        self.poison = term if self.poison is None else self.poison.add_(term)
+
+    def check(self, step: int) -> None:
+        if self.poison is not None and not bool(torch.isfinite(self.poison)):   # the one host read
+            raise DivergenceError(
+                f"training diverged: the loss left the finite numbers between steps {self.since + 1} and "
+                f"{step}; lower the learning rate (metrics logged up to step {self.since} are kept)")
+        self.since = step
+
+
 def make_optimizer(name: str, params, *, lr: float, momentum: float = 0.0,
                    weight_decay: float = 0.0, betas: Sequence[float] = (0.9, 0.999),
                    nesterov: bool = False) -> torch.optim.Optimizer:
@@ -84,7 +125,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         lens=None, scheduler=None, callbacks: Sequence[Callback] = (),
         before_step: Sequence[BeforeStep] = (),
         prepare: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-        progress=None, start_step: int = 0) -> int:
+        progress=None, start_step: int = 0, check_every: int = 100,
+        sync_free: bool | None = None) -> int:
     """Train for ``steps`` steps; returns the number of the last step taken.
 
     Step ``t`` (1-based, counted from ``start_step``) takes batch B_t (index tensor) from
@@ -93,14 +135,25 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
     (or the plain batch), back-propagates and steps (through ``lens.step(optimizer,
     batch=B_t)`` when a lens is given), steps the scheduler, then calls every callback with
     ``(t, loss)``. Shapes: x (n, ...), y (n, ...) indexed along the first axis.
+
+    ``sync_free``: read the loss only where needed (NOTE [training without host syncs]);
+    default: on an accelerator, not on the CPU (where reading costs nothing and divergence is
+    caught at its exact step). ``check_every``: then read the divergence check every this
+    many steps.
     """
+    if check_every < 1:
+        raise ConfigError(f"fit(check_every={check_every}): give a positive number of steps")
     if stream is None:
         if batch_size is None or generator is None:
             raise ConfigError("fit(stream=None): pass batch_size and generator (or a stream of index batches)")
         stream = batches(x.shape[0], batch_size, generator)
     model.train()
+    on_device = [cb for cb in callbacks if getattr(cb, "loss_on_device", False)]
+    reads_float = len(on_device) < len(callbacks)
+    guard = _FiniteGuard(start_step)
+    last = start_step + steps
     step = start_step
-    for step in range(start_step + 1, start_step + steps + 1):
+    for step in range(start_step + 1, last + 1):
         idx = next(stream)
         for hook in before_step:
             hook(step, idx)
@@ -109,11 +162,20 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         if prepare is not None:
             xb, yb = prepare(xb, yb)
         loss = loss_fn(model(xb), yb)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise DivergenceError(
-                f"training diverged: the loss is {value} at step {step}; lower the learning rate "
-                "(metrics logged up to the previous step are kept)")
+        detached = loss.detach()
+        value = None
+        if sync_free is None:
+            sync_free = detached.device.type != "cpu"
+        if reads_float or not sync_free:
+            value = float(detached)
+            if not math.isfinite(value):
+                raise DivergenceError(
+                    f"training diverged: the loss is {value} at step {step}; lower the learning rate "
+                    "(metrics logged up to the previous step are kept)")
+        else:
+            guard.add(detached)
+            if step % check_every == 0 or step == last or any(cb.due(step) for cb in on_device):
+                guard.check(step)
         loss.backward()
         if lens is not None:
             lens.step(optimizer, batch=idx)
@@ -122,7 +184,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         if scheduler is not None:
             scheduler.step()
         for cb in callbacks:
-            cb(step, value)
+            cb(step, detached if getattr(cb, "loss_on_device", False) else value)
         if progress is not None:
             progress.update(1)
     return step
