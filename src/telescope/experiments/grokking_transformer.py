@@ -38,7 +38,7 @@ from telescope.experiments.base import RunContext, bounded
 from telescope.kernels import empirical_ntk, kernel_distance, kernel_target_alignment, spectrum_effective_rank
 from telescope.kernels.fastpath import no_fused_fastpath
 from telescope.lens import Lens, SmootherSpec, smoother_metrics
-from telescope.measures import weight_norm
+from telescope.measures import first_step, value_at, weight_norm
 from telescope.models.transformer import ModularTransformer, modular_tokens
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
@@ -149,11 +149,6 @@ def run_unit(cfg: Config, sink, device: str, progress=None) -> None:
         callbacks=[recorder], progress=progress)
 
 
-def _first(steps: np.ndarray, ok: np.ndarray) -> float:
-    hit = np.flatnonzero(ok)
-    return float(steps[hit[0]]) if hit.size else float("nan")
-
-
 GENERALIZED = 0.95      # test accuracy that counts as generalized (the acceptance)
 
 
@@ -173,17 +168,17 @@ def summarize(frame, cfg: Config) -> dict[str, Any]:
     p_tr, p_te = col("train", "smoother/p_eff"), col("test", "smoother/p_eff")
     tel, lin = col("test", "telescope/abs_err"), col("test", "linearized/abs_err")
     align = col("test", "ntk/alignment")
-    fit_, gen = _first(st, err_tr == 0), _first(st, 1 - err_te > GENERALIZED)
+    fit_, gen = first_step(st, err_tr == 0), first_step(st, 1 - err_te > GENERALIZED)
 
     def at(values, step):
-        return float(values[st == step][0]) if np.isfinite(step) else float("nan")
+        return value_at(st, values, step)
 
     later = (st > 1) & np.isfinite(tel)           # after one step f̃ = f_lin by definition & np.isfinite(lin) & (lin > 0)
     out = {
         "p": cfg.p, "steps": cfg.steps,
         "step_fit": fit_, "step_generalize": gen,
         "delay": gen - fit_ if np.isfinite(gen) and np.isfinite(fit_) else float("nan"),
-        "step_p_gap": _first(st, (p_tr >= 1.0) & (p_te < 0.9 * p_tr)),
+        "step_p_gap": first_step(st, (p_tr >= 1.0) & (p_te < 0.9 * p_tr)),
         "test_accuracy_at_fit": 1 - at(err_te, fit_),
         "p_train_at_fit": at(p_tr, fit_), "p_test_at_fit": at(p_te, fit_),
         "p_train_at_generalize": at(p_tr, gen), "p_test_at_generalize": at(p_te, gen),
