@@ -31,3 +31,16 @@ def test_cli_headline_prints_step_counts_as_integers(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps({"grok_step": 123456789.0, "ratio": 0.5}))
     lines = headline(tmp_path)
     assert "  grok_step = 123456789" in lines and "  ratio = 0.5" in lines
+
+
+def test_cli_headline_prints_a_studys_declared_headline_first(tmp_path):
+    from telescope.cli.main import headline
+    from telescope.experiments import get
+
+    keys = {f"{s}/lr=0.1/{m}": 1.0 for s in ("adamw", "sgd") for m in ("a_err", "b_err", "c_err", "d_err",
+                                                                        "ratio_linearized_to_telescope")}
+    (tmp_path / "summary.json").write_text(json.dumps(keys, sort_keys=True))
+    lines = headline(tmp_path, get("approximation").headline)
+    assert [ln.split(" = ")[0].strip() for ln in lines[1:3]] == ["adamw/lr=0.1/ratio_linearized_to_telescope",
+                                                                 "sgd/lr=0.1/ratio_linearized_to_telescope"]
+    assert lines[1:3] != headline(tmp_path)[1:3]            # without the study's patterns: sorted order

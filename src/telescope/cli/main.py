@@ -24,14 +24,18 @@ def progress_lines() -> Callable[[str], None] | None:
     return None if sys.stdout.isatty() else click.echo
 
 
-def headline(run_dir: Path) -> list[str]:
-    """A few lines of a finished run's results: the first summary values and where the rest are."""
+def headline(run_dir: Path, first: tuple[str, ...] = ()) -> list[str]:
+    """A few lines of a finished run's results and where the rest are: the summary values whose
+    keys match the ``fnmatch`` patterns ``first`` (a study's ``HEADLINE``), then the others."""
+    from fnmatch import fnmatch
+
     path = Path(run_dir) / "summary.json"
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
     scalars = [(k, v) for k, v in summary.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    scalars.sort(key=lambda kv: not any(fnmatch(kv[0], pattern) for pattern in first))   # stable
     lines = [f"results ({path}):"]
     for key, value in scalars[:HEADLINE_VALUES]:
         lines.append(f"  {key} = {number(value, 6)}")
@@ -76,7 +80,9 @@ def execute(name: str, preset: str, seed: int | None, sets: dict[str, str], out:
     if not quiet:
         if outcome.status == "skipped":
             click.echo(f"already done (same config): {outcome.path}")
-        for line in headline(outcome.path):
+        from telescope.experiments import get
+
+        for line in headline(outcome.path, get(name).headline):
             click.echo(line)
     return outcome.path
 

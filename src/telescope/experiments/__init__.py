@@ -54,6 +54,12 @@ class Experiment:
     def config_cls(self) -> type:
         return self.module.Config
 
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """``fnmatch`` patterns of the summary keys printed first after a run (module attribute
+        ``HEADLINE``; summaries are stored with sorted keys, so order is declared, not inherited)."""
+        return tuple(getattr(self.module, "HEADLINE", ()))
+
     def run(self, config, sink, ctx):
         return self.module.run(config, sink, ctx)
 

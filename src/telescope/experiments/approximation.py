@@ -164,6 +164,9 @@ def loglog_slope(x, y) -> float:
     return float(np.polyfit(lx, ly, 1)[0])
 
 
+HEADLINE = ("*/ratio_linearized_to_telescope",)   # fact 1, printed first after a run (and by `telescope demo`)
+
+
 def summarize(frame, steps: int) -> dict[str, Any]:
     """Per setting and lr: final errors (mean over seeds), their ratio, the largest accuracy
     gaps to the network; per setting with several lrs: the errors at the matched steps of a
