@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-export TELESCOPE_DATA ?= $(abspath ../shared/data)
+# ../shared/data beside the checkout; in a git worktree, beside the main checkout it belongs to
+GIT_COMMON := $(shell git rev-parse --path-format=absolute --git-common-dir 2>/dev/null)
+export TELESCOPE_DATA ?= $(if $(GIT_COMMON),$(abspath $(dir $(GIT_COMMON))../shared/data),$(abspath ../shared/data))
 
 .PHONY: demo test venv bench clean
 
