@@ -37,6 +37,27 @@ def test_sigma_units_sweep_sigma_at_fixed_alpha_and_jointly_at_fixed_alpha_sigma
     assert all(a * sg ** 2 == 1.0 for (a, sg), roles in units.items() if "sigma_joint" in roles)
 
 
+def test_an_init_scale_is_the_unit_scale_model_at_alpha_sigma_and_epsilon_sigma():
+    """NOTE [σ sweep]: (α, ε, σ) with step η ≡ (ασ, εσ, 1) with step η/σ², exactly."""
+    import torch
+
+    from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
+
+    x, y, xt, _, _ = gaussian_quadratic_task(6, 20, 10, generator=torch.Generator().manual_seed(0))
+    alpha, eps, sigma, eta = 0.7, 0.3, 2.5, 3.0
+    a = CommitteeMachine(6, 8, epsilon=eps, alpha=alpha, init_scale=sigma,
+                         generator=torch.Generator().manual_seed(1))
+    b = CommitteeMachine(6, 8, epsilon=eps * sigma, alpha=alpha * sigma,
+                         generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for _ in range(30):
+            a.weight -= eta * a.mse_gradient(x, a(x) - y)
+            b.weight -= eta / sigma ** 2 * b.mse_gradient(x, b(x) - y)
+        assert torch.allclose(a(xt), b(xt), rtol=0, atol=1e-10)
+        assert torch.allclose(a.weight, sigma * b.weight, rtol=0, atol=1e-10)
+        assert a.relative_change() == pytest.approx(b.relative_change(), rel=1e-10)
+
+
 def test_analytic_solution_is_an_exact_minimiser_of_the_population_loss():
     """NOTE [init interpolation]: rows ±β/√(αε) give M = ββᵀ/(αε), w̄ = 0: eq. 6 is exactly 0."""
     import torch
@@ -142,7 +163,10 @@ def test_tiny_figures(tiny, tmp_path):
     cfg, sink, s = tiny
     figs = module_for("lazy-rich").figures(sink.metrics(), config_to_dict(cfg), s, tmp_path)
     names = {f.filename for f in figs}
-    assert {"lazy_rich_headline.png", "lazy_rich_alpha.png", "lazy_rich_epsilon.png", "lazy_rich_modular.png"} <= names
+    assert {"lazy_rich_headline.png", "lazy_rich_alpha.png", "lazy_rich_epsilon.png", "lazy_rich_modular.png",
+            "lazy_rich_sigma.png", "lazy_rich_interpolation.png"} <= names
+    headline = next(f for f in figs if f.filename == "lazy_rich_headline.png")
+    assert "separate axes" in headline.caption and "differ only in the normalisation" in headline.caption
     for f in figs:
         assert (tmp_path / f.filename).stat().st_size > 10_000 and "paper" in f.caption
 
