@@ -44,6 +44,7 @@ def _stage_figure(plt, stages: pd.DataFrame, summary: dict, config: dict, out_di
         if plateau is not None:
             ax.axhline(plateau, color="grey", lw=0.8, ls="--", label=r"theory plateau $\|P_{>l}f\|^2$")
         for key, style, label in (("learn_deg1", ":", r"$1/\lambda_{d,1}$"),
+                                  ("learn_deg2", (0, (1, 3)), r"$1/\lambda_{d,2}$ (learnable when l = 2)"),
                                   ("interpolate", "--", r"$n/\kappa_{>l}$"),
                                   ("oracle_next", "-.", r"$1/\lambda_{d,l+1}$")):
             value = summary.get(f"{kernel}/predicted/{key}")

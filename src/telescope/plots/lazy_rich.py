@@ -149,7 +149,7 @@ def _headline(plt, metrics, config, out_dir) -> Figure | None:
         f"{pw['value'].max():.3g} (epoch {int(pw['step'].iloc[int(pw['value'].values.argmax())])}); NTK alignment "
         f"(paper code) {al['value'].iloc[0]:.4f} → {al['value'].iloc[-1]:.4f}, centred "
         f"{ac['value'].iloc[0]:.4f} → {ac['value'].iloc[-1]:.4f} (they differ only in the normalisation of K, by "
-        f"at most {float(rel.abs().max()) if len(rel) else float('nan'):.1%}: panel (f)); feature alignment "
+        f"at most {100 * float(rel.abs().max()) if len(rel) else float('nan'):.2g} %: panel (f)); feature alignment "
         f"{fa['value'].iloc[0]:.2f} → {fa['value'].iloc[-1]:.1f} (of D = {config['d']}); weight norm ×{wr:.2f}. "
         "(b) is the exact population loss (eq. 6) of the current weights; the thick blue line is the test MSE on "
         f"{config['n_test']} samples. (d) and (e) are separate quantities on separate axes.")
