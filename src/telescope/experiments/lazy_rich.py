@@ -159,6 +159,10 @@ class Config:
         # ≈ 200,000 at lr 1; α = 1/64 diverges at lr 20, so the α sweep stays in `quick`
         "final": dict(lr=20.0, epochs=10000, eval_every=20, alphas=(), epsilons=(0.02, 0.05, 0.1),
                       phase_alphas=(), phase_epsilons=(), modular_scales=()),
+        # fact 2 at small α: the paper's step (lr 10 diverges below α = 1/64; at lr 1, α = 1/1024
+        # oscillates at the edge of stability, measured), every epoch logged
+        "small-alpha": dict(lr=1.0, epochs=2000, eval_every=1, alphas=(1 / 256, 1 / 64), epsilons=(),
+                            phase_alphas=(), phase_epsilons=(), modular_scales=()),
         "paper": dict(d=100, width=500, n_train=550, n_test=1000, alphas=(1 / 32, 0.25, 0.5, 1.0, 2.0, 4.0),
                       epsilons=(0.02, 0.05, 0.1, 0.25), epochs=100000, log_points=100,
                       phase_alphas=(0.4, 1.2, 2.0, 2.8, 4.0, 5.6), phase_epsilons=(0.02, 0.06, 0.12, 0.2, 0.28),
