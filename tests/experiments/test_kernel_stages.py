@@ -21,15 +21,18 @@ def tiny():
     return config, sink, summary
 
 
-def test_tiny_run_shows_three_stages_in_order_near_the_theory(tiny):
+def test_tiny_run_shows_stages_one_and_three_but_no_clean_stage_two(tiny):
+    """d = 100, n = 1000: n/κ and 1/λ_{d,2} are only 7x apart, so when the training set is fitted
+    the oracle has already learned a third of degree 2 — no clean stage 2 (NOTE [stage detection])."""
     config, _, summary = tiny
-    assert summary["stages_in_order"] and summary["exp/stages_in_order"]
-    s = {k: summary[f"exp/stage{k}_start"] for k in (1, 2, 3)}
-    e = {k: summary[f"exp/stage{k}_end"] for k in (1, 2, 3)}
-    assert s[1] == 1 and e[1] < s[2] <= e[2] < s[3] and e[3] == config.t_max
-    # detected boundaries sit within a small constant factor of n/κ_{>1} and 1/λ_{d,2}
-    assert 0.1 < s[2] / summary["exp/predicted/interpolate"] < 1.0
-    assert 0.1 < s[3] / summary["exp/predicted/oracle_next"] < 1.0
+    assert not summary["stages_in_order"] and not summary["exp/stages_in_order"]
+    assert "exp/stage2_start" not in summary
+    assert summary["exp/stage1_start"] == 1 and summary["exp/stage3_end"] == config.t_max
+    assert summary["exp/stage1_end"] < summary["exp/t_fitted"] < summary["exp/stage3_start"]
+    assert 0.2 < summary["exp/bootstrap_gap"] < 0.5
+    # the training set is fitted (90 %) ~1.15 n/κ_{>1}; stage 3 starts ~1.15/λ_{d,2}
+    assert 1.0 < summary["exp/t_fitted"] / summary["exp/predicted/interpolate"] < 2.5
+    assert 1.0 < summary["exp/stage3_start"] / summary["exp/predicted/oracle_next"] < 2.5
     # stage 3: training error gone, oracle gone, test frozen near ‖P_2 f‖² ≈ 1
     assert summary["exp/end/train"] < 1e-6 and summary["exp/end/oracle"] < 1e-6
     assert 0.6 < summary["exp/end/test"] < 1.3
@@ -92,7 +95,9 @@ def test_quick_setting_reproduces_the_digest_numbers():
         assert at["train"] == pytest.approx(train, abs=0.08)
         assert at["test"] == pytest.approx(test, abs=0.1)
         assert at["oracle"] == pytest.approx(oracle, abs=0.02)     # deterministic up to quadrature
-    assert summary["exp/stages_in_order"]
+    # at this size the deep bootstrap is not clean: test − oracle ≈ 0.17 of the test error at the fit
+    assert 0.1 < summary["exp/bootstrap_gap"] < 0.3 and not summary["exp/stages_in_order"]
+    assert abs(summary["exp/plateau_excess"]) < 0.1
 
 
 def test_resume_skips_finished_units(tiny):
@@ -105,7 +110,7 @@ def test_resume_skips_finished_units(tiny):
 
 @pytest.mark.parametrize("key,value,match", [
     ("kernels", "rbf", "unknown kernel"), ("d", "2", "d=2"), ("bridge_width", "7", "even"),
-    ("target", "x1+x500*x2", "raise d"), ("nuggets", "-1", "nuggets"), ("threshold", "1", "threshold"),
+    ("target", "x1+x500*x2", "raise d"), ("nuggets", "-1", "nuggets"), ("stage_tol", "0.5", "stage_tol"),
 ])
 def test_bad_config_is_rejected(key, value, match):
     with pytest.raises(ConfigError, match=match):

@@ -19,11 +19,60 @@ def test_config_validation_and_units():
         resolve_config("lazy-rich", L.Config, "tiny", overrides={"alphas": "0,1"})
     cfg = L.Config(alpha=1.0, epsilon=0.02, alphas=(0.5, 1.0), epsilons=(0.02, 0.1), phase_alphas=(1.0, 2.0),
                    phase_epsilons=(0.02,), epochs=100, phase_epochs=50)
-    units = {(a, e, t): roles for a, e, t, roles in cfg.units()}
-    assert units[(1.0, 0.02, 100)] == ("alpha_sweep", "epsilon_sweep", "phase")   # merged, one run
-    assert units[(2.0, 0.02, 50)] == ("phase",)
+    units = {(a, e, sg, t): roles for a, e, sg, t, roles in cfg.units()}
+    assert units[(1.0, 0.02, 1.0, 100)] == ("alpha_sweep", "epsilon_sweep", "phase")   # merged, one run
+    assert units[(2.0, 0.02, 1.0, 50)] == ("phase",)
     assert len(units) == 4
     assert get("lazy-rich").config_cls is L.Config
+
+
+def test_sigma_units_sweep_sigma_at_fixed_alpha_and_jointly_at_fixed_alpha_sigma_squared():
+    """NOTE [σ sweep]: Fig. 7b (σ at α) and Fig. 7c (α = alpha/σ², so α·σ² is constant)."""
+    cfg = L.Config(alpha=1.0, epsilon=0.02, alphas=(), epsilons=(), sigmas=(0.5, 2.0), phase_alphas=(),
+                   epochs=100)
+    units = {(a, sg): roles for a, e, sg, t, roles in cfg.units()}
+    assert units[(1.0, 1.0)] == ("sigma_sweep", "sigma_joint")
+    assert units[(1.0, 0.5)] == ("sigma_sweep",) and units[(1.0, 2.0)] == ("sigma_sweep",)
+    assert units[(4.0, 0.5)] == ("sigma_joint",) and units[(0.25, 2.0)] == ("sigma_joint",)
+    assert all(a * sg ** 2 == 1.0 for (a, sg), roles in units.items() if "sigma_joint" in roles)
+
+
+def test_an_init_scale_is_the_unit_scale_model_at_alpha_sigma_and_epsilon_sigma():
+    """NOTE [σ sweep]: (α, ε, σ) with step η ≡ (ασ, εσ, 1) with step η/σ², exactly."""
+    import torch
+
+    from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
+
+    x, y, xt, _, _ = gaussian_quadratic_task(6, 20, 10, generator=torch.Generator().manual_seed(0))
+    alpha, eps, sigma, eta = 0.7, 0.3, 2.5, 3.0
+    a = CommitteeMachine(6, 8, epsilon=eps, alpha=alpha, init_scale=sigma,
+                         generator=torch.Generator().manual_seed(1))
+    b = CommitteeMachine(6, 8, epsilon=eps * sigma, alpha=alpha * sigma,
+                         generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for _ in range(30):
+            a.weight -= eta * a.mse_gradient(x, a(x) - y)
+            b.weight -= eta / sigma ** 2 * b.mse_gradient(x, b(x) - y)
+        assert torch.allclose(a(xt), b(xt), rtol=0, atol=1e-10)
+        assert torch.allclose(a.weight, sigma * b.weight, rtol=0, atol=1e-10)
+        assert a.relative_change() == pytest.approx(b.relative_change(), rel=1e-10)
+
+
+def test_analytic_solution_is_an_exact_minimiser_of_the_population_loss():
+    """NOTE [init interpolation]: rows ±β/√(αε) give M = ββᵀ/(αε), w̄ = 0: eq. 6 is exactly 0."""
+    import torch
+
+    from telescope.models.poly import CommitteeMachine
+
+    beta = torch.randn(7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for width, alpha, eps in ((2, 1.0, 0.25), (6, 0.5, 0.1)):
+        model = CommitteeMachine(7, width, epsilon=eps, alpha=alpha, centred=False)
+        with torch.no_grad():
+            model.weight.copy_(L.analytic_solution(beta, width, alpha, eps))
+        dec = model.loss_decomposition(beta)
+        assert dec["total"] < 1e-24 and dec["linear"] < 1e-24
+    with pytest.raises(ConfigError, match="even width"):
+        L.analytic_solution(beta, 3, 1.0, 0.25)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +84,8 @@ def tiny():
 
 
 def _unit(frame, alpha, eps):
-    return frame[(frame["model"] == "committee") & np.isclose(frame["alpha"], alpha) & np.isclose(frame["epsilon"], eps)]
+    return frame[(frame["model"] == "committee") & np.isclose(frame["alpha"], alpha)
+                 & np.isclose(frame["epsilon"], eps) & (frame["sigma"] == 1.0)]
 
 
 def test_tiny_larger_alpha_groks_later(tiny):
@@ -79,6 +129,22 @@ def test_tiny_early_test_rise_is_linear_mode_power_and_alignment_rises(tiny):
     assert align.iloc[-1] > 1.2 * align.iloc[0]
 
 
+def test_tiny_sigma_and_interpolation_units(tiny):
+    cfg, sink, s = tiny
+    # a larger init scale at the same α is less lazy in feature learning (α·σ² = 2 vs 0.5): groks sooner
+    at = f"alpha={cfg.alpha:g}/eps={cfg.epsilon:g}"
+    assert s[f"{at}/sigma=2/delay"] < s[f"{at}/delay"]
+    assert s[f"{at}/sigma=2/weight_norm_ratio"] < s[f"{at}/weight_norm_ratio"]
+    # the joint unit α = alpha/σ² exists and has its own prefix
+    assert f"alpha={cfg.alpha / 4:g}/eps={cfg.epsilon:g}/sigma=2/final_test" in s
+    # W₀ 20 % of the way to the analytic solution: a smaller bump and a lower final loss than s = 0
+    assert s["interp/s=0.2/test_bump"] < s["interp/s=0/test_bump"] + 1e-12
+    assert s["interp/s=0.2/final_test"] < 0.5 * s["interp/s=0/final_test"]
+    frame = sink.metrics()
+    interp = frame[frame["model"] == "interp"]
+    assert set(interp["mix"]) == {0.0, 0.2} and (interp["epsilon"] == cfg.interp_epsilon).all()
+
+
 def test_tiny_modular_fits_train_set_and_summary_is_json(tiny):
     import json
 
@@ -97,7 +163,10 @@ def test_tiny_figures(tiny, tmp_path):
     cfg, sink, s = tiny
     figs = module_for("lazy-rich").figures(sink.metrics(), config_to_dict(cfg), s, tmp_path)
     names = {f.filename for f in figs}
-    assert {"lazy_rich_headline.png", "lazy_rich_alpha.png", "lazy_rich_epsilon.png", "lazy_rich_modular.png"} <= names
+    assert {"lazy_rich_headline.png", "lazy_rich_alpha.png", "lazy_rich_epsilon.png", "lazy_rich_modular.png",
+            "lazy_rich_sigma.png", "lazy_rich_interpolation.png"} <= names
+    headline = next(f for f in figs if f.filename == "lazy_rich_headline.png")
+    assert "separate axes" in headline.caption and "differ only in the normalisation" in headline.caption
     for f in figs:
         assert (tmp_path / f.filename).stat().st_size > 10_000 and "paper" in f.caption
 
@@ -121,7 +190,7 @@ def test_tiny_effective_parameters_carry_their_self_check(tiny):
     _, sink, _ = tiny
     frame = sink.metrics()
     frame = frame[frame["model"] == "committee"]
-    wide = frame.pivot_table(index=["step", "split", "alpha", "epsilon"], columns="name",
+    wide = frame.pivot_table(index=["step", "split", "alpha", "epsilon", "sigma"], columns="name",
                              values="value").dropna(subset=["smoother/p_eff"])
     assert len(wide) > 0 and wide["smoother/valid"].notna().all()
     res, err = wide["smoother/residual"].to_numpy(), wide["telescope/abs_err"].to_numpy()
