@@ -11,15 +11,11 @@ length, and at a coarser cadence linear-probe accuracy per layer and the NTK ali
 the last hidden layer. Digest: shared/papers/grokking-and-kernel-dynamics.md (a).
 
 # NOTE [deep grokking data]
-# The paper trains on the *first* N MNIST training images (``Subset(train, range(N))``).
-# The shared offline data hold a 5,000-image subset sorted by class, where "first N" would
-# be a few digits only. ``subset="balanced"`` (default) takes N/10 images per class, drawn
-# under ``data_seed`` and shuffled (the first N of MNIST are close to balanced, so this is
-# the same kind of sample); ``subset="first"`` takes the first N images of the full
-# 60k training file and needs it in the data directory. Pixels in [0, 1], no normalisation
-# (as the authors). Per-step test metrics use the first ``n_test`` test images (the test
-# set is not sorted; 2,000 images keep float64 ranks and probes cheap); the final step is
-# also evaluated on all 10,000 test images (split ``test_full``).
+# The training set is a class-balanced draw of N MNIST training images by default, the
+# paper's first N with ``subset="first"`` (NOTE [ten-class digit subsets] in
+# telescope/data/digits.py). Per-step test metrics use the first ``n_test`` test images
+# (2,000 keep float64 ranks and probes cheap); the final step is also evaluated on all
+# 10,000 test images (split ``test_full``).
 
 # NOTE [deep grokking deviations]
 # * Ranks: pre-activations (outputs of each ``nn.Linear``) of a float64 copy of the net on
@@ -50,8 +46,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from telescope.data import load_digits, load_mnist
-from telescope.errors import ConfigError, DataError
+from telescope.data import DigitClasses, load_digit_classes
+from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
 from telescope.kernels import empirical_ntk, kernel_target_alignment
 from telescope.measures import (as_float64, feature_effective_rank, layer_features, numerical_rank, probe_accuracy,
@@ -102,68 +98,10 @@ class Config:
                               "be a multiple of 10 (N/10 images per class)")
 
 
-# ----------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class Digits:
-    """Training and test images, flattened to (n, d) in [0, 1], with integer labels."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    x_test_full: torch.Tensor
-    y_test_full: torch.Tensor
-
-
-def _balanced(y: np.ndarray, n: int, rng: np.random.Generator, what: str) -> np.ndarray:
-    per = n // 10
-    parts = []
-    for c in range(10):
-        pool = np.flatnonzero(y == c)
-        if len(pool) < per:
-            raise DataError(f"deep-grokking: asked for {n} {what} images ({per} per class), only {len(pool)} "
-                            f"of digit {c} are available; lower n_trains or use the full MNIST files")
-        parts.append(rng.permutation(pool)[:per])
-    return rng.permutation(np.concatenate(parts))
-
-
-def load_data(cfg: Config, n_train: int, root=None) -> Digits:
+def load_data(cfg: Config, n_train: int, root=None) -> DigitClasses:
     """The training subset of size ``n_train`` and the test images (NOTE [deep grokking data])."""
-    rng = np.random.default_rng(cfg.data_seed)
-    if cfg.dataset == "mnist":
-        xtr, ytr = load_mnist("train", root)
-        xte, yte = load_mnist("test", root)
-        if cfg.subset == "first":
-            if len(ytr) < 60000:
-                raise DataError("deep-grokking: subset='first' needs the full MNIST training files "
-                                "(train-*-idx*.gz) in the data directory; only the 5k subset was found. Use "
-                                "subset=balanced or fetch them with `telescope data download mnist`")
-            itr = np.arange(n_train)
-        else:
-            itr = _balanced(ytr, n_train, rng, "training")
-        if n_train > len(ytr):
-            raise DataError(f"deep-grokking: n_trains has {n_train} but only {len(ytr)} training images exist")
-        x_train, y_train = xtr[itr] / 255.0, ytr[itr]
-        x_full, y_full = xte / 255.0, yte
-        x_test, y_test = x_full[:cfg.n_test], y_full[:cfg.n_test]
-    else:  # scikit-learn's 8x8 digits: disjoint train / test draws
-        x, y = load_digits()
-        perm = rng.permutation(len(y))
-        test_idx, rest = perm[:cfg.n_test], perm[cfg.n_test:]
-        itr = _balanced_from(y, rest, n_train, rng)
-        x_train, y_train = x[itr], y[itr]
-        x_test, y_test = x[test_idx], y[test_idx]
-        x_full, y_full = x_test, y_test
-    as_x = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(len(a), -1))  # noqa: E731
-    as_y = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64))  # noqa: E731
-    return Digits(as_x(x_train), as_y(y_train), as_x(x_test), as_y(y_test), as_x(x_full), as_y(y_full))
-
-
-def _balanced_from(y: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    chosen = _balanced(y[pool], n, rng, "training (digits)")
-    return pool[chosen]
+    return load_digit_classes(n_train, dataset=cfg.dataset, subset=cfg.subset, n_test=cfg.n_test,
+                              data_seed=cfg.data_seed, root=root)
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -181,7 +119,7 @@ def last_hidden_ntk(model: MLP, x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- one run
 
 
-def run_unit(cfg: Config, data: Digits, depth: int, weight_decay: float, seed: int, sink,
+def run_unit(cfg: Config, data: DigitClasses, depth: int, weight_decay: float, seed: int, sink,
              device: str = "cpu", progress=None) -> None:
     dtype = getattr(torch, cfg.dtype)
     torch.manual_seed(seed)
@@ -249,7 +187,7 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
     units = [(n, d, wd, cfg.seed + k) for n in cfg.n_trains for d in cfg.depths for wd in cfg.weight_decays
              for k in range(cfg.seeds)]
     bar = sink.progress(len(units) * cfg.steps, "deep-grokking")
-    cache: dict[int, Digits] = {}
+    cache: dict[int, DigitClasses] = {}
     for n, depth, wd, seed in units:
         key = f"n={n}/depth={depth}/wd={wd:g}/seed={seed}"
         if sink.unit_done(key):
