@@ -11,6 +11,13 @@ scikit-learn's 8×8 digits split in two (used by the deep-grokking study).
 # authors). ``x_test`` is the first ``n_test`` test images (the test file is not sorted);
 # ``x_test_full`` all of them. scikit-learn's digits are split into disjoint test and
 # training draws.
+#
+# ``pool="train+test"`` is for training sets larger than the shared 5k subset (the paper's
+# N = 7000): the test file is cut in two, its first ``test_keep`` images stay the test set
+# (``x_test_full``; ``x_test`` its first ``n_test``) and the rest join the training pool,
+# from which the balanced draw is taken; the two sets are disjoint by construction. With
+# ``subset="first"`` the training images are the first n_train of the training file
+# followed, if needed, by the pooled test images in file order.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from telescope.data.core import data_dir
 from telescope.data.images import load_digits, load_mnist
-from telescope.errors import DataError
+from telescope.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -54,28 +62,44 @@ def balanced_indices(y: np.ndarray, n: int, rng: np.random.Generator, what: str)
     return rng.permutation(np.concatenate(parts))
 
 
+def _has_full_mnist(root: str | Path | None) -> bool:
+    folder = data_dir(root) / "mnist"
+    return all((folder / f"train-{kind}-idx{d}-ubyte.gz").exists() for kind, d in (("images", 3), ("labels", 1)))
+
+
 def load_digit_classes(n_train: int, *, dataset: str = "mnist", subset: str = "balanced", n_test: int = 2000,
-                       data_seed: int = 0, root: str | Path | None = None) -> DigitClasses:
+                       data_seed: int = 0, pool: str = "train", test_keep: int = 5000,
+                       root: str | Path | None = None) -> DigitClasses:
     """A training subset of ``n_train`` images and the test images (NOTE [ten-class digit subsets]).
 
     ``dataset``: ``"mnist"`` or ``"digits"`` (scikit-learn's 8×8, always available).
     ``subset``: ``"balanced"`` (n_train/10 per class) or ``"first"`` (MNIST's first n_train).
+    ``pool``: ``"train"`` (training file only) or ``"train+test"`` (MNIST: test images from
+    index ``test_keep`` on join the training pool; the first ``test_keep`` stay the test set).
     """
+    fn = "load_digit_classes"
+    if pool not in ("train", "train+test"):
+        raise ConfigError(f"{fn}(pool={pool!r}): choose 'train' or 'train+test'")
+    if subset not in ("balanced", "first"):
+        raise ConfigError(f"{fn}(subset={subset!r}): choose 'balanced' or 'first'")
     rng = np.random.default_rng(data_seed)
     if dataset == "mnist":
+        if subset == "first" and not _has_full_mnist(root):
+            raise DataError(f"{fn}(subset='first'): needs the full MNIST training files "
+                            "(train-*-idx*.gz) in the data directory; only the 5k subset was found. Use "
+                            "subset=balanced or fetch them with `telescope data download mnist`")
         xtr, ytr = load_mnist("train", root)
         xte, yte = load_mnist("test", root)
-        if subset == "first":
-            if len(ytr) < 60000:
-                raise DataError("load_digit_classes(subset='first'): needs the full MNIST training files "
-                                "(train-*-idx*.gz) in the data directory; only the 5k subset was found. Use "
-                                "subset=balanced or fetch them with `telescope data download mnist`")
-            itr = np.arange(n_train)
-        else:
-            itr = balanced_indices(ytr, n_train, rng, "training")
+        if pool == "train+test":
+            if not 0 < test_keep < len(yte) or n_test > test_keep:
+                raise ConfigError(f"{fn}(test_keep={test_keep}, n_test={n_test}): with pool='train+test' keep "
+                                  f"between n_test and {len(yte) - 1} test images as the test set")
+            xtr, ytr = np.concatenate([xtr, xte[test_keep:]]), np.concatenate([ytr, yte[test_keep:]])
+            xte, yte = xte[:test_keep], yte[:test_keep]
         if n_train > len(ytr):
-            raise DataError(f"load_digit_classes(n_train={n_train}): only {len(ytr)} training images exist; "
-                            "lower n_train")
+            raise DataError(f"{fn}(n_train={n_train}): only {len(ytr)} training images exist (pool={pool!r}); "
+                            "lower n_train, use pool='train+test' or the full MNIST files")
+        itr = np.arange(n_train) if subset == "first" else balanced_indices(ytr, n_train, rng, "training")
         x_train, y_train = xtr[itr] / 255.0, ytr[itr]
         x_full, y_full = xte / 255.0, yte
         x_test, y_test = x_full[:n_test], y_full[:n_test]

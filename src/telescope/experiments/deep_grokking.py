@@ -20,6 +20,11 @@ the last hidden layer. Digest: shared/papers/grokking-and-kernel-dynamics.md (a)
 # NOTE [deep grokking deviations]
 # * Ranks: pre-activations (outputs of each ``nn.Linear``) of a float64 copy of the net on
 #   the test images, NOTE [feature rank tolerance] in telescope/measures/features.py.
+#   Two diagnostics of that count go with it: ``dead_units/<l>`` (hidden units ≤ 0 on every
+#   test image; layer l+1's rank is at most width − dead_units/l) and
+#   ``feature_rank_f32tol/<l>``, the same count with the tolerance the authors' code applies
+#   to float32 features (d·eps(float32)·σ_max ≈ 1.5e-5·σ_max at d = 128; their text: "the
+#   epsilon value of the dtype of the feature matrix").
 # * Tunnel length counts the width-w layers 1..L−1 with rank < 0.75·w (the output layer's
 #   rank is at most 10 and is left out); ``tunnel_length`` uses the authors' rank,
 #   ``tunnel_length_rel`` the rank at relative tolerance ``rank_rtol``.
@@ -50,18 +55,22 @@ from telescope.data import DigitClasses, load_digit_classes
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
 from telescope.kernels import empirical_ntk, kernel_target_alignment
-from telescope.measures import (as_float64, feature_effective_rank, layer_features, numerical_rank, probe_accuracy,
-                                tunnel_length, weight_norm)
+from telescope.measures import (as_float64, dead_units, feature_effective_rank, layer_features, numerical_rank,
+                                probe_accuracy, tunnel_length, weight_norm)
 from telescope.models import MLP, scale_init
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
 log = logging.getLogger(__name__)
+
+F32_EPS = float(torch.finfo(torch.float32).eps)  # NOTE [deep grokking deviations]: the float32-tolerance rank
 
 
 @dataclass(frozen=True)
 class Config:
     dataset: str = bounded("mnist", choices=("mnist", "digits"))
     subset: str = bounded("balanced", choices=("balanced", "first"))
+    pool: str = bounded("train", choices=("train", "train+test"))
+    test_keep: int = bounded(5000, ge=2)
     n_trains: tuple[int, ...] = bounded((1000, 2000), ge=10, nonempty=True)
     n_test: int = bounded(2000, ge=2)
     depths: tuple[int, ...] = bounded((6,), ge=2, nonempty=True)
@@ -87,12 +96,26 @@ class Config:
                      weight_decays=(0.1,), batch_size=100, steps=300, log_points=12, probe_points=3,
                      ntk_points=40),
         "quick": dict(),
+        # 64-wide MLPs on N = 1000, one unit per run: the grid point of the depth and
+        # weight-decay sweeps (`telescope sweep ... --grid "depths=4;8;12"`, docs/deep-grokking.md)
+        "small": dict(n_trains=(1000,), n_test=1000, depths=(8,), width=64, log_points=60, probe_points=8,
+                      ntk_points=0),
+        # the paper's N = 7000 (Fig. 1c, 2 bottom, 4): 5,000 training images + 2,000 drawn from the
+        # test file's second half; the first 5,000 test images stay the (disjoint) test set
+        "multistage": dict(n_trains=(7000,), pool="train+test", test_keep=5000, n_test=2000, depths=(8,),
+                           width=64, log_points=60, probe_points=8, ntk_points=0),
         "paper": dict(n_trains=(2000, 5000), n_test=10000, depths=(12,), width=400, alpha=8.0,
                       weight_decays=(0.01,),
                       steps=100_000, log_points=150, probe_points=30, ntk_points=200, dtype="float64"),
     }
 
     def validate(self) -> None:
+        if self.pool == "train+test" and self.dataset != "mnist":
+            raise ConfigError(f"deep-grokking: pool='train+test' with dataset={self.dataset!r}; the pooled "
+                              "training set is an MNIST option, use dataset=mnist or pool=train")
+        if self.pool == "train+test" and self.n_test > self.test_keep:
+            raise ConfigError(f"deep-grokking: n_test={self.n_test} > test_keep={self.test_keep}; with "
+                              "pool='train+test' per-step test images come from the kept test images, lower n_test")
         if self.subset == "balanced" and any(n % 10 for n in self.n_trains):
             raise ConfigError(f"deep-grokking: n_trains={self.n_trains}; with subset='balanced' each N must "
                               "be a multiple of 10 (N/10 images per class)")
@@ -101,7 +124,7 @@ class Config:
 def load_data(cfg: Config, n_train: int, root=None) -> DigitClasses:
     """The training subset of size ``n_train`` and the test images (NOTE [deep grokking data])."""
     return load_digit_classes(n_train, dataset=cfg.dataset, subset=cfg.subset, n_test=cfg.n_test,
-                              data_seed=cfg.data_seed, root=root)
+                              data_seed=cfg.data_seed, pool=cfg.pool, test_keep=cfg.test_keep, root=root)
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -158,8 +181,12 @@ def run_unit(cfg: Config, data: DigitClasses, depth: int, weight_decay: float, s
             r, rr = numerical_rank(a), numerical_rank(a, rtol=cfg.rank_rtol)
             ranks.append(r)
             rel.append(rr)
-            sink.log_dict(step, "test", {f"feature_rank/{layer}": r, f"feature_rank_rel/{layer}": rr,
-                                         f"effective_rank/{layer}": feature_effective_rank(a)})
+            values = {f"feature_rank/{layer}": r, f"feature_rank_rel/{layer}": rr,
+                      f"feature_rank_f32tol/{layer}": numerical_rank(a, rtol=a.shape[1] * F32_EPS),
+                      f"effective_rank/{layer}": feature_effective_rank(a)}
+            if layer <= hidden:
+                values[f"dead_units/{layer}"] = dead_units(a)
+            sink.log_dict(step, "test", values)
         sink.log_dict(step, "test", {
             "tunnel_length": tunnel_length(ranks[:hidden], cfg.width, cfg.tunnel_fraction),
             "tunnel_length_rel": tunnel_length(rel[:hidden], cfg.width, cfg.tunnel_fraction)})
@@ -243,6 +270,10 @@ def transition(frame, depth: int) -> dict[str, float]:
     s_wn, wn = _curve(frame, "train", "weight_norm")
     out["weight_norm_init"] = float(wn[0])
     out["weight_norm_final"] = float(wn[-1])
+    out["weight_norm_max_rebound"] = _max_rebound(wn)
+    _, wn_last = _curve(frame, "train", "weight_norm/last_layer")
+    if len(wn_last):
+        out["last_layer_norm_max_rebound"] = _max_rebound(wn_last)
     if math.isnan(fit_step):
         out["grok_step"] = float("nan")
         return out
@@ -252,6 +283,10 @@ def transition(frame, depth: int) -> dict[str, float]:
     later = s_te >= fit_step
     grok_step = _first_step(s_te[later], acc_te[later], mid) if acc_te[-1] - acc_te[at_fit] > 0.05 else float("nan")
     out["grok_step"] = grok_step
+    out["delay_ratio"] = grok_step / fit_step if fit_step > 0 else float("nan")
+    rose = acc_te[at_fit] + 0.1 * (acc_te[-1] - acc_te[at_fit])
+    out["rise_start_step"] = (_first_step(s_te[later], acc_te[later], rose) if not math.isnan(grok_step)
+                              else float("nan"))
     out["weight_norm_at_fit"] = float(np.interp(fit_step, s_wn, wn))
     if not math.isnan(grok_step):
         out["weight_norm_at_grok"] = float(np.interp(grok_step, s_wn, wn))
@@ -261,9 +296,21 @@ def transition(frame, depth: int) -> dict[str, float]:
         before = (lw(grok_step) - lw(lo)) / (grok_step - lo)
         after = (lw(hi) - lw(grok_step)) / max(hi - grok_step, 1e-12)
         out["weight_norm_slope_ratio"] = after / before if before != 0 else float("nan")
-    for metric, short in (("feature_rank", "rank"), ("feature_rank_rel", "rank_rel"), ("effective_rank", "erank")):
+    for layer in range(1, depth):
+        s_d, dead = _curve(frame, "test", f"dead_units/{layer}")
+        if len(dead):
+            out[f"dead_units_at_fit/{layer}"] = float(dead[int(np.searchsorted(s_d, fit_step))])
+            out[f"dead_units_final/{layer}"] = float(dead[-1])
+    for metric, short in (("feature_rank", "rank"), ("feature_rank_rel", "rank_rel"),
+                          ("feature_rank_f32tol", "rank_f32tol"), ("effective_rank", "erank")):
         for layer in range(1, depth + 1):
             s_r, r = _curve(frame, "test", f"{metric}/{layer}")
+            if not len(r):  # a metric this run did not log
+                continue
+            if layer == depth - 1:
+                out[f"{short}_max/{layer}"] = float(r.max())
+                for part, value in zip(("first_drop", "rise", "second_drop"), _down_up_down(r)):
+                    out[f"{short}_dd_{part}/{layer}"] = value
             i_fit = int(np.searchsorted(s_r, fit_step))
             out[f"{short}_at_fit/{layer}"] = float(r[i_fit])
             out[f"{short}_final/{layer}"] = float(r[-1])
@@ -272,6 +319,28 @@ def transition(frame, depth: int) -> dict[str, float]:
             dropped = r[i_fit] - r[-1] >= max(1.5, 0.02 * r[i_fit])
             below = np.flatnonzero(r[after_fit] <= drop_mid) if dropped else np.array([], dtype=int)
             out[f"{short}_drop_step/{layer}"] = float(s_r[after_fit][below[0]]) if len(below) else float("nan")
+            start = np.flatnonzero(r[after_fit] <= r[i_fit] - 0.1 * (r[i_fit] - r[-1])) if dropped else []
+            out[f"{short}_fall_start/{layer}"] = float(s_r[after_fit][start[0]]) if len(start) else float("nan")
+    return out
+
+
+def _max_rebound(values: np.ndarray) -> float:
+    """Largest relative rise of a curve above its running minimum, max_t v_t / min_{s≤t} v_s − 1
+    (0 for a curve that never goes up: fact 8's "no slingshot plateaus or spikes")."""
+    return float(np.max(values / np.minimum.accumulate(values)) - 1.0)
+
+
+def _down_up_down(r: np.ndarray) -> tuple[float, float, float]:
+    """A rank curve's double descent (facts 3, 9): over every peak index j, the rise from the
+    lowest point before j to r_j and the fall from r_j to the lowest point after j; the j with
+    the largest min(rise, fall) gives (first drop = max before the trough − trough, rise,
+    second drop). All zero for a monotone curve."""
+    best, out = 0.0, (0.0, 0.0, 0.0)
+    for j in range(1, len(r) - 1):
+        i = int(np.argmin(r[:j + 1]))
+        rise, fall = float(r[j] - r[i]), float(r[j] - r[j:].min())
+        if min(rise, fall) > best:
+            best, out = min(rise, fall), (float(r[:i + 1].max() - r[i]), rise, fall)
     return out
 
 
@@ -279,6 +348,15 @@ def summarize(frame, cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {"steps": cfg.steps}
     for (n, depth, wd, seed), g in frame.groupby(["n_train", "depth", "weight_decay", "seed"]):
         prefix = f"n={n}/depth={depth}/wd={wd:g}/seed={seed}"
-        for key, value in transition(g, int(depth)).items():
+        values = transition(g, int(depth))
+        for key, value in values.items():
             out[f"{prefix}/{key}"] = None if isinstance(value, float) and math.isnan(value) else value
+    if len(frame.groupby(["n_train", "depth", "weight_decay", "seed"])) == 1:
+        # one unit per run (a `telescope sweep` grid point): the headline values without the unit
+        # prefix and with the second-last layer called so, to line up across depths in table.csv
+        last = f"/{int(depth) - 1}"
+        for key, value in values.items():
+            if "/" not in key or key.endswith(last):
+                out[key.replace(last, "/second_last") if key.endswith(last) else key] = (
+                    None if isinstance(value, float) and math.isnan(value) else value)
     return out
