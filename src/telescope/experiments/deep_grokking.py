@@ -98,11 +98,11 @@ class Config:
         "quick": dict(),
         # 64-wide MLPs on N = 1000, one unit per run: the grid point of the depth and
         # weight-decay sweeps (`telescope sweep ... --grid "depths=4;8;12"`, docs/deep-grokking.md)
-        "small": dict(n_trains=(1000,), n_test=1000, depths=(8,), width=64, log_points=60, probe_points=8,
+        "small": dict(n_trains=(1000,), n_test=1000, depths=(6,), width=64, log_points=60, probe_points=8,
                       ntk_points=0),
         # the paper's N = 7000 (Fig. 1c, 2 bottom, 4): 5,000 training images + 2,000 drawn from the
         # test file's second half; the first 5,000 test images stay the (disjoint) test set
-        "multistage": dict(n_trains=(7000,), pool="train+test", test_keep=5000, n_test=2000, depths=(8,),
+        "multistage": dict(n_trains=(7000,), pool="train+test", test_keep=5000, n_test=2000, depths=(6,),
                            width=64, log_points=60, probe_points=8, ntk_points=0),
         "paper": dict(n_trains=(2000, 5000), n_test=10000, depths=(12,), width=400, alpha=8.0,
                       weight_decays=(0.01,),

@@ -234,7 +234,7 @@ def sweep_figures(table: pd.DataFrame, manifest: dict, out_dir: Path) -> list[Fi
     sweep_dir = Path(out_dir).parent
     keys = list(manifest["spec"]["grid"])
     points: dict[str, list[pd.DataFrame]] = {}
-    for entry in manifest["runs"]:
+    for entry in sorted(manifest["runs"], key=lambda e: tuple(_grid_order(_grid_text(e["point"][k])) for k in keys)):
         run_dir = sweep_dir / entry["name"]
         if run_status(run_dir) != "done":
             continue
@@ -285,13 +285,20 @@ def sweep_figures(table: pd.DataFrame, manifest: dict, out_dir: Path) -> list[Fi
     times = table[table["metric"].isin(["fit_step", "rise_start_step", "grok_step"])] if len(table) else table
     if len(times) and keys:
         fig, ax = plt.subplots(figsize=(5, 3.4))
-        order = list(dict.fromkeys(times.sort_values(keys)[keys[0]].tolist()))
+        steps = table[table["metric"] == "steps"].set_index(keys[0])["mean"]
+        order = sorted(dict.fromkeys(steps.index.tolist()), key=_grid_order)
         for metric, marker in (("fit_step", "o"), ("rise_start_step", "^"), ("grok_step", "s")):
             part = times[times["metric"] == metric].sort_values(keys)
             x = [order.index(v) for v in part[keys[0]]]
-            ax.errorbar(x, part["mean"], yerr=part["se"].fillna(0.0).to_numpy(), marker=marker, capsize=2,
-                        label={"fit_step": "train accuracy ≥ 95%", "rise_start_step": "test rise starts (10%)",
-                               "grok_step": "test rise midpoint"}[metric])
+            line = ax.errorbar(x, part["mean"], yerr=part["se"].fillna(0.0).to_numpy(), marker=marker, capsize=2,
+                               label={"fit_step": "train accuracy ≥ 95%", "rise_start_step": "test rise starts (10%)",
+                                      "grok_step": "test rise midpoint"}[metric])
+            missing = [v for v in order if v not in set(part[keys[0]])]
+            if missing:  # not reached by the last step: an open marker at the run's length
+                ax.plot([order.index(v) for v in missing], [steps[v] for v in missing], marker, mfc="none",
+                        color=line[0].get_color(), ms=9)
+        if len(order) > len(set(times.loc[times["metric"] == "fit_step", keys[0]])):
+            ax.plot([], [], "o", mfc="none", color="grey", label="open: not reached by the last step")
         ax.set_xticks(range(len(order)), [_grid_text(v) for v in order])
         ax.set_xlabel(keys[0])
         ax.set_ylabel("optimization step")
@@ -299,7 +306,8 @@ def sweep_figures(table: pd.DataFrame, manifest: dict, out_dir: Path) -> list[Fi
         fig.tight_layout()
         figs.append(Figure(save(fig, out_dir, "deep_grokking_sweep_times.png"),
                            f"When each grid point fits its training set and when its test accuracy rises, against "
-                           f"{keys[0]} (mean ± s.e. over seeds; a point is missing where no rise was detected). The "
+                           f"{keys[0]} (mean ± s.e. over seeds; an open marker at the run's length where the run "
+                           "never got there: no fit, or no test rise after it). The "
                            "paper (Fig. 2 top) reports that 4 → 8 → 12 layers delays both rises.",
                            f"Transition times against {keys[0]}"))
     return figs
@@ -309,3 +317,11 @@ def _grid_text(value) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _grid_order(value) -> tuple:
+    """Sort grid values numerically where they are numbers ("12" after "8"; tuple fields arrive as "4" or "4,8")."""
+    try:
+        return (0, tuple(float(v) for v in str(value).split(",")))
+    except ValueError:
+        return (1, str(value))
