@@ -242,6 +242,10 @@ def _curve(frame, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     return part["step"].to_numpy(), part["value"].to_numpy()
 
 
+RANKS = (("feature_rank", "rank"), ("feature_rank_rel", "rank_rel"), ("feature_rank_f32tol", "rank_f32tol"),
+         ("effective_rank", "erank"))
+
+
 def transition(frame, depth: int) -> dict[str, float]:
     """Times and values that describe one run's grokking (all steps are logged steps).
 
@@ -254,7 +258,11 @@ def transition(frame, depth: int) -> dict[str, float]:
       relative-tolerance and effective ranks;
     * ranks, test accuracy and weight norm at ``fit_step``, ``grok_step`` and the end;
     * ``weight_norm_slope_ratio``: d log‖θ‖/dt over [grok, 1.5·grok] divided by that over
-      [grok/1.5, grok] — about 1 when the norm shows no kink at the transition.
+      [grok/1.5, grok] — about 1 when the norm shows no kink at the transition;
+    * onsets (``rise_start_step``, ``*_fall_start/<l>``: 10% of the way), ``delay_ratio``,
+      dead units at fit and end, the second-last layer's double descent (``*_dd_*``,
+      :func:`_down_up_down`) and the norms' largest rebound (:func:`_max_rebound`);
+      the keys are listed in docs/deep-grokking.md.
     """
     out: dict[str, float] = {}
     s_tr, acc_tr = _curve(frame, "train", "accuracy")
@@ -274,6 +282,12 @@ def transition(frame, depth: int) -> dict[str, float]:
     _, wn_last = _curve(frame, "train", "weight_norm/last_layer")
     if len(wn_last):
         out["last_layer_norm_max_rebound"] = _max_rebound(wn_last)
+    for metric, short in RANKS:  # the second-last layer's double descent, fit or not
+        s_r, r = _curve(frame, "test", f"{metric}/{depth - 1}")
+        if len(r):
+            out[f"{short}_max/{depth - 1}"] = float(r.max())
+            for part, value in zip(("first_drop", "rise", "second_drop"), _down_up_down(r)):
+                out[f"{short}_dd_{part}/{depth - 1}"] = value
     if math.isnan(fit_step):
         out["grok_step"] = float("nan")
         return out
@@ -301,16 +315,11 @@ def transition(frame, depth: int) -> dict[str, float]:
         if len(dead):
             out[f"dead_units_at_fit/{layer}"] = float(dead[int(np.searchsorted(s_d, fit_step))])
             out[f"dead_units_final/{layer}"] = float(dead[-1])
-    for metric, short in (("feature_rank", "rank"), ("feature_rank_rel", "rank_rel"),
-                          ("feature_rank_f32tol", "rank_f32tol"), ("effective_rank", "erank")):
+    for metric, short in RANKS:
         for layer in range(1, depth + 1):
             s_r, r = _curve(frame, "test", f"{metric}/{layer}")
             if not len(r):  # a metric this run did not log
                 continue
-            if layer == depth - 1:
-                out[f"{short}_max/{layer}"] = float(r.max())
-                for part, value in zip(("first_drop", "rise", "second_drop"), _down_up_down(r)):
-                    out[f"{short}_dd_{part}/{layer}"] = value
             i_fit = int(np.searchsorted(s_r, fit_step))
             out[f"{short}_at_fit/{layer}"] = float(r[i_fit])
             out[f"{short}_final/{layer}"] = float(r[-1])
