@@ -98,6 +98,8 @@ def test_double_descent_and_rebound_read_off_constructed_curves():
     r = np.array([100, 80, 60, 70, 90, 85, 50, 30, 30], dtype=float)
     assert dg._down_up_down(r) == (40.0, 30.0, 60.0)
     assert dg._down_up_down(np.array([5.0, 4.0, 3.0, 3.0])) == (0.0, 0.0, 0.0)  # monotone: no double descent
+    # an early transient rise, then one long fall and a partial recovery: no first drop, so no double descent
+    assert dg._down_up_down(np.array([13.0, 17.0, 9.0, 3.0, 2.0, 5.0])) == (0.0, 0.0, 0.0)
     assert dg._max_rebound(np.array([10.0, 8.0, 6.0, 5.0])) == 0.0
     assert dg._max_rebound(np.array([10.0, 8.0, 10.0, 5.0])) == pytest.approx(0.25)  # 8 -> 10: a slingshot
 

@@ -340,16 +340,18 @@ def _max_rebound(values: np.ndarray) -> float:
 
 
 def _down_up_down(r: np.ndarray) -> tuple[float, float, float]:
-    """A rank curve's double descent (facts 3, 9): over every peak index j, the rise from the
-    lowest point before j to r_j and the fall from r_j to the lowest point after j; the j with
-    the largest min(rise, fall) gives (first drop = max before the trough − trough, rise,
-    second drop). All zero for a monotone curve."""
+    """A rank curve's double descent (facts 3, 9): for every peak index j, the trough i = the
+    lowest point before j; first drop = highest point before i − r_i, rise = r_j − r_i,
+    second drop = r_j − lowest point after j. Returns (first drop, rise, second drop) of the j
+    with the largest min of the three: all three are > 0 only for a fall, rise, fall; all
+    zero for a curve without one (a transient rise at the start followed by one fall has
+    no first drop and scores 0)."""
     best, out = 0.0, (0.0, 0.0, 0.0)
     for j in range(1, len(r) - 1):
         i = int(np.argmin(r[:j + 1]))
-        rise, fall = float(r[j] - r[i]), float(r[j] - r[j:].min())
-        if min(rise, fall) > best:
-            best, out = min(rise, fall), (float(r[:i + 1].max() - r[i]), rise, fall)
+        first, rise, fall = float(r[:i + 1].max() - r[i]), float(r[j] - r[i]), float(r[j] - r[j:].min())
+        if min(first, rise, fall) > best:
+            best, out = min(first, rise, fall), (first, rise, fall)
     return out
 
 
