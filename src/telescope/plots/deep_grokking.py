@@ -249,19 +249,17 @@ def sweep_figures(table: pd.DataFrame, manifest: dict, out_dir: Path) -> list[Fi
     for (label, frames), color in zip(points.items(), palette):
         metrics = pd.concat(frames, ignore_index=True)
         depth = int(metrics["depth"].iloc[0])
-        for split, style in (("train", ":"), ("test", "-")):
-            c = _curve(metrics, split, "accuracy")
-            axes[0].plot(c["step"], c["value"], style, color=color, label=f"{label}, {split}")
+        for split, style in (("train", ":"), ("test", "-")):  # colours: grid points (one figure legend);
+            c = _curve(metrics, split, "accuracy")                # line styles: named in the axis labels
+            axes[0].plot(c["step"], c["value"], style, color=color, label=label if split == "test" else None)
         for name, style in (("feature_rank", "-"), ("feature_rank_rel", "--")):
             c = _curve(metrics, "test", f"{name}/{depth - 1}")
-            axes[1].plot(c["step"], c["value"], style, color=color,
-                         label=f"{label}, {'default tol.' if name == 'feature_rank' else 'rtol'}")
+            axes[1].plot(c["step"], c["value"], style, color=color)
         c = _curve(metrics, "test", f"effective_rank/{depth - 1}")
-        axes[2].plot(c["step"], c["value"], color=color, label=label)
+        axes[2].plot(c["step"], c["value"], color=color)
         for name, style in (("weight_norm", "-"), ("weight_norm/last_layer", "--")):
             c = _curve(metrics, "train", name)
-            axes[3].plot(c["step"], c["value"], style, color=color,
-                         label=f"{label}, {'all' if name == 'weight_norm' else 'last layer'}")
+            axes[3].plot(c["step"], c["value"], style, color=color)
     axes[0].set_ylabel("accuracy (dotted: train, solid: test)")
     axes[0].set_ylim(0, 1.02)
     axes[1].set_ylabel("rank of second-last layer\n(solid: default tol., dashed: rtol)")
@@ -271,8 +269,9 @@ def sweep_figures(table: pd.DataFrame, manifest: dict, out_dir: Path) -> list[Fi
     for ax in axes:
         ax.set_xlabel("optimization step (linear)")
         ax.ticklabel_format(axis="x", style="plain")
-        ax.legend(fontsize=5.5)
     fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=min(len(points), 6), fontsize=8,
+               bbox_to_anchor=(0.5, 1.08))
     seeds = manifest["spec"].get("seeds", 1)
     figs = [Figure(save(fig, out_dir, "deep_grokking_sweep_curves.png"),
                    f"Every grid point of the sweep ({', '.join(keys)}; {seeds} seed(s), the mean curve over seeds) "
@@ -284,25 +283,28 @@ def sweep_figures(table: pd.DataFrame, manifest: dict, out_dir: Path) -> list[Fi
                    "Grid points overlaid (Fig. 2, 5, 6, 7)")]
     times = table[table["metric"].isin(["fit_step", "rise_start_step", "grok_step"])] if len(table) else table
     if len(times) and keys:
-        fig, ax = plt.subplots(figsize=(5, 3.4))
+        fig, ax = plt.subplots(figsize=(6.8, 3.4))
         steps = table[table["metric"] == "steps"].set_index(keys[0])["mean"]
         order = sorted(dict.fromkeys(steps.index.tolist()), key=_grid_order)
+        any_open = False
         for metric, marker in (("fit_step", "o"), ("rise_start_step", "^"), ("grok_step", "s")):
             part = times[times["metric"] == metric].sort_values(keys)
             x = [order.index(v) for v in part[keys[0]]]
             line = ax.errorbar(x, part["mean"], yerr=part["se"].fillna(0.0).to_numpy(), marker=marker, capsize=2,
+                               ls="none", ms=7,
                                label={"fit_step": "train accuracy ≥ 95%", "rise_start_step": "test rise starts (10%)",
                                       "grok_step": "test rise midpoint"}[metric])
             missing = [v for v in order if v not in set(part[keys[0]])]
             if missing:  # not reached by the last step: an open marker at the run's length
+                any_open = True
                 ax.plot([order.index(v) for v in missing], [steps[v] for v in missing], marker, mfc="none",
                         color=line[0].get_color(), ms=9)
-        if len(order) > len(set(times.loc[times["metric"] == "fit_step", keys[0]])):
-            ax.plot([], [], "o", mfc="none", color="grey", label="open: not reached by the last step")
+        if any_open:
+            ax.plot([], [], "o", mfc="none", color="grey", label="open: none by the last step")
         ax.set_xticks(range(len(order)), [_grid_text(v) for v in order])
         ax.set_xlabel(keys[0])
         ax.set_ylabel("optimization step")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.tight_layout()
         figs.append(Figure(save(fig, out_dir, "deep_grokking_sweep_times.png"),
                            f"When each grid point fits its training set and when its test accuracy rises, against "
