@@ -75,6 +75,33 @@ def test_bad_configs_are_rejected():
         resolve_config("deep-grokking", exp.config_cls, "tiny", overrides={"n_trains": "305"})
     with pytest.raises(ConfigError, match="depths"):
         resolve_config("deep-grokking", exp.config_cls, "tiny", overrides={"depths": "1"})
+    with pytest.raises(ConfigError, match="pool='train\\+test' with dataset='digits'"):
+        resolve_config("deep-grokking", exp.config_cls, "tiny", overrides={"pool": "train+test"})
+    with pytest.raises(ConfigError, match="n_test=2000 > test_keep=1000"):
+        resolve_config("deep-grokking", exp.config_cls, "multistage", overrides={"test_keep": "1000"})
+
+
+def test_multistage_preset_trains_on_7000_disjoint_from_its_test_images(data_dir):
+    exp = get("deep-grokking")
+    cfg = resolve_config("deep-grokking", exp.config_cls, "multistage")
+    assert cfg.n_trains == (7000,) and cfg.pool == "train+test"
+    data = dg.load_data(cfg, 7000, data_dir)
+    assert len(data.y_train) == 7000 and len(data.y_test_full) == cfg.test_keep
+    train_rows = {r.numpy().tobytes() for r in data.x_train}
+    assert not any(r.numpy().tobytes() in train_rows for r in data.x_test_full)
+
+
+def test_double_descent_and_rebound_read_off_constructed_curves():
+    import numpy as np
+
+    # falls 100 -> 60, rises to 90 (first surge), falls to 30 (second surge)
+    r = np.array([100, 80, 60, 70, 90, 85, 50, 30, 30], dtype=float)
+    assert dg._down_up_down(r) == (40.0, 30.0, 60.0)
+    assert dg._down_up_down(np.array([5.0, 4.0, 3.0, 3.0])) == (0.0, 0.0, 0.0)  # monotone: no double descent
+    # an early transient rise, then one long fall and a partial recovery: no first drop, so no double descent
+    assert dg._down_up_down(np.array([13.0, 17.0, 9.0, 3.0, 2.0, 5.0])) == (0.0, 0.0, 0.0)
+    assert dg._max_rebound(np.array([10.0, 8.0, 6.0, 5.0])) == 0.0
+    assert dg._max_rebound(np.array([10.0, 8.0, 10.0, 5.0])) == pytest.approx(0.25)  # 8 -> 10: a slingshot
 
 
 def test_tiny_preset_end_to_end():
@@ -87,9 +114,24 @@ def test_tiny_preset_end_to_end():
     names = set(frame["name"])
     expected = {"accuracy", "error", "loss", "mse", "weight_norm", "weight_norm/last_layer", "tunnel_length",
                 "tunnel_length_rel", "ntk/alignment"}
-    expected |= {f"{m}/{layer}" for m in ("feature_rank", "feature_rank_rel", "effective_rank", "probe_accuracy")
+    expected |= {f"{m}/{layer}" for m in ("feature_rank", "feature_rank_rel", "feature_rank_f32tol",
+                                          "effective_rank", "probe_accuracy")
                  for layer in range(1, depth + 1)}
+    expected |= {f"dead_units/{layer}" for layer in range(1, depth)}
     assert expected <= names, expected - names
+    assert f"dead_units/{depth}" not in names  # the output layer has no ReLU
+    # the authors' rank of layer l+1 is bounded by the live units of layer l (NOTE [feature rank tolerance])
+    wide = frame[frame["split"] == "test"].pivot_table(index="step", columns="name", values="value")
+    for layer in range(1, depth):
+        assert (wide[f"feature_rank/{layer + 1}"] <= cfg.width - wide[f"dead_units/{layer}"]).all()
+        # a looser tolerance never counts more directions
+        assert (wide[f"feature_rank_f32tol/{layer}"] <= wide[f"feature_rank/{layer}"]).all()
+    # one unit per run: the headline values also appear without the unit prefix (for sweep tables)
+    assert summary["fit_step"] == summary[f"n={cfg.n_trains[0]}/depth={depth}/wd={cfg.weight_decays[0]:g}/"
+                                          f"seed={cfg.seed}/fit_step"]
+    assert summary["rank_final/second_last"] == summary[f"n={cfg.n_trains[0]}/depth={depth}/"
+                                                        f"wd={cfg.weight_decays[0]:g}/seed={cfg.seed}/rank_final/"
+                                                        f"{depth - 1}"]
     prefix = f"n={cfg.n_trains[0]}/depth={depth}/wd={cfg.weight_decays[0]:g}/seed={cfg.seed}"
     # the net fits its training set and generalizes; ranks stay within their bounds
     assert summary[f"{prefix}/final_train_accuracy"] >= 0.95
@@ -131,3 +173,21 @@ def test_transition_reads_fit_rise_and_rank_drop_from_curves():
     assert math.isnan(out["rank_drop_step/2"])  # a flat layer did not drop
     assert out["weight_norm_slope_ratio"] == pytest.approx(1.0, rel=1e-9)
     assert out["weight_norm_at_grok"] == pytest.approx(50.0 * math.exp(-1.0))
+
+
+def test_sweep_report_overlays_the_grid_points(tmp_path):
+    from telescope.report import build_report
+    from telescope.sweeps import SweepSpec, parse_grid, run_sweep
+
+    spec = SweepSpec("deep-grokking", "tiny", parse_grid(["depths=3;4"]), seeds=1,
+                     sets={"steps": "150", "probe_points": "0", "ntk_points": "0"})
+    sweep = run_sweep(spec, tmp_path, workers=1)
+    assert sweep.ok
+    page = build_report(sweep.path).read_text(encoding="utf-8")
+    figures = sweep.path / "figures"
+    assert (figures / "deep_grokking_sweep_curves.png").exists()
+    assert (figures / "deep_grokking_sweep_times.png").exists()
+    assert "Grid points overlaid" in page and "Transition times against depths" in page
+    # the per-run single-unit keys line up across depths in the sweep table
+    table = __import__("pandas").read_csv(sweep.path / "table.csv")
+    assert set(table.loc[table["metric"] == "final_test_accuracy", "depths"].astype(str)) == {"3", "4"}

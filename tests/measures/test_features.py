@@ -121,3 +121,21 @@ def test_feature_effective_rank_is_the_kernel_effective_rank_of_the_covariance()
     a = low_rank(80, 9, 5) + 0.01 * low_rank(80, 9, 9, seed=2)
     expected = float(effective_rank(feature_covariance(a)))  # eigenvalues of the PSD covariance
     assert feature_effective_rank(a) == pytest.approx(expected, rel=1e-10)
+
+
+def test_dead_units_counts_units_off_on_every_input_and_bounds_the_next_layers_rank():
+    from telescope.measures import dead_units
+
+    torch.manual_seed(3)
+    z = torch.randn(50, 6, dtype=torch.float64)
+    z[:, 1] = -z[:, 1].abs() - 0.1          # dead: negative everywhere
+    z[:, 4] = 0.0                           # dead: exactly zero (ReLU gives 0)
+    z[:, 5] = -z[:, 5].abs()
+    z[7, 5] = 0.3                           # alive on one input only: not dead
+    assert dead_units(z) == 2
+    assert dead_units(torch.ones(3, 2)) == 0 and dead_units(-torch.ones(3, 2)) == 2
+    # the next layer's pre-activations W relu(z) + b have default-tolerance rank d - dead
+    nxt = torch.relu(z) @ torch.randn(6, 6, dtype=torch.float64) + 1.0
+    assert numerical_rank(nxt) == 6 - dead_units(z)
+    with pytest.raises(ShapeError, match="dead_units"):
+        dead_units(torch.ones(5))

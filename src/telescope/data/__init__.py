@@ -7,6 +7,8 @@ nothing is downloaded unless a user asks (``telescope data download mnist``).
 """
 
 from telescope.data.core import Split, data_dir
+from telescope.data.digits import DigitClasses, balanced_indices, load_digit_classes
 from telescope.data.images import binary_task, downsample, load_digits, load_mnist
 
-__all__ = ["Split", "data_dir", "binary_task", "downsample", "load_digits", "load_mnist"]
+__all__ = ["Split", "data_dir", "DigitClasses", "balanced_indices", "load_digit_classes", "binary_task", "downsample",
+           "load_digits", "load_mnist"]

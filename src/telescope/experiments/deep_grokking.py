@@ -11,19 +11,20 @@ length, and at a coarser cadence linear-probe accuracy per layer and the NTK ali
 the last hidden layer. Digest: shared/papers/grokking-and-kernel-dynamics.md (a).
 
 # NOTE [deep grokking data]
-# The paper trains on the *first* N MNIST training images (``Subset(train, range(N))``).
-# The shared offline data hold a 5,000-image subset sorted by class, where "first N" would
-# be a few digits only. ``subset="balanced"`` (default) takes N/10 images per class, drawn
-# under ``data_seed`` and shuffled (the first N of MNIST are close to balanced, so this is
-# the same kind of sample); ``subset="first"`` takes the first N images of the full
-# 60k training file and needs it in the data directory. Pixels in [0, 1], no normalisation
-# (as the authors). Per-step test metrics use the first ``n_test`` test images (the test
-# set is not sorted; 2,000 images keep float64 ranks and probes cheap); the final step is
-# also evaluated on all 10,000 test images (split ``test_full``).
+# The training set is a class-balanced draw of N MNIST training images by default, the
+# paper's first N with ``subset="first"`` (NOTE [ten-class digit subsets] in
+# telescope/data/digits.py). Per-step test metrics use the first ``n_test`` test images
+# (2,000 keep float64 ranks and probes cheap); the final step is also evaluated on all
+# 10,000 test images (split ``test_full``).
 
 # NOTE [deep grokking deviations]
 # * Ranks: pre-activations (outputs of each ``nn.Linear``) of a float64 copy of the net on
 #   the test images, NOTE [feature rank tolerance] in telescope/measures/features.py.
+#   Two diagnostics of that count go with it: ``dead_units/<l>`` (hidden units ≤ 0 on every
+#   test image; layer l+1's rank is at most width − dead_units/l) and
+#   ``feature_rank_f32tol/<l>``, the same count with the tolerance the authors' code applies
+#   to float32 features (d·eps(float32)·σ_max ≈ 1.5e-5·σ_max at d = 128; their text: "the
+#   epsilon value of the dtype of the feature matrix").
 # * Tunnel length counts the width-w layers 1..L−1 with rank < 0.75·w (the output layer's
 #   rank is at most 10 and is left out); ``tunnel_length`` uses the authors' rank,
 #   ``tunnel_length_rel`` the rank at relative tolerance ``rank_rtol``.
@@ -50,22 +51,26 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from telescope.data import load_digits, load_mnist
-from telescope.errors import ConfigError, DataError
+from telescope.data import DigitClasses, load_digit_classes
+from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
 from telescope.kernels import empirical_ntk, kernel_target_alignment
-from telescope.measures import (as_float64, feature_effective_rank, layer_features, numerical_rank, probe_accuracy,
-                                tunnel_length, weight_norm)
+from telescope.measures import (as_float64, dead_units, feature_effective_rank, layer_features, numerical_rank,
+                                probe_accuracy, tunnel_length, weight_norm)
 from telescope.models import MLP, scale_init
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
 log = logging.getLogger(__name__)
+
+F32_EPS = float(torch.finfo(torch.float32).eps)  # NOTE [deep grokking deviations]: the float32-tolerance rank
 
 
 @dataclass(frozen=True)
 class Config:
     dataset: str = bounded("mnist", choices=("mnist", "digits"))
     subset: str = bounded("balanced", choices=("balanced", "first"))
+    pool: str = bounded("train", choices=("train", "train+test"))
+    test_keep: int = bounded(5000, ge=2)
     n_trains: tuple[int, ...] = bounded((1000, 2000), ge=10, nonempty=True)
     n_test: int = bounded(2000, ge=2)
     depths: tuple[int, ...] = bounded((6,), ge=2, nonempty=True)
@@ -91,79 +96,35 @@ class Config:
                      weight_decays=(0.1,), batch_size=100, steps=300, log_points=12, probe_points=3,
                      ntk_points=40),
         "quick": dict(),
+        # 64-wide MLPs on N = 1000, one unit per run: the grid point of the depth and
+        # weight-decay sweeps (`telescope sweep ... --grid "depths=4;8;12"`, docs/deep-grokking.md)
+        "small": dict(n_trains=(1000,), n_test=1000, depths=(6,), width=64, log_points=60, probe_points=8,
+                      ntk_points=0),
+        # the paper's N = 7000 (Fig. 1c, 2 bottom, 4): 5,000 training images + 2,000 drawn from the
+        # test file's second half; the first 5,000 test images stay the (disjoint) test set
+        "multistage": dict(n_trains=(7000,), pool="train+test", test_keep=5000, n_test=2000, depths=(6,),
+                           width=64, log_points=60, probe_points=8, ntk_points=0),
         "paper": dict(n_trains=(2000, 5000), n_test=10000, depths=(12,), width=400, alpha=8.0,
                       weight_decays=(0.01,),
                       steps=100_000, log_points=150, probe_points=30, ntk_points=200, dtype="float64"),
     }
 
     def validate(self) -> None:
+        if self.pool == "train+test" and self.dataset != "mnist":
+            raise ConfigError(f"deep-grokking: pool='train+test' with dataset={self.dataset!r}; the pooled "
+                              "training set is an MNIST option, use dataset=mnist or pool=train")
+        if self.pool == "train+test" and self.n_test > self.test_keep:
+            raise ConfigError(f"deep-grokking: n_test={self.n_test} > test_keep={self.test_keep}; with "
+                              "pool='train+test' per-step test images come from the kept test images, lower n_test")
         if self.subset == "balanced" and any(n % 10 for n in self.n_trains):
             raise ConfigError(f"deep-grokking: n_trains={self.n_trains}; with subset='balanced' each N must "
                               "be a multiple of 10 (N/10 images per class)")
 
 
-# ----------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class Digits:
-    """Training and test images, flattened to (n, d) in [0, 1], with integer labels."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    x_test_full: torch.Tensor
-    y_test_full: torch.Tensor
-
-
-def _balanced(y: np.ndarray, n: int, rng: np.random.Generator, what: str) -> np.ndarray:
-    per = n // 10
-    parts = []
-    for c in range(10):
-        pool = np.flatnonzero(y == c)
-        if len(pool) < per:
-            raise DataError(f"deep-grokking: asked for {n} {what} images ({per} per class), only {len(pool)} "
-                            f"of digit {c} are available; lower n_trains or use the full MNIST files")
-        parts.append(rng.permutation(pool)[:per])
-    return rng.permutation(np.concatenate(parts))
-
-
-def load_data(cfg: Config, n_train: int, root=None) -> Digits:
+def load_data(cfg: Config, n_train: int, root=None) -> DigitClasses:
     """The training subset of size ``n_train`` and the test images (NOTE [deep grokking data])."""
-    rng = np.random.default_rng(cfg.data_seed)
-    if cfg.dataset == "mnist":
-        xtr, ytr = load_mnist("train", root)
-        xte, yte = load_mnist("test", root)
-        if cfg.subset == "first":
-            if len(ytr) < 60000:
-                raise DataError("deep-grokking: subset='first' needs the full MNIST training files "
-                                "(train-*-idx*.gz) in the data directory; only the 5k subset was found. Use "
-                                "subset=balanced or fetch them with `telescope data download mnist`")
-            itr = np.arange(n_train)
-        else:
-            itr = _balanced(ytr, n_train, rng, "training")
-        if n_train > len(ytr):
-            raise DataError(f"deep-grokking: n_trains has {n_train} but only {len(ytr)} training images exist")
-        x_train, y_train = xtr[itr] / 255.0, ytr[itr]
-        x_full, y_full = xte / 255.0, yte
-        x_test, y_test = x_full[:cfg.n_test], y_full[:cfg.n_test]
-    else:  # scikit-learn's 8x8 digits: disjoint train / test draws
-        x, y = load_digits()
-        perm = rng.permutation(len(y))
-        test_idx, rest = perm[:cfg.n_test], perm[cfg.n_test:]
-        itr = _balanced_from(y, rest, n_train, rng)
-        x_train, y_train = x[itr], y[itr]
-        x_test, y_test = x[test_idx], y[test_idx]
-        x_full, y_full = x_test, y_test
-    as_x = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(len(a), -1))  # noqa: E731
-    as_y = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64))  # noqa: E731
-    return Digits(as_x(x_train), as_y(y_train), as_x(x_test), as_y(y_test), as_x(x_full), as_y(y_full))
-
-
-def _balanced_from(y: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    chosen = _balanced(y[pool], n, rng, "training (digits)")
-    return pool[chosen]
+    return load_digit_classes(n_train, dataset=cfg.dataset, subset=cfg.subset, n_test=cfg.n_test,
+                              data_seed=cfg.data_seed, pool=cfg.pool, test_keep=cfg.test_keep, root=root)
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -181,7 +142,7 @@ def last_hidden_ntk(model: MLP, x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- one run
 
 
-def run_unit(cfg: Config, data: Digits, depth: int, weight_decay: float, seed: int, sink,
+def run_unit(cfg: Config, data: DigitClasses, depth: int, weight_decay: float, seed: int, sink,
              device: str = "cpu", progress=None) -> None:
     dtype = getattr(torch, cfg.dtype)
     torch.manual_seed(seed)
@@ -220,8 +181,12 @@ def run_unit(cfg: Config, data: Digits, depth: int, weight_decay: float, seed: i
             r, rr = numerical_rank(a), numerical_rank(a, rtol=cfg.rank_rtol)
             ranks.append(r)
             rel.append(rr)
-            sink.log_dict(step, "test", {f"feature_rank/{layer}": r, f"feature_rank_rel/{layer}": rr,
-                                         f"effective_rank/{layer}": feature_effective_rank(a)})
+            values = {f"feature_rank/{layer}": r, f"feature_rank_rel/{layer}": rr,
+                      f"feature_rank_f32tol/{layer}": numerical_rank(a, rtol=a.shape[1] * F32_EPS),
+                      f"effective_rank/{layer}": feature_effective_rank(a)}
+            if layer <= hidden:
+                values[f"dead_units/{layer}"] = dead_units(a)
+            sink.log_dict(step, "test", values)
         sink.log_dict(step, "test", {
             "tunnel_length": tunnel_length(ranks[:hidden], cfg.width, cfg.tunnel_fraction),
             "tunnel_length_rel": tunnel_length(rel[:hidden], cfg.width, cfg.tunnel_fraction)})
@@ -249,7 +214,7 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
     units = [(n, d, wd, cfg.seed + k) for n in cfg.n_trains for d in cfg.depths for wd in cfg.weight_decays
              for k in range(cfg.seeds)]
     bar = sink.progress(len(units) * cfg.steps, "deep-grokking")
-    cache: dict[int, Digits] = {}
+    cache: dict[int, DigitClasses] = {}
     for n, depth, wd, seed in units:
         key = f"n={n}/depth={depth}/wd={wd:g}/seed={seed}"
         if sink.unit_done(key):
@@ -277,6 +242,10 @@ def _curve(frame, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     return part["step"].to_numpy(), part["value"].to_numpy()
 
 
+RANKS = (("feature_rank", "rank"), ("feature_rank_rel", "rank_rel"), ("feature_rank_f32tol", "rank_f32tol"),
+         ("effective_rank", "erank"))
+
+
 def transition(frame, depth: int) -> dict[str, float]:
     """Times and values that describe one run's grokking (all steps are logged steps).
 
@@ -289,7 +258,11 @@ def transition(frame, depth: int) -> dict[str, float]:
       relative-tolerance and effective ranks;
     * ranks, test accuracy and weight norm at ``fit_step``, ``grok_step`` and the end;
     * ``weight_norm_slope_ratio``: d log‖θ‖/dt over [grok, 1.5·grok] divided by that over
-      [grok/1.5, grok] — about 1 when the norm shows no kink at the transition.
+      [grok/1.5, grok] — about 1 when the norm shows no kink at the transition;
+    * onsets (``rise_start_step``, ``*_fall_start/<l>``: 10% of the way), ``delay_ratio``,
+      dead units at fit and end, the second-last layer's double descent (``*_dd_*``,
+      :func:`_down_up_down`) and the norms' largest rebound (:func:`_max_rebound`);
+      the keys are listed in docs/deep-grokking.md.
     """
     out: dict[str, float] = {}
     s_tr, acc_tr = _curve(frame, "train", "accuracy")
@@ -305,6 +278,16 @@ def transition(frame, depth: int) -> dict[str, float]:
     s_wn, wn = _curve(frame, "train", "weight_norm")
     out["weight_norm_init"] = float(wn[0])
     out["weight_norm_final"] = float(wn[-1])
+    out["weight_norm_max_rebound"] = _max_rebound(wn)
+    _, wn_last = _curve(frame, "train", "weight_norm/last_layer")
+    if len(wn_last):
+        out["last_layer_norm_max_rebound"] = _max_rebound(wn_last)
+    for metric, short in RANKS:  # the second-last layer's double descent, fit or not
+        s_r, r = _curve(frame, "test", f"{metric}/{depth - 1}")
+        if len(r):
+            out[f"{short}_max/{depth - 1}"] = float(r.max())
+            for part, value in zip(("first_drop", "rise", "second_drop"), _down_up_down(r)):
+                out[f"{short}_dd_{part}/{depth - 1}"] = value
     if math.isnan(fit_step):
         out["grok_step"] = float("nan")
         return out
@@ -314,6 +297,10 @@ def transition(frame, depth: int) -> dict[str, float]:
     later = s_te >= fit_step
     grok_step = _first_step(s_te[later], acc_te[later], mid) if acc_te[-1] - acc_te[at_fit] > 0.05 else float("nan")
     out["grok_step"] = grok_step
+    out["delay_ratio"] = grok_step / fit_step if fit_step > 0 else float("nan")
+    rose = acc_te[at_fit] + 0.1 * (acc_te[-1] - acc_te[at_fit])
+    out["rise_start_step"] = (_first_step(s_te[later], acc_te[later], rose) if not math.isnan(grok_step)
+                              else float("nan"))
     out["weight_norm_at_fit"] = float(np.interp(fit_step, s_wn, wn))
     if not math.isnan(grok_step):
         out["weight_norm_at_grok"] = float(np.interp(grok_step, s_wn, wn))
@@ -323,9 +310,16 @@ def transition(frame, depth: int) -> dict[str, float]:
         before = (lw(grok_step) - lw(lo)) / (grok_step - lo)
         after = (lw(hi) - lw(grok_step)) / max(hi - grok_step, 1e-12)
         out["weight_norm_slope_ratio"] = after / before if before != 0 else float("nan")
-    for metric, short in (("feature_rank", "rank"), ("feature_rank_rel", "rank_rel"), ("effective_rank", "erank")):
+    for layer in range(1, depth):
+        s_d, dead = _curve(frame, "test", f"dead_units/{layer}")
+        if len(dead):
+            out[f"dead_units_at_fit/{layer}"] = float(dead[int(np.searchsorted(s_d, fit_step))])
+            out[f"dead_units_final/{layer}"] = float(dead[-1])
+    for metric, short in RANKS:
         for layer in range(1, depth + 1):
             s_r, r = _curve(frame, "test", f"{metric}/{layer}")
+            if not len(r):  # a metric this run did not log
+                continue
             i_fit = int(np.searchsorted(s_r, fit_step))
             out[f"{short}_at_fit/{layer}"] = float(r[i_fit])
             out[f"{short}_final/{layer}"] = float(r[-1])
@@ -334,6 +328,30 @@ def transition(frame, depth: int) -> dict[str, float]:
             dropped = r[i_fit] - r[-1] >= max(1.5, 0.02 * r[i_fit])
             below = np.flatnonzero(r[after_fit] <= drop_mid) if dropped else np.array([], dtype=int)
             out[f"{short}_drop_step/{layer}"] = float(s_r[after_fit][below[0]]) if len(below) else float("nan")
+            start = np.flatnonzero(r[after_fit] <= r[i_fit] - 0.1 * (r[i_fit] - r[-1])) if dropped else []
+            out[f"{short}_fall_start/{layer}"] = float(s_r[after_fit][start[0]]) if len(start) else float("nan")
+    return out
+
+
+def _max_rebound(values: np.ndarray) -> float:
+    """Largest relative rise of a curve above its running minimum, max_t v_t / min_{s≤t} v_s − 1
+    (0 for a curve that never goes up: fact 8's "no slingshot plateaus or spikes")."""
+    return float(np.max(values / np.minimum.accumulate(values)) - 1.0)
+
+
+def _down_up_down(r: np.ndarray) -> tuple[float, float, float]:
+    """A rank curve's double descent (facts 3, 9): for every peak index j, the trough i = the
+    lowest point before j; first drop = highest point before i − r_i, rise = r_j − r_i,
+    second drop = r_j − lowest point after j. Returns (first drop, rise, second drop) of the j
+    with the largest min of the three: all three are > 0 only for a fall, rise, fall; all
+    zero for a curve without one (a transient rise at the start followed by one fall has
+    no first drop and scores 0)."""
+    best, out = 0.0, (0.0, 0.0, 0.0)
+    for j in range(1, len(r) - 1):
+        i = int(np.argmin(r[:j + 1]))
+        first, rise, fall = float(r[:i + 1].max() - r[i]), float(r[j] - r[i]), float(r[j] - r[j:].min())
+        if min(first, rise, fall) > best:
+            best, out = min(first, rise, fall), (first, rise, fall)
     return out
 
 
@@ -341,6 +359,15 @@ def summarize(frame, cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {"steps": cfg.steps}
     for (n, depth, wd, seed), g in frame.groupby(["n_train", "depth", "weight_decay", "seed"]):
         prefix = f"n={n}/depth={depth}/wd={wd:g}/seed={seed}"
-        for key, value in transition(g, int(depth)).items():
+        values = transition(g, int(depth))
+        for key, value in values.items():
             out[f"{prefix}/{key}"] = None if isinstance(value, float) and math.isnan(value) else value
+    if len(frame.groupby(["n_train", "depth", "weight_decay", "seed"])) == 1:
+        # one unit per run (a `telescope sweep` grid point): the headline values without the unit
+        # prefix and with the second-last layer called so, to line up across depths in table.csv
+        last = f"/{int(depth) - 1}"
+        for key, value in values.items():
+            if "/" not in key or key.endswith(last):
+                out[key.replace(last, "/second_last") if key.endswith(last) else key] = (
+                    None if isinstance(value, float) and math.isnan(value) else value)
     return out

@@ -22,6 +22,11 @@ Digest: shared/papers/grokking-and-kernel-dynamics.md (a.3).
 # ``numerical_rank(..., rtol=1e-3)`` (singular values above 1e-3·σ_max) and
 # ``feature_effective_rank`` (Roy & Vetterli 2007: exp of the entropy of σ/Σσ), which vary
 # continuously and do not jump when one unit dies.
+# ``dead_units`` counts the ReLU units a layer's pre-activations leave at zero on every
+# input; each is a constant feature, so the next layer's default-tolerance rank is at most
+# d − dead (in float64 the bound is usually met with equality: the count is the number of
+# live units). A dead unit gets no gradient, so it stays dead: this rank can only fall as
+# fast as units die.
 """
 
 from __future__ import annotations
@@ -100,6 +105,14 @@ def numerical_rank(features: torch.Tensor, rtol: float | None = None) -> int:
     if s.numel() == 0 or float(s[0]) == 0.0:
         return 0
     return int((s > rtol * s[0]).sum())
+
+
+def dead_units(features: torch.Tensor) -> int:
+    """How many of the d units of ``features`` (n, d) (a layer's pre-activations) are ≤ 0 on
+    every one of the n inputs, i.e. ReLU units that output 0 on all of them
+    (NOTE [feature rank tolerance]). Returns an int in [0, d]."""
+    _check_features("dead_units", features)
+    return int((features <= 0).all(dim=0).sum())
 
 
 def feature_effective_rank(features: torch.Tensor) -> float:
