@@ -122,3 +122,26 @@ def test_report_page_renders_in_headless_chromium(studies, tmp_path):
     assert len(real) == page.read_text().count("<img") == 5
     assert all(complete and width > 0 for _, complete, width in real), real
     assert [f[2] for f in found if f[0] == "control"] == [0]  # a broken image is caught by this check
+
+
+def test_grid_points_keep_the_grid_order_and_a_single_run_passes_its_summary(tmp_path, monkeypatch):
+    """Grid values 8, 16 are listed as given (as strings '16' sorts before '8'), and a
+    point with one run hands its summary.json to the study's figures."""
+    from telescope import plots
+
+    spec = SweepSpec("approximation", "tiny", parse_grid(["width=8,16"]), seeds=1, sets={"settings": "sgd"})
+    sweep = run_sweep(spec, tmp_path / "sweeps", workers=1)
+    assert sweep.ok
+    module = plots.module_for("approximation")
+    seen = []
+    real = module.figures
+
+    def spy(metrics, config, summary, out_dir):
+        seen.append((config["width"], sorted(summary)))
+        return real(metrics, config, summary, out_dir)
+
+    monkeypatch.setattr(module, "figures", spy)
+    page = build_report(sweep.path).read_text()
+    assert [w for w, _ in seen] == [8, 16]
+    assert all(keys and any(k.endswith("ratio_linearized_to_telescope") for k in keys) for _, keys in seen)
+    assert page.index("approximation: width=8") < page.index("approximation: width=16")

@@ -212,7 +212,16 @@ def sweep_sections(sweep_dir: Path, prefix: str = "") -> list[Section]:
     module = plots.module_for(experiment)
     done = runs[runs["status"] == "done"] if len(runs) else runs
     if module is not None and len(done):
-        points = done.groupby(keys, sort=True) if keys else [((), done)]
+        points = list(done.groupby(keys, sort=False)) if keys else [((), done)]
+        # the grid's own order (the user's, e.g. depths 4, 8, 12), not the strings' (12, 4, 8)
+        order = {k: [str(v) for v in spec["grid"].get(k, [])] for k in keys}
+
+        def rank(point) -> tuple:
+            values = point[0] if isinstance(point[0], tuple) else (point[0],)
+            return tuple(order[k].index(str(v)) if str(v) in order[k] else len(order[k])
+                         for k, v in zip(keys, values))
+
+        points.sort(key=rank)
         for i, (values, group) in enumerate(points):
             if i >= MAX_POINT_FIGURES:
                 break
@@ -227,7 +236,10 @@ def sweep_sections(sweep_dir: Path, prefix: str = "") -> list[Section]:
             out_dir = fig_dir / f"point{i}"
             sec = Section(f"{prefix}point{i}", f"{experiment}: {label}", group=experiment)
             seeds = ", ".join(str(s) for s in sorted(group["seed"]))
-            for fig in module.figures(metrics, record["config"], {}, out_dir):
+            # a single run's own summary (its figures draw its marks: fit step, rise, ...); pooled seeds: none
+            summary_path = sweep_dir / group["run"].iloc[0] / "summary.json"
+            summary = read_json(summary_path) if len(group) == 1 and summary_path.exists() else {}
+            for fig in module.figures(metrics, record["config"], summary, out_dir):
                 sec.body.append(_figure(fig, out_dir, f"[{label}; runs of seeds {seeds} pooled] "))
             sections.append(sec)
 
