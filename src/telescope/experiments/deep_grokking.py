@@ -55,9 +55,10 @@ from telescope.data import DigitClasses, load_digit_classes
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
 from telescope.kernels import empirical_ntk, kernel_target_alignment
-from telescope.measures import (as_float64, dead_units, feature_effective_rank, layer_features, numerical_rank,
-                                probe_accuracy, tunnel_length, weight_norm)
+from telescope.measures import (as_float64, dead_units, feature_effective_rank, first_step, layer_features,
+                                numerical_rank, probe_accuracy, tunnel_length, weight_norm)
 from telescope.models import MLP, scale_init
+from telescope.store import curve
 from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
 
 log = logging.getLogger(__name__)
@@ -232,16 +233,6 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- summary
 
 
-def _first_step(steps: np.ndarray, values: np.ndarray, threshold: float) -> float:
-    hit = np.flatnonzero(values >= threshold)
-    return float(steps[hit[0]]) if len(hit) else float("nan")
-
-
-def _curve(frame, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-    part = frame[(frame["split"] == split) & (frame["name"] == name)].sort_values("step")
-    return part["step"].to_numpy(), part["value"].to_numpy()
-
-
 RANKS = (("feature_rank", "rank"), ("feature_rank_rel", "rank_rel"), ("feature_rank_f32tol", "rank_f32tol"),
          ("effective_rank", "erank"))
 
@@ -265,9 +256,9 @@ def transition(frame, depth: int) -> dict[str, float]:
       the keys are listed in docs/deep-grokking.md.
     """
     out: dict[str, float] = {}
-    s_tr, acc_tr = _curve(frame, "train", "accuracy")
-    s_te, acc_te = _curve(frame, "test", "accuracy")
-    fit_step = _first_step(s_tr, acc_tr, 0.95)
+    s_tr, acc_tr = curve(frame, "train", "accuracy")
+    s_te, acc_te = curve(frame, "test", "accuracy")
+    fit_step = first_step(s_tr, acc_tr >= 0.95)
     out["fit_step"] = fit_step
     out["final_train_accuracy"] = float(acc_tr[-1])
     out["final_test_accuracy"] = float(acc_te[-1])
@@ -275,15 +266,15 @@ def transition(frame, depth: int) -> dict[str, float]:
     full = frame[(frame["split"] == "test_full") & (frame["name"] == "accuracy")]
     if len(full):
         out["final_test_accuracy_full"] = float(full["value"].iloc[-1])
-    s_wn, wn = _curve(frame, "train", "weight_norm")
+    s_wn, wn = curve(frame, "train", "weight_norm")
     out["weight_norm_init"] = float(wn[0])
     out["weight_norm_final"] = float(wn[-1])
     out["weight_norm_max_rebound"] = _max_rebound(wn)
-    _, wn_last = _curve(frame, "train", "weight_norm/last_layer")
+    _, wn_last = curve(frame, "train", "weight_norm/last_layer")
     if len(wn_last):
         out["last_layer_norm_max_rebound"] = _max_rebound(wn_last)
     for metric, short in RANKS:  # the second-last layer's double descent, fit or not
-        s_r, r = _curve(frame, "test", f"{metric}/{depth - 1}")
+        s_r, r = curve(frame, "test", f"{metric}/{depth - 1}")
         if len(r):
             out[f"{short}_max/{depth - 1}"] = float(r.max())
             for part, value in zip(("first_drop", "rise", "second_drop"), _down_up_down(r)):
@@ -295,11 +286,11 @@ def transition(frame, depth: int) -> dict[str, float]:
     out["test_accuracy_at_fit"] = float(acc_te[at_fit])
     mid = 0.5 * (acc_te[at_fit] + acc_te[-1])
     later = s_te >= fit_step
-    grok_step = _first_step(s_te[later], acc_te[later], mid) if acc_te[-1] - acc_te[at_fit] > 0.05 else float("nan")
+    grok_step = first_step(s_te[later], acc_te[later] >= mid) if acc_te[-1] - acc_te[at_fit] > 0.05 else float("nan")
     out["grok_step"] = grok_step
     out["delay_ratio"] = grok_step / fit_step if fit_step > 0 else float("nan")
     rose = acc_te[at_fit] + 0.1 * (acc_te[-1] - acc_te[at_fit])
-    out["rise_start_step"] = (_first_step(s_te[later], acc_te[later], rose) if not math.isnan(grok_step)
+    out["rise_start_step"] = (first_step(s_te[later], acc_te[later] >= rose) if not math.isnan(grok_step)
                               else float("nan"))
     out["weight_norm_at_fit"] = float(np.interp(fit_step, s_wn, wn))
     if not math.isnan(grok_step):
@@ -311,13 +302,13 @@ def transition(frame, depth: int) -> dict[str, float]:
         after = (lw(hi) - lw(grok_step)) / max(hi - grok_step, 1e-12)
         out["weight_norm_slope_ratio"] = after / before if before != 0 else float("nan")
     for layer in range(1, depth):
-        s_d, dead = _curve(frame, "test", f"dead_units/{layer}")
+        s_d, dead = curve(frame, "test", f"dead_units/{layer}")
         if len(dead):
             out[f"dead_units_at_fit/{layer}"] = float(dead[int(np.searchsorted(s_d, fit_step))])
             out[f"dead_units_final/{layer}"] = float(dead[-1])
     for metric, short in RANKS:
         for layer in range(1, depth + 1):
-            s_r, r = _curve(frame, "test", f"{metric}/{layer}")
+            s_r, r = curve(frame, "test", f"{metric}/{layer}")
             if not len(r):  # a metric this run did not log
                 continue
             i_fit = int(np.searchsorted(s_r, fit_step))
@@ -326,10 +317,11 @@ def transition(frame, depth: int) -> dict[str, float]:
             drop_mid = 0.5 * (r[i_fit] + r[-1])
             after_fit = s_r >= fit_step
             dropped = r[i_fit] - r[-1] >= max(1.5, 0.02 * r[i_fit])
-            below = np.flatnonzero(r[after_fit] <= drop_mid) if dropped else np.array([], dtype=int)
-            out[f"{short}_drop_step/{layer}"] = float(s_r[after_fit][below[0]]) if len(below) else float("nan")
-            start = np.flatnonzero(r[after_fit] <= r[i_fit] - 0.1 * (r[i_fit] - r[-1])) if dropped else []
-            out[f"{short}_fall_start/{layer}"] = float(s_r[after_fit][start[0]]) if len(start) else float("nan")
+            out[f"{short}_drop_step/{layer}"] = (first_step(s_r[after_fit], r[after_fit] <= drop_mid)
+                                                  if dropped else float("nan"))
+            fall = r[i_fit] - 0.1 * (r[i_fit] - r[-1])
+            out[f"{short}_fall_start/{layer}"] = (first_step(s_r[after_fit], r[after_fit] <= fall)
+                                                  if dropped else float("nan"))
     return out
 
 

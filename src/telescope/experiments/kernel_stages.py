@@ -54,6 +54,8 @@ from telescope.flow import (
     sample_sphere,
 )
 from telescope.flow.inner_product import INNER_PRODUCT_KERNELS
+from telescope.measures import first_step
+from telescope.store import curve
 from telescope.train import fit
 
 log = logging.getLogger(__name__)
@@ -334,11 +336,6 @@ def run(config: Config, sink, ctx=None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- summary
 
 
-def _curve(frame: pd.DataFrame, split: str, name: str = "mse") -> tuple[np.ndarray, np.ndarray]:
-    rows = frame[(frame["split"] == split) & (frame["name"] == name)].sort_values("step")
-    return rows["step"].to_numpy(dtype=np.float64), rows["value"].to_numpy(dtype=np.float64)
-
-
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
@@ -354,17 +351,16 @@ def summarize(frame: pd.DataFrame, config: Config) -> dict[str, Any]:
         unit = frame[(frame["study"] == "stages") & (frame["kernel"] == name)] if len(frame) else frame
         if not len(unit):
             continue
-        t, train = _curve(unit, "train")
-        _, test = _curve(unit, "test")
-        _, oracle = _curve(unit, "oracle")
-        _, oracle_on_test = _curve(unit, "oracle", "mse_on_test")   # shares the test points' noise
+        t, train = curve(unit, "train", "mse")
+        _, test = curve(unit, "test", "mse")
+        _, oracle = curve(unit, "oracle", "mse")
+        _, oracle_on_test = curve(unit, "oracle", "mse_on_test")   # shares the test points' noise
         report = detect_stages(t, train, test, oracle_on_test, noise_var=config.noise ** 2,
                                tol=config.stage_tol)
         p = f"{name}/"
         out[p + "stages_in_order"] = report.in_order
         out[p + "bootstrap_gap"] = _finite(report.bootstrap_gap)
-        fitted = np.flatnonzero(report.memorisation_gap >= 1 - config.stage_tol)
-        out[p + "t_fitted"] = float(t[fitted[0]]) if fitted.size else None
+        out[p + "t_fitted"] = _finite(first_step(t, report.memorisation_gap >= 1 - config.stage_tol))
         all_in_order &= report.in_order
         for w in report.windows:
             out[p + f"stage{w.stage}_start"] = w.start
@@ -374,7 +370,7 @@ def summarize(frame: pd.DataFrame, config: Config) -> dict[str, Any]:
         pred = predicted_boundaries(lam, energies, config.d, config.n, float(kernel.h(np.array(1.0))))
         for key, value in pred.items():
             out[p + "predicted/" + key] = _finite(value)
-        _, plateau = _curve(unit, "oracle", "plateau_on_test")
+        _, plateau = curve(unit, "oracle", "plateau_on_test")
         if len(plateau):   # the frozen test error above ‖P_{>l}f‖² on the same points: variance + bias
             out[p + "plateau_on_test"] = float(plateau[-1])
             out[p + "plateau_excess"] = float(test[-1] - plateau[-1])
@@ -394,10 +390,10 @@ def summarize(frame: pd.DataFrame, config: Config) -> dict[str, Any]:
         fits, finals = [], []
         for nugget in sorted(speed["nugget"].unique()):
             unit = speed[speed["nugget"] == nugget]
-            t, train = _curve(unit, "train")
-            _, test = _curve(unit, "test")
-            below = np.flatnonzero(train < config.fit_tol)
-            t_fit = float(t[below[0]]) if below.size else math.inf
+            t, train = curve(unit, "train", "mse")
+            _, test = curve(unit, "test", "mse")
+            t_fit = first_step(t, train < config.fit_tol)
+            t_fit = math.inf if math.isnan(t_fit) else t_fit
             p = f"speed/c={nugget:.4g}/"
             out[p + "t_fit"] = _finite(t_fit)
             out[p + "final_test"] = float(test[-1])
@@ -410,13 +406,13 @@ def summarize(frame: pd.DataFrame, config: Config) -> dict[str, Any]:
     bridge = frame[frame["study"] == "bridge"] if len(frame) else frame
     if len(bridge):
         for split in ("train", "test"):
-            _, net = _curve(bridge, split)
-            _, ker = _curve(bridge, split, "kernel_flow/mse")
+            _, net = curve(bridge, split, "mse")
+            _, ker = curve(bridge, split, "kernel_flow/mse")
             out[f"bridge/{split}_max_gap"] = float(np.max(np.abs(net - ker)) / ker[0])
             out[f"bridge/{split}_final_net"] = float(net[-1])
             out[f"bridge/{split}_final_kernel"] = float(ker[-1])
-        _, online = _curve(bridge, "test", "online_sgd/mse")
-        _, oracle = _curve(bridge, "oracle", "mse_on_test")
+        _, online = curve(bridge, "test", "online_sgd/mse")
+        _, oracle = curve(bridge, "oracle", "mse_on_test")
         out["bridge/online_vs_oracle_max_gap"] = float(np.max(np.abs(online - oracle)) / oracle[0])
         out["bridge/final_online"] = float(online[-1])
         out["bridge/final_oracle"] = float(oracle[-1])

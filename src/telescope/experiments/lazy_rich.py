@@ -97,7 +97,7 @@ from telescope.flow import LinearizedGD
 from telescope.kernels import kernel_target_alignment
 from telescope.lens.closed_form import ClosedFormSmoother
 from telescope.lens.smoother import label_range, self_check_valid
-from telescope.measures import weight_norm
+from telescope.measures import first_step, weight_norm
 from telescope.models.modular import ModularQuadraticMLP, modular_addition
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
 from telescope.train import fit, log_steps
@@ -195,12 +195,6 @@ class Config:
 # ----------------------------------------------------------------------------- units
 
 
-def first_below(steps: np.ndarray, values: np.ndarray, level: float) -> float:
-    """The first step whose value is below ``level`` (NaN if none)."""
-    hit = np.nonzero(values < level)[0]
-    return float(steps[hit[0]]) if hit.size else float("nan")
-
-
 def analytic_solution(beta: torch.Tensor, width: int, alpha: float, epsilon: float) -> torch.Tensor:
     """W* (N, D): rows ±β/√(αε) alternately, so M = ββᵀ/(αε) and w̄ = 0 (NOTE [init interpolation])."""
     if width % 2:
@@ -291,7 +285,7 @@ def run_committee(cfg: Config, data, alpha: float, epsilon: float, epochs: int, 
                 progress.update(100)
     steps_a, tr_a, te_a = np.array(steps), np.array(tr), np.array(te)
     level = cfg.grok_threshold * l0
-    t_train, t_test = first_below(steps_a, tr_a, level), first_below(steps_a, te_a, level)
+    t_train, t_test = first_step(steps_a, tr_a < level), first_step(steps_a, te_a < level)
     half = int(np.argmin(np.abs(steps_a - epochs / 2)))
     return {"initial_test": l0, "max_test": float(te_a.max()), "max_test_epoch": float(steps_a[te_a.argmax()]),
             "test_rise": max(0.0, float(te_a.max()) / l0 - 1.0),
@@ -338,7 +332,7 @@ def run_modular(cfg: Config, scale: float, sink, progress=None) -> dict[str, flo
     fit(model, opt, loss_fn, x, y, steps=cfg.modular_epochs, batch_size=len(x), generator=gen,
         callbacks=[record], progress=progress)
     s, tr, te = np.array(steps), np.array(acc_tr), np.array(acc_te)
-    t_train, t_test = first_below(s, 1 - tr, 0.1), first_below(s, 1 - te, 0.1)
+    t_train, t_test = first_step(s, 1 - tr < 0.1), first_step(s, 1 - te < 0.1)
     return {"final_train_acc": float(tr[-1]), "final_test_acc": float(te[-1]),
             "epoch_train_acc_90": t_train, "epoch_test_acc_90": t_test,
             "delay": max(0.0, t_test - t_train) if math.isfinite(t_test) else float("nan")}

@@ -84,7 +84,7 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
             _mark(axes[row][col], summary, key)
     axes[1][-1].legend(fontsize=6, loc="lower left", ncol=2)
     axes[2][-1].legend(fontsize=7, loc="upper left")
-    if axes[3][-1].lines:
+    if axes[3][-1].get_legend_handles_labels()[0]:      # probe curves (the marks have no labels)
         axes[3][-1].legend(fontsize=6, loc="upper left", ncol=2)
     figs.append(Figure(save(fig, out_dir, "deep_grokking_rank_accuracy.png"),
                        "Per-layer feature rank of the hidden pre-activations on the test images (row 1: numerical "

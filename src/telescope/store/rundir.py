@@ -45,6 +45,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
+import numpy as np
 import pandas as pd
 
 from telescope.errors import ConfigError, DataError, DivergenceError
@@ -210,6 +211,16 @@ def _metrics_fresh(path: Path, parts: list[Path]) -> bool:
             return False
     newest = max((p.stat().st_mtime_ns for p in parts), default=0)  # written before the record existed
     return path.stat().st_mtime_ns >= newest
+
+
+def curve(frame: pd.DataFrame, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One logged curve of a long metrics frame: ``(steps, values)``, float64, sorted by step.
+
+    ``frame`` holds the rows of one training run (filter the tag columns first); a metric that
+    was not logged gives two empty arrays.
+    """
+    rows = frame[(frame["split"] == split) & (frame["name"] == name)].sort_values("step", kind="stable")
+    return rows["step"].to_numpy(dtype=np.float64), rows["value"].to_numpy(dtype=np.float64)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
