@@ -158,3 +158,9 @@ def test_no_import_circle_in_the_cli():
             n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("telescope.cli")}
     assert "telescope.cli.main" not in set().union(*(v for k, v in edges.items() if k != "telescope.cli.__init__"))
     assert edges["telescope.cli.sweep"] <= {"telescope.cli.errors", "telescope.cli.study_help"}
+
+
+def test_a_cpu_only_study_refuses_cuda_in_one_line_instead_of_running_on_the_cpu(tmp_path):
+    proc = telescope("run", "lazy-rich", "--preset", "tiny", "--device", "cuda", "--out", str(tmp_path))
+    one_line(proc, "--device cuda", "lazy-rich runs on the CPU only", "use --device cpu")
+    assert not any(tmp_path.iterdir())

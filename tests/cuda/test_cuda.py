@@ -90,8 +90,8 @@ def test_every_kernel_implementation_matches_cpu(model_name, implementation, out
 
 
 def _studies():
-    from telescope.experiments import names
-    return names()
+    from telescope.experiments import get, names
+    return [n for n in names() if not get(n).cpu_only]
 
 
 def _metrics(run_dir):

@@ -60,6 +60,11 @@ class Experiment:
         ``HEADLINE``; summaries are stored with sorted keys, so order is declared, not inherited)."""
         return tuple(getattr(self.module, "HEADLINE", ()))
 
+    @property
+    def cpu_only(self) -> str | None:
+        """Why the study refuses ``--device cuda`` (module attribute ``CPU_ONLY``), or None."""
+        return getattr(self.module, "CPU_ONLY", None)
+
     def run(self, config, sink, ctx):
         return self.module.run(config, sink, ctx)
 

@@ -341,6 +341,10 @@ def run_modular(cfg: Config, scale: float, sink, progress=None) -> dict[str, flo
 # ----------------------------------------------------------------------------- run
 
 
+CPU_ONLY = ("float64 full-batch gradient descent on models of a few thousand parameters: launch-bound on a GPU, "
+            "so not wired for one")
+
+
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(cfg.seed)
     data = gaussian_quadratic_task(cfg.d, cfg.n_train, cfg.n_test, generator=gen)

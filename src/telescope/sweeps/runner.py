@@ -66,6 +66,8 @@ def open_run(experiment: str, preset: str, seed: int | None, sets: Mapping[str, 
     from telescope.experiments.base import config_to_dict
 
     exp, config = resolve(experiment, preset, seed, sets)
+    if device != "cpu" and exp.cpu_only:
+        raise ConfigError(f"--device {device}: {experiment} runs on the CPU only ({exp.cpu_only}); use --device cpu")
     if device.startswith("cuda"):
         import torch
 
