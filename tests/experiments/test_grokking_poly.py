@@ -191,6 +191,8 @@ def test_seed_standard_errors_and_the_ratio_row(tmp_path, monkeypatch):
     setup_matplotlib()
     (f,) = P.figures(rows, config_to_dict(cfg), s, tmp_path)
     assert "mean ± s.e. over 3 seeds" in f.caption and "±" in f.caption.split("This run:")[1]
+    import re
+    assert not re.search(r"(step|at) \d+(\.\d+)?e[+-]", f.caption) and not re.search(r"step \d+\.\d", f.caption)
     ratio_ax = captured["fig"].axes[2]
     labels = [t.get_text() for t in ratio_ax.get_legend().get_texts()]
     assert any(lbl.startswith("p_test / p_train") for lbl in labels) and "p_test = p_train" in labels

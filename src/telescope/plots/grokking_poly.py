@@ -25,11 +25,15 @@ def _fmt(v) -> str:
 
 
 def _num(summary: dict, key: str, digits: int = 3) -> str:
-    """``summary[key]`` to ``digits`` significant digits, with ``± s.e.`` when the run stored one."""
+    """``summary[key]`` to ``digits`` significant digits, with ``± s.e.`` when the run stored one; step
+    counts and delays (keys ending in ``epoch``, ``below`` or ``delay``) as integers."""
     v, se = summary.get(key), summary.get(f"{key}_se")
     if v is None or not math.isfinite(v):
         return "—"
-    return f"{v:.{digits}g}" + (f" ± {se:.2g}" if se is not None and math.isfinite(se) else "")
+    has_se = se is not None and math.isfinite(se)
+    if key.endswith(("epoch", "below", "delay")):
+        return f"{v:.0f}" + (f" ± {se:.0f}" if has_se else "")
+    return f"{v:.{digits}g}" + (f" ± {se:.2g}" if has_se else "")
 
 
 def _ratio(unit: pd.DataFrame) -> pd.DataFrame:
