@@ -64,12 +64,23 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
         comparison = ""
     else:
         ref_text = (f"Grey: α = {ref_alpha:g} with a linear output, trained with the same settings and steps in this "
-                    "run (the large-initialization reference).")
+                    "run (the large-initialization reference); red dotted: the matched step, the control's first logged "
+                    "step with test error < 10 % (its last step if it never gets there).")
         comparison = _comparison_text(summary, own, ref_alpha, _methods(metrics)[0])
         comparison = f" Matched steps, this run: {comparison}." if comparison else ""
     shown = metrics if reference is None else metrics[~((metrics["alpha"] == ref_alpha)
                                                        & (metrics["output"] == "linear"))]
     fig = _panel_pair(plt, shown, own, "control: ", summary, reference=reference)
+    if reference is not None:           # the matched step of the caption's comparison, in every α = 1 column
+        method = _methods(metrics)[0]
+        for col, (alpha, output) in enumerate(own):
+            match = summary.get(f"alpha={alpha:g}/output={output}/method={method}/match_step")
+            if match is None:
+                continue
+            for row in (0, 1):
+                ax = fig.axes[row * len(own) + col]
+                ax.axvline(match, color="tab:red", lw=0.8, ls=":", label=f"matched step {_step(match)}")
+                ax.legend(fontsize=6)
     this_run = run_text(metrics, summary)
     return [Figure(save(fig, out_dir, "grokking_control.png"),
                    "Misclassification error (top) and effective parameters p⁰ (middle) on train (green) and test "
