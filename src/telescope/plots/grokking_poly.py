@@ -54,7 +54,7 @@ def _gap_label(config: dict, gap) -> str:
     return f"p_test < {times}p_train from step {_fmt(gap)} to the end"
 
 
-def _unit_text(summary: dict, eps: float, gap_ratio: float) -> str:
+def _unit_text(summary: dict, eps: float, gap_ratio: float, epochs: int) -> str:
     k = f"eps={eps:g}"
     get = lambda name: summary.get(f"{k}/{name}")  # noqa: E731
     first = get("step_first_invalid")
@@ -70,14 +70,21 @@ def _unit_text(summary: dict, eps: float, gap_ratio: float) -> str:
             f"{_num(summary, k + '/p_test_over_train_max')}; p_test stays below "
             f"{'' if gap_ratio == 1 else f'{gap_ratio:g}·'}p_train from step {_num(summary, k + '/p_gap_epoch')}; "
             f"the widest gap once fitted p_test/p_train = {_num(summary, k + '/min_p_ratio')} at step "
-            f"{_num(summary, k + '/min_p_ratio_epoch')}, back to {_num(summary, k + '/final_p_ratio')} at the end "
+            f"{_num(summary, k + '/min_p_ratio_epoch')}, {_num(summary, k + '/final_p_ratio')} at the end "
             f"(p_train {_num(summary, k + '/final_p_train')}, p_test {_num(summary, k + '/final_p_test')})"
             + (" — the gap narrows again while the test MSE keeps falling, where the paper reports a divergence"
-               if _narrows(get("min_p_ratio"), get("final_p_ratio")) else "")
+               if _narrows(get("min_p_ratio"), get("final_p_ratio")) else
+               " — the gap is still widening at the end of the run" if _at_end(get("min_p_ratio_epoch"), epochs)
+               else "")
             + "; " + valid_text)
 
 
 NARROWING = 0.05     # a final p_test/p_train this much above its minimum: the caption says the gap closes again
+
+
+def _at_end(step, epochs: int) -> bool:
+    """Is the widest gap within the last 5 % of a run of ``epochs`` steps?"""
+    return step is not None and math.isfinite(step) and step >= 0.95 * epochs
 
 
 def _narrows(lowest, final) -> bool:
@@ -131,7 +138,7 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
             top.set_ylabel("MSE")
             middle.set_ylabel("effective parameters p⁰")
             bottom.set_ylabel("p_test / p_train")
-    lines = [_unit_text(summary, eps, config["gap_ratio"]) for eps in epss]
+    lines = [_unit_text(summary, eps, config["gap_ratio"], config["epochs"]) for eps in epss]
     seeds_text = (f"mean ± s.e. over {n_seeds} seeds (bands ± 1 s.e.; numbers below likewise)" if n_seeds > 1
                   else "one seed, so no bands")
     caption = (f"Committee machine (d={config['d']}, n_h={config['width']}, n={config['n_train']}, "
