@@ -193,6 +193,8 @@ def test_seed_standard_errors_and_the_ratio_row(tmp_path, monkeypatch):
     assert "mean ± s.e. over 3 seeds" in f.caption and "±" in f.caption.split("This run:")[1]
     import re
     assert not re.search(r"(step|at) \d+(\.\d+)?e[+-]", f.caption) and not re.search(r"step \d+\.\d", f.caption)
+    narrows = s["eps=0.5/final_p_ratio"] - s["eps=0.5/min_p_ratio"] > P.NARROWING
+    assert ("the gap narrows again" in f.caption) == narrows
     ratio_ax = captured["fig"].axes[2]
     labels = [t.get_text() for t in ratio_ax.get_legend().get_texts()]
     assert any(lbl.startswith("p_test / p_train") for lbl in labels) and "p_test = p_train" in labels
