@@ -204,3 +204,19 @@ def test_seed_standard_errors_and_the_ratio_row(tmp_path, monkeypatch):
     assert line.get_ydata()[-1] == pytest.approx((p["test"] / p["train"]).mean())
     import matplotlib.pyplot as plt
     plt.close(captured["fig"])
+
+
+def test_a_value_missing_in_some_seeds_says_so(monkeypatch, tmp_path):
+    """A p gap found in one seed of two: the summary's mean is over that seed, `_seeds` says "1 of 2",
+    and the caption and the gap line's legend entry say so."""
+    import telescope.plots.grokking_poly as P
+
+    gaps = {0: 1720.0, 1: float("nan")}
+    monkeypatch.setattr(G, "run_unit", lambda cfg, eps, seed, unit, progress=None: {
+        "p_gap_epoch": gaps[seed], "final_test": 0.1 * (seed + 1)})
+    cfg = resolve_config("grokking-poly", G.Config, "tiny", overrides={"seeds": "2", "epsilons": "0.05"})
+    s = G.run(cfg, MemorySink(), RunContext())
+    assert s["eps=0.05/p_gap_epoch"] == 1720 and s["eps=0.05/p_gap_epoch_seeds"] == "1 of 2"
+    assert "eps=0.05/final_test_seeds" not in s and s["eps=0.05/final_test"] == pytest.approx(0.15)
+    assert P._num(s, "eps=0.05/p_gap_epoch") == "1720 (in 1 of 2 seeds)"
+    assert P._gap_label({"gap_ratio": 1.0}, 1720.0, "1 of 2").endswith("(in 1 of 2 seeds)")

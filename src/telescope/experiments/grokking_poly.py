@@ -207,9 +207,12 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
             v = float(g["value"].min()) if g["value"].notna().any() else float("nan")
         else:
             v = float(np.nanmean(g["value"])) if g["value"].notna().any() else float("nan")
-            if g["value"].notna().sum() > 1:    # several seeds: the standard error of that mean
-                se = float(g["value"].std(ddof=1) / math.sqrt(g["value"].notna().sum()))
+            finite = int(g["value"].notna().sum())
+            if finite > 1:                       # several seeds: the standard error of that mean
+                se = float(g["value"].std(ddof=1) / math.sqrt(finite))
                 summary[f"eps={eps:g}/{name}_se"] = se if math.isfinite(se) else None
+            if 0 < finite < len(g):              # the mean is over the seeds where it exists (e.g. a p gap)
+                summary[f"eps={eps:g}/{name}_seeds"] = f"{finite} of {len(g)}"
         summary[f"eps={eps:g}/{name}"] = v if math.isfinite(v) else None
     summary["smoother"] = cfg.smoother
     return summary

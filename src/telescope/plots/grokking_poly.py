@@ -31,9 +31,11 @@ def _num(summary: dict, key: str, digits: int = 3) -> str:
     if v is None or not math.isfinite(v):
         return "—"
     has_se = se is not None and math.isfinite(se)
+    some = summary.get(f"{key}_seeds")          # "k of n": the value exists in k of the n seeds only
+    where = f" (in {some} seeds)" if some else ""
     if key.endswith(("epoch", "below", "delay")):
-        return f"{v:.0f}" + (f" ± {se:.0f}" if has_se else "")
-    return f"{v:.{digits}g}" + (f" ± {se:.2g}" if has_se else "")
+        return f"{v:.0f}" + (f" ± {se:.0f}" if has_se else "") + where
+    return f"{v:.{digits}g}" + (f" ± {se:.2g}" if has_se else "") + where
 
 
 def _ratio(unit: pd.DataFrame) -> pd.DataFrame:
@@ -48,10 +50,10 @@ def _ratio(unit: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _gap_label(config: dict, gap) -> str:
+def _gap_label(config: dict, gap, some: str | None = None) -> str:
     ratio = config.get("gap_ratio", 1.0)
     times = "" if ratio == 1 else f"{ratio:g}·"
-    return f"p_test < {times}p_train from step {_fmt(gap)} to the end"
+    return f"p_test < {times}p_train from step {_fmt(gap)} to the end" + (f" (in {some} seeds)" if some else "")
 
 
 def _unit_text(summary: dict, eps: float, gap_ratio: float, epochs: int) -> str:
@@ -128,7 +130,8 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
         gap = summary.get(f"eps={eps:g}/p_gap_epoch")
         if gap is not None and math.isfinite(gap):
             for ax in (top, middle, bottom):
-                ax.axvline(gap, color="grey", ls=":", lw=1, label=_gap_label(config, gap))
+                ax.axvline(gap, color="grey", ls=":", lw=1,
+                           label=_gap_label(config, gap, summary.get(f"eps={eps:g}/p_gap_epoch_seeds")))
         lo, hi = min(float((r["mean"] - r["se"]).min()), 1.0), max(float((r["mean"] + r["se"]).max()), 1.0)
         bottom.set_ylim(lo - 0.05 * (hi - lo), hi + 0.6 * (hi - lo))      # headroom for the legend
         top.legend(fontsize=6, loc="lower left")
