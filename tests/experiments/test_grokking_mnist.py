@@ -45,8 +45,8 @@ def test_tiny_presets_log_what_the_figures_need_and_control_uses_fewer_parameter
     assert all((tmp_path / f.filename).stat().st_size > 5000 for f in figs)
 
     cfg_c, frame_c, summary_c = run_tiny("grokking-control")
-    assert set(frame_c["output"]) == {"linear", "sigmoid"}
-    assert set(frame_c["alpha"]) == {1.0}
+    # α = 1 with both outputs, and the α = 6 reference (linear only, NOTE [control reference])
+    assert set(zip(frame_c["alpha"], frame_c["output"])) == {(1.0, "linear"), (1.0, "sigmoid"), (6.0, "linear")}
     p_lin = summary_c["alpha=1/output=linear/method=exact/final_p_train"]
     p_sig = summary_c["alpha=1/output=sigmoid/method=exact/final_p_train"]
     assert all(math.isfinite(v) for v in (p_lin, p_sig, large))
@@ -55,6 +55,44 @@ def test_tiny_presets_log_what_the_figures_need_and_control_uses_fewer_parameter
     assert max(p_lin, p_sig) < 0.6 * large
     figs = module_for("grokking-control").figures(frame_c, config_to_dict(cfg_c), summary_c, tmp_path)
     assert [f.filename for f in figs] == ["grokking_control.png", "grokking_overview.png"]
+    assert "Grey: α = 6" in figs[0].caption and "Matched steps, this run" in figs[0].caption
+
+
+def test_control_compares_with_the_reference_at_matched_steps():
+    """NOTE [control reference]: the summary's ref_* values are the α = 6 curves read at the control's
+    match step (first logged step with test error < 10 %), and the speed-up follows from step_generalize."""
+    cfg, frame, s = run_tiny("grokking-control", outputs="linear")
+    k = "alpha=1/output=linear/method=exact/"
+    ctl = frame[frame["alpha"] == 1.0]
+    ref = frame[frame["alpha"] == 6.0]
+    err = ctl[(ctl["split"] == "test") & (ctl["name"] == "error")].set_index("step")["value"].sort_index()
+    match = int(err.index[err.to_numpy() < 0.1][0])
+    assert s[k + "match_step"] == match and s[k + "test_error_at_match"] == err.loc[match]
+
+    def read(part, split, name, step):
+        return float(part[(part["split"] == split) & (part["name"] == name) & (part["step"] == step)]["value"].iloc[0])
+
+    assert s[k + "ref_test_error_at_match"] == read(ref, "test", "error", match)
+    for split in ("train", "test"):
+        assert s[k + f"ref_p_{split}_at_match"] == read(ref, split, "smoother/p_eff", match)
+        assert s[k + f"p_{split}_at_match"] == read(ctl, split, "smoother/p_eff", match)
+        assert s[k + f"ref_p_{split}_at_end"] == read(ref, split, "smoother/p_eff", cfg.steps)
+    ref_gen = s["alpha=6/output=linear/method=exact/step_generalize"]
+    if ref_gen is None:          # the reference never reaches 10 %: a lower bound on the speed-up
+        assert s[k + "speedup"] is None and s[k + "speedup_at_least"] == cfg.steps / s[k + "step_generalize"]
+    else:
+        assert s[k + "speedup"] == ref_gen / s[k + "step_generalize"] and s[k + "speedup_at_least"] is None
+    assert s["reference_alpha"] == 6.0
+    _, frame_none, s_none = run_tiny("grokking-control", outputs="linear", reference_alpha="none", steps="10")
+    assert set(frame_none["alpha"]) == {1.0} and not any("ref_" in key for key in s_none)
+
+
+def test_fig12_preset_is_the_quick_problem_at_three_alphas():
+    """The README maps Fig. 12 to `--preset fig12`: the quick run at α ∈ {5, 6, 7}, nothing else changed."""
+    exp = get("grokking-mnist")
+    quick, fig12 = (config_to_dict(resolve_config("grokking-mnist", exp.config_cls, p)) for p in ("quick", "fig12"))
+    assert fig12.pop("alphas") == [5.0, 6.0, 7.0] and quick.pop("alphas") == [6.0]
+    assert fig12 == quick
 
 
 def test_config_validation():
@@ -132,7 +170,7 @@ def test_control_quick_preset_shares_the_large_init_optimizer():
                   "loss", "methods", "probes", "smoother_dtype"):
         assert getattr(mnist, field) == getattr(control, field), field
     assert mnist.lr == 1e-4 and mnist.warmup == 100      # the paper's rate and warmup (docs/grokking.md)
-    assert control.alphas == (1.0,) and mnist.alphas == (6.0,)
+    assert control.alphas == (1.0,) and mnist.alphas == (6.0,) and control.reference_alpha == 6.0
 
 
 def test_adam_eps_reaches_the_optimizer_and_the_smoother(monkeypatch):
@@ -236,7 +274,7 @@ def test_figures_with_two_seeds_fade_p_past_its_last_valid_step_and_draw_the_ref
     assert "Grey: α = 6" in figs[0].caption and "mean ± s.e. over 2 seeds" in figs[0].caption
     one = frame[frame["alpha"] == 1.0]
     figs = control.figures(one, config_to_dict(cfg), summarize(one, cfg.steps), tmp_path)
-    assert "No α = 6 reference curve" in figs[0].caption and "alphas=1,6" in figs[0].caption
+    assert "No α = 6 reference curve" in figs[0].caption and "reference_alpha=6" in figs[0].caption
 
     big = frame[frame["alpha"] == 6.0]
     steps = sorted(big["step"].unique())

@@ -93,6 +93,10 @@ class Config:
                      lr=3e-3, warmup=10, batch_size=20, steps=60, seeds=1, log_points=8),
         "quick": dict(n_train=200, n_probe=100, width=100, alphas=(6.0,), lr=1e-4, weight_decay=1.0, batch_size=200,
                       steps=8000, seeds=1, log_points=30, smoother_dtype="float32", methods=("sketch",)),
+        # Fig. 12's α ∈ {5, 6, 7} at the quick problem: three quick runs, ~17 min on one core (docs/grokking.md)
+        "fig12": dict(n_train=200, n_probe=100, width=100, alphas=(5.0, 6.0, 7.0), lr=1e-4, weight_decay=1.0,
+                      batch_size=200, steps=8000, seeds=1, log_points=30, smoother_dtype="float32",
+                      methods=("sketch",)),
         # issue 10: every shared MNIST training image (odd vs even digits), the paper's model and
         # optimizer, the sketch (the exact state would be p × 5001 ≈ 1 GB per buffer); a GPU job
         "full": dict(task="parity", n_train=5000, n_test=1000, n_probe=500, alphas=(6.0,), seeds=1,
@@ -168,13 +172,17 @@ def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, devi
         lens=lens, scheduler=sched, callbacks=[recorder], progress=progress)
 
 
-def run(cfg: Config, sink, ctx: RunContext = RunContext(), *, name: str = "grokking-mnist") -> dict[str, Any]:
+def run(cfg: Config, sink, ctx: RunContext = RunContext(), *, name: str = "grokking-mnist",
+        extra: tuple[tuple[float, str], ...] = ()) -> dict[str, Any]:
+    """Train every (α, output) of ``cfg.alphas`` × ``cfg.outputs``, then the (α, output) pairs of
+    ``extra`` not already among them (grokking-control's α = 6 reference), each per method and seed."""
     data = load_task(cfg, ctx.data_dir)
     # NOTE [one training per method]: with several methods the same training (same seed: same
     # initialization and batches) runs once per smoother method; the smoother only observes, so
     # the error curves coincide and only p differs (exact p⁰ vs the sketch's estimate).
-    units = [(float(a), o, m, cfg.seed + k) for a in cfg.alphas for o in cfg.outputs for m in cfg.methods
-             for k in range(cfg.seeds)]
+    settings = [(float(a), o) for a in cfg.alphas for o in cfg.outputs]
+    settings += [(float(a), o) for a, o in extra if (float(a), o) not in settings]
+    units = [(a, o, m, cfg.seed + k) for a, o in settings for m in cfg.methods for k in range(cfg.seeds)]
     bar = sink.progress(len(units) * cfg.steps, name)
     for alpha, output, method, seed in units:
         key = f"alpha={alpha:g}/output={output}/method={method}/seed={seed}"
