@@ -49,7 +49,7 @@ from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
 from telescope.lens import (NEAR_EDGE, Lens, SmootherSpec, adam_sharpness, last_valid_step, self_check_valid,
                            smoother_metrics, step_near_edge)
-from telescope.measures import binary_metrics, weight_norm
+from telescope.measures import binary_metrics, first_step, value_at, weight_norm
 from telescope.models import MLP, scale_init
 from telescope.train import RecordAt, fit, log_steps, squared_loss
 
@@ -199,15 +199,6 @@ GENERALIZED = 0.10      # test error below which a run counts as generalized (su
 LABEL_RANGE = 1.0       # labels {0, 1}: the scale of the self-check's floor (NOTE [smoother validity])
 
 
-def _first(steps: np.ndarray, ok: np.ndarray) -> float:
-    hit = np.flatnonzero(ok)
-    return float(steps[hit[0]]) if hit.size else float("nan")
-
-
-def _at(steps: np.ndarray, values: np.ndarray, step: float) -> float:
-    return float(values[steps == step][0]) if np.isfinite(step) else float("nan")
-
-
 def _valid_flags(run_) -> np.ndarray:
     """Per logged step: ``smoother/valid`` on every split (NOTE [smoother validity]); runs stored before
     the flag existed get it from the test split's logged residual and telescoping error, by the same rule."""
@@ -245,20 +236,20 @@ def summarize(frame, steps: int) -> dict[str, Any]:
             st = run_.index.get_level_values("step").to_numpy().astype(float)
             err_tr, err_te = run_[("train", "error")].to_numpy(), run_[("test", "error")].to_numpy()
             p_tr, p_te = run_[("train", "smoother/p_eff")].to_numpy(), run_[("test", "smoother/p_eff")].to_numpy()
-            fit = _first(st, err_tr == 0)
-            gen = _first(st, err_te < GENERALIZED)
+            fit = first_step(st, err_tr == 0)
+            gen = first_step(st, err_te < GENERALIZED)
             vals = {
                 "step_fit": fit,
                 "step_generalize": gen,
-                "step_p_gap": _first(st, (p_tr >= 1.0) & (p_te < 0.9 * p_tr)),
-                "step_unreliable": _first(st, ~self_check_valid(run_[("test", "smoother/residual")].to_numpy(),
+                "step_p_gap": first_step(st, (p_tr >= 1.0) & (p_te < 0.9 * p_tr)),
+                "step_unreliable": first_step(st, ~self_check_valid(run_[("test", "smoother/residual")].to_numpy(),
                                                                 run_[("test", "telescope/abs_err")].to_numpy(),
                                                                 LABEL_RANGE)),
-                "test_error_at_fit": _at(st, err_te, fit),
-                "p_train_at_fit": _at(st, p_tr, fit),
-                "p_test_at_fit": _at(st, p_te, fit),
-                "p_train_at_generalize": _at(st, p_tr, gen),
-                "p_test_at_generalize": _at(st, p_te, gen),
+                "test_error_at_fit": value_at(st, err_te, fit),
+                "p_train_at_fit": value_at(st, p_tr, fit),
+                "p_test_at_fit": value_at(st, p_te, fit),
+                "p_train_at_generalize": value_at(st, p_tr, gen),
+                "p_test_at_generalize": value_at(st, p_te, gen),
                 "final_train_error": float(err_tr[-1]),
                 "final_test_error": float(err_te[-1]),
                 "min_test_error": float(np.nanmin(err_te)),
@@ -270,14 +261,14 @@ def summarize(frame, steps: int) -> dict[str, Any]:
             }
             valid = _valid_flags(run_)
             last_valid = last_valid_step(st, valid)
-            first_invalid = _first(st, ~valid)
+            first_invalid = first_step(st, ~valid)
             minima["last_valid_step"].append(last_valid if np.isfinite(first_invalid) else float("inf"))
             minima["step_first_invalid"].append(first_invalid if np.isfinite(first_invalid) else float("inf"))
             if ("train", "adam/sharpness_ratio") in run_.columns:
                 ratio = run_[("train", "adam/sharpness_ratio")].to_numpy()
                 vals["step_near_edge"] = step_near_edge(st, ratio, NEAR_EDGE)
                 vals["max_sharpness_ratio"] = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else float("nan")
-                vals["sharpness_ratio_at_first_invalid"] = _at(st, ratio, first_invalid)
+                vals["sharpness_ratio_at_first_invalid"] = value_at(st, ratio, first_invalid)
             if ("test", "smoother/p_eff_se") in run_.columns:
                 vals["final_p_train_se"] = float(run_[("train", "smoother/p_eff_se")].to_numpy()[-1])
                 vals["final_p_test_se"] = float(run_[("test", "smoother/p_eff_se")].to_numpy()[-1])

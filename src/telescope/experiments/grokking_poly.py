@@ -32,6 +32,7 @@ from telescope.errors import DivergenceError
 from telescope.experiments.base import RunContext, bounded
 from telescope.lens.closed_form import ClosedFormSmoother
 from telescope.lens.smoother import label_range, last_valid_step, self_check_valid
+from telescope.measures import first_step, stays_from
 from telescope.models.poly import CommitteeMachine, gaussian_quadratic_task
 from telescope.train import fit
 
@@ -159,16 +160,11 @@ def summarize_unit(r: dict[str, np.ndarray], l0: float, gap_ratio: float = 1.0) 
     steps = r["step"]
     valid = r.get("valid", np.ones_like(steps))
 
-    def first(mask: np.ndarray) -> float:
-        hit = np.nonzero(mask)[0]
-        return float(steps[hit[0]]) if hit.size else float("nan")
-
     ratio = r["p_test"] / np.maximum(r["p_train"], 1e-300)
     below = ratio < gap_ratio
-    stays = np.flip(np.logical_and.accumulate(np.flip(below)))
-    gap = first(stays & (steps > 0))
+    gap = stays_from(steps[steps > 0], below[steps > 0])
     before = ratio[(steps > 0) & ((steps < gap) if math.isfinite(gap) else True)]
-    t_train, t_test = first(r["train"] < 0.5 * l0), first(r["test"] < 0.5 * l0)
+    t_train, t_test = first_step(steps, r["train"] < 0.5 * l0), first_step(steps, r["test"] < 0.5 * l0)
     fitted = np.flatnonzero((steps >= t_train) & (r["p_train"] >= 1.0)) if math.isfinite(t_train) else []
     widest = fitted[np.argmin(ratio[fitted])] if len(fitted) else None
     return {"initial_test": float(l0), "max_test": float(r["test"].max()),
@@ -181,7 +177,10 @@ def summarize_unit(r: dict[str, np.ndarray], l0: float, gap_ratio: float = 1.0) 
             "final_p_ratio": float(ratio[-1]),
             "min_p_ratio": float(ratio[widest]) if widest is not None else float("nan"),
             "min_p_ratio_epoch": float(steps[widest]) if widest is not None else float("nan"),
-            "last_valid_step": last_valid_step(steps, valid), "step_first_invalid": first(valid != 1.0)}
+            "last_valid_step": last_valid_step(steps, valid), "step_first_invalid": first_step(steps, valid != 1.0)}
+
+
+CPU_ONLY = "float64 full-batch gradient descent on one committee machine: launch-bound on a GPU, so not wired for one"
 
 
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
