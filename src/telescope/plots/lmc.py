@@ -95,11 +95,14 @@ def _findings(summary: dict, variants: list[str], steps: dict[str, list[int]]) -
         out.append(f"At t' = {t} the pretrained arm's error barrier is {_pm(summary, p)} against {_pm(summary, r)}"
                    + (" (lower by more than two standard errors)." if sep else
                       " — NOT lower by more than two standard errors, unlike the paper." if sep is False else "."))
-        rb, pb = f"random/t={t}/grad_change_kind/batchnorm", f"pretrained/t={t}/grad_change_kind/batchnorm"
-        if rb in summary and pb in summary:
-            more = summary[pb] > summary[rb]
-            out.append(f"BatchNorm gradient change at t' = {t}: pretrained {summary[pb]:.2e} vs random "
-                       f"{summary[rb]:.2e} ({'more, as the paper reports' if more else 'less, the OPPOSITE of the paper'}).")
+        for kind, name, paper_more in (("hidden", "Hidden-layer", False), ("output", "Output-layer", False),
+                                       ("batchnorm", "BatchNorm", True)):
+            rk, pk = f"random/t={t}/grad_change_kind/{kind}", f"pretrained/t={t}/grad_change_kind/{kind}"
+            if rk in summary and pk in summary:
+                more = summary[pk] > summary[rk]
+                agrees = "as the paper reports" if more == paper_more else "the OPPOSITE of the paper"
+                out.append(f"{name} gradient change at t' = {t}: pretrained {summary[pk]:.2e} vs random "
+                           f"{summary[rk]:.2e} ({'more' if more else 'less'}, {agrees}).")
     return " ".join(out)
 
 
@@ -189,10 +192,11 @@ def _fig6(plt, test: pd.DataFrame, variants: list[str], all_steps: list[int], co
         ax.set_title(title, fontsize=9)
     _legend_below(fig, axes)
     source = summary.get("pretrained/source_dataset", config.get("pretrain_dataset") or "the source task")
+    source = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}.get(source, source)
     err = summary.get("pretrained/source_error")
     data = summary.get("data/description", config.get("dataset"))
     pre = (f" Pretrained arm: {config.get('model')} trained {config.get('pretrain_steps')} steps on {source}"
-           + (f" (source test error {err:.3f})" if err is not None else "")
+           + (f" (source test error {err:.3f}, mean over outer seeds)" if err is not None else "")
            + f", output layer re-initialised, then fine-tuned on {data}.") if "pretrained" in variants else ""
     return Figure(save(fig, out_dir, "lmc_gradient_change.png"),
                   "Barrier of the weight-averaged children (mean ± s.e. band over outer seeds × pairs) and the mean "
