@@ -2,10 +2,11 @@
 
 A parent run is trained from initialisation (or from pretrained weights); at each spawn
 step t' two children continue from the parent's full training state (weights, momentum)
-with different batch orders (and augmentations) to the end. Their weights are
+with different batch orders (and augmentations), for ``child_steps`` steps or to the end
+(NOTE [child length]). Their weights are
 interpolated over α ∈ [0, 1]; per t' we log the loss and error barriers of the averaged
 model against the children (at α = ½ and the maximum over α), the gradient change by
-layer between the parent at t' and t' + Δ (Δ = one epoch), and the weight-averaging view
+layer between the parent at t' and t' + Δ (Δ = one epoch unless set), and the weight-averaging view
 of the telescoping model (digest §7.1 eq. 10): averaged-weights model vs output ensemble
 vs the first-order prediction f_{θ_t'} + ∇f_{θ_t'}·(θ_avg − θ_t'). Digest: §7.
 
@@ -14,7 +15,8 @@ vs the first-order prediction f_{θ_t'} + ∇f_{θ_t'}·(θ_avg − θ_t'). Dige
 #   (NOTE [gradient change] in telescope.measures.averaging).
 # - First-order prediction: gradients frozen at the spawn point, t* = t'.
 # - BatchNorm: averaged weights get running statistics re-estimated on training data
-#   (``bn_recompute=True``, the default); children keep their own.
+#   (``bn_recompute=True``, the default; ``n_bn`` images); children keep their own.
+# - Child length: NOTE [child length].
 # - Pretrained variant (NOTE [pretrained source]).
 # - Barriers: loss/error at α = ½ minus the children's mean, and max over α of
 #   (value at α − linear interpolation of the children's values).
