@@ -1,11 +1,14 @@
 """Weight averaging and the spawning study: exact properties of the pieces, and a tiny run."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn as nn
 
 from telescope.experiments import lmc
 from telescope.experiments.base import RunContext, resolve_config
+from telescope.data.core import Split
 from telescope.data.vision import match_shape
 from telescope.errors import ConfigError
 from telescope.measures import (first_order_prediction, gradient_change_by_kind, gradient_change_by_layer,
@@ -149,3 +152,71 @@ def test_pretrained_arm_runs_beside_the_random_arm(data_dir):
 def test_pretraining_on_the_target_itself_is_refused():
     with pytest.raises(ConfigError, match="pretrain_dataset"):
         resolve_config("lmc", lmc.Config, "tiny", overrides={"variants": "pretrained", "pretrain_dataset": "mnist"})
+
+
+def test_children_train_the_same_number_of_steps_at_every_spawn_step(data_dir):
+    cfg = resolve_config("lmc", lmc.Config, "tiny", overrides={"spawn_steps": "0,5,30", "child_steps": "12"})
+    sink = MemorySink()
+    lmc.run(cfg, sink, RunContext(data_dir=data_dir))
+    frame = sink.metrics()
+    steps = frame[frame["name"] == "child/steps"].set_index("step")["value"]
+    assert steps.to_dict() == {0: 12.0, 5: 12.0, 30: 12.0}
+    # the paper's protocol (child_steps = 0): children end at T, so later spawns train fewer steps
+    assert [cfg.steps - t for t in (0, 5, 30)] == [replace(cfg, child_steps=0).child_length(t) for t in (0, 5, 30)]
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn-bn"])
+def test_children_with_one_batch_order_are_identical_and_have_no_barrier(data_dir, model):
+    overrides = {"model": model, "channels": "4,8", "n_train": "128", "n_eval": "64", "n_bn": "64", "bn_recompute": "false"}
+    cfg = resolve_config("lmc", lmc.Config, "tiny", overrides=overrides)
+    data, classes = lmc.classification("mnist", data_dir, n_train=cfg.n_train, n_test=cfg.n_eval, seed=0)
+    torch.manual_seed(0)
+    model_ = lmc.build_model(cfg, 1, 28, len(classes))
+    parent = lmc.Trainer(cfg, model_, data, 0, "cpu")
+    parent.train(5)
+    a, b = lmc.train_pair(parent.spawn(0), (123, 123), 8)
+    assert a.step_count == b.step_count == 13
+    state_a, state_b = lmc.state_of(a.model), lmc.state_of(b.model)
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    sink = MemorySink()
+    with sink.unit("pair", variant="random", seed=0, pair=0) as unit:
+        lmc.compare_children(cfg, model_, lmc.params_of(parent.model), state_a, state_b, data, "cpu", unit, 5)
+    values = sink.metrics().set_index("name")["value"]
+    assert values["barrier/error_max"] == 0.0 and values["barrier/error_half"] == 0.0
+    assert abs(values["barrier/loss_max"]) < 1e-6
+    assert values["wa/avg_vs_ensemble"] < 1e-5
+    # another batch order gives other weights
+    c, _ = lmc.train_pair(parent.spawn(0), (124, 124), 8)
+    state_c = lmc.state_of(c.model)
+    assert any(not torch.equal(state_c[k], state_a[k]) for k in state_a)
+
+
+def test_summary_reports_mean_standard_error_and_count():
+    import pandas as pd
+    rows = [dict(step=0, split="test", name="barrier/error_max", value=v, variant="random", seed=s, pair=p)
+            for (s, p), v in zip([(0, 0), (0, 1), (1, 0), (1, 1)], [0.1, 0.3, 0.2, 0.4])]
+    rows.append(dict(step=0, split="test", name="grad_change_kind/output", value=2.0, variant="random", seed=0, pair=-1))
+    out = lmc.summarize(pd.DataFrame(rows))
+    assert out["random/t=0/error_barrier_max"] == pytest.approx(0.25)
+    assert out["random/t=0/error_barrier_max_se"] == pytest.approx(torch.tensor([0.1, 0.3, 0.2, 0.4]).std().item() / 2)
+    assert out["random/t=0/error_barrier_max_n"] == 4
+    assert out["random/t=0/grad_change_kind/output"] == 2.0 and "random/t=0/grad_change_kind/output_se" not in out
+
+
+def test_paper_preset_has_the_papers_finetuning_arm():
+    cfg = resolve_config("lmc", lmc.Config, "paper")
+    assert set(cfg.variants) == {"random", "pretrained"}
+    arm = cfg.arm("pretrained")
+    assert (arm.steps, arm.milestones, arm.lr_drop) == (12800, (6400, 9600), 5.0)
+    assert arm.spawn_steps == cfg.spawn_steps[:10] and arm.pairs == 3
+    assert cfg.arm("random") is cfg and (cfg.steps, cfg.lr_drop) == (63000, 10.0)
+    xs, ys = torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64)
+    trainer = lmc.Trainer(arm, nn.Linear(2, 2), Split(xs, ys, xs, ys), 0, "cpu")
+    assert [trainer.lr_at(s) for s in (0, 6399, 6400, 9600)] == pytest.approx([0.1, 0.1, 0.02, 0.004])
+    with pytest.raises(ConfigError, match="finetune_steps"):
+        resolve_config("lmc", lmc.Config, "paper", overrides={"finetune_spawn_steps": "0,20000"})
+
+
+def test_captions_name_the_data_that_ran():
+    assert lmc.describe_dataset("cifar10", ("cat", "dog")) == "CIFAR-10 cat/dog (2 classes)"
+    assert lmc.describe_dataset("mnist", tuple("0123456789")) == "MNIST"

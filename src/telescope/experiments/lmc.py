@@ -2,10 +2,11 @@
 
 A parent run is trained from initialisation (or from pretrained weights); at each spawn
 step t' two children continue from the parent's full training state (weights, momentum)
-with different batch orders (and augmentations) to the end. Their weights are
+with different batch orders (and augmentations), for ``child_steps`` steps or to the end
+(NOTE [child length]). Their weights are
 interpolated over α ∈ [0, 1]; per t' we log the loss and error barriers of the averaged
 model against the children (at α = ½ and the maximum over α), the gradient change by
-layer between the parent at t' and t' + Δ (Δ = one epoch), and the weight-averaging view
+layer between the parent at t' and t' + Δ (Δ = one epoch unless set), and the weight-averaging view
 of the telescoping model (digest §7.1 eq. 10): averaged-weights model vs output ensemble
 vs the first-order prediction f_{θ_t'} + ∇f_{θ_t'}·(θ_avg − θ_t'). Digest: §7.
 
@@ -14,10 +15,20 @@ vs the first-order prediction f_{θ_t'} + ∇f_{θ_t'}·(θ_avg − θ_t'). Dige
 #   (NOTE [gradient change] in telescope.measures.averaging).
 # - First-order prediction: gradients frozen at the spawn point, t* = t'.
 # - BatchNorm: averaged weights get running statistics re-estimated on training data
-#   (``bn_recompute=True``, the default); children keep their own.
+#   (``bn_recompute=True``, the default; ``n_bn`` images); children keep their own.
+# - Child length: NOTE [child length].
 # - Pretrained variant (NOTE [pretrained source]).
 # - Barriers: loss/error at α = ½ minus the children's mean, and max over α of
 #   (value at α − linear interpolation of the children's values).
+
+# NOTE [child length]
+# The paper (after Frankle et al.) trains every child to the same final step T, so a child
+# spawned at t' trains T − t' steps: late spawns train less, and "the barrier vanishes with
+# t'" is confounded with "shorter children drift apart less". ``child_steps > 0`` makes every
+# child train exactly that many steps after spawning, whatever t' (the quick preset); 0 keeps
+# the paper's protocol (the paper preset). A child's lr follows the schedule at its own
+# absolute step (t' + its steps), so with milestones the two protocols also differ in the lr a
+# late child sees; the CPU presets have no milestones. Each pair logs ``child/steps``.
 
 # NOTE [pretrained source]
 # The paper pretrains ResNet-20 on SVHN, which is not available offline. The source
@@ -67,46 +78,65 @@ class Config:
     n_train: int = bounded(5000, ge=1)
     n_eval: int = bounded(1000, ge=1)  # test examples for barriers and the weight-averaging gaps
     n_grad: int = bounded(256, ge=1)  # test examples for the gradient change
-    width: int = bounded(256, ge=1)
+    width: int = bounded(256, ge=1)   # mlp hidden width
+    channels: tuple[int, ...] = bounded((16, 32), ge=1)  # cnn / cnn-bn: the two conv blocks' channels
     steps: int = bounded(1500, ge=1)
+    child_steps: int = bounded(0, ge=0)  # NOTE [child length]: steps every child trains; 0 = to `steps`
     batch_size: int = bounded(128, ge=1)
     lr: float = bounded(0.1, gt=0)
     momentum: float = bounded(0.9, ge=0, lt=1)
     weight_decay: float = bounded(1e-4, ge=0)
-    milestones: tuple[int, ...] = bounded((), ge=1)  # lr divided by 10 at these steps
+    milestones: tuple[int, ...] = bounded((), ge=1)  # lr divided by lr_drop at these steps
+    lr_drop: float = bounded(10.0, ge=1)
     spawn_steps: tuple[int, ...] = bounded((0, 10, 40, 150, 600), ge=0)
     delta: int = bounded(0, ge=0)  # gradient-change horizon; 0 = one epoch
     pairs: int = bounded(1, ge=1)  # child pairs per spawn point (inner seeds)
     seeds: int = bounded(1, ge=1)  # parent runs (outer seeds)
     alphas: int = bounded(30, ge=2)
+    n_bn: int = bounded(2048, ge=1)  # training images that re-estimate BatchNorm statistics of mixes
     augment: bool = False
     bn_recompute: bool = True
     variants: tuple[str, ...] = bounded(("random", "pretrained"), choices=VARIANTS, nonempty=True)
     pretrain_dataset: str = ""         # "" = SOURCE_FOR[dataset] (NOTE [pretrained source])
     pretrain_steps: int = bounded(1000, ge=1)
+    pretrain_milestones: tuple[int, ...] = bounded((), ge=1)  # () = 50 % and 75 % of pretrain_steps
+    finetune_steps: int = bounded(0, ge=0)  # the pretrained arm's T; 0 = steps (and milestones)
+    finetune_milestones: tuple[int, ...] = bounded((), ge=1)  # used when finetune_steps > 0
+    finetune_lr_drop: float = bounded(0.0, ge=0)  # pretraining's and fine-tuning's drop; 0 = lr_drop
     finetune_spawn_steps: tuple[int, ...] = bounded((), ge=0)  # t' grid of the pretrained arm; () = spawn_steps
     finetune_pairs: int = bounded(0, ge=0)  # child pairs per t' in the pretrained arm; 0 = pairs
     seed: int = bounded(0, ge=0)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(n_train=512, n_eval=200, n_grad=32, width=32, steps=40, batch_size=64,
+        "tiny": dict(n_train=512, n_eval=200, n_grad=32, width=32, steps=40, child_steps=20, batch_size=64,
                      spawn_steps=(0, 20), alphas=5, variants=("random",), pretrain_steps=20),
-        # instability at init needs a convnet on natural images: the MNIST MLP is linearly
-        # connected almost from t' = 0 (Frankle et al. found the same for LeNet on MNIST)
-        "quick": dict(model="cnn", dataset="cifar10", n_train=10000, steps=1500, lr=0.1, augment=True,
-                      spawn_steps=(0, 20, 80, 300, 1000), pairs=2, variants=("random", "pretrained"),
-                      finetune_pairs=1),  # source: MNIST (NOTE [pretrained source]); one pair keeps it in budget
+        # Instability at init needs a convnet on natural images (the MNIST MLP is linearly connected
+        # almost from t' = 0, as Frankle et al. found for LeNet). BatchNorm for fact 20; 8/16 channels
+        # and batch 32 keep 3 outer seeds in < 10 CPU-min; lr 0.01 (0.05 and 0.1 collapse to one class
+        # with BatchNorm at batch 32). Pretrained arm: MNIST source (NOTE [pretrained source]), one pair.
+        "quick": dict(model="cnn-bn", channels=(8, 16), dataset="cifar10", n_train=10000, n_eval=500, n_bn=256,
+                      batch_size=32, lr=0.01, augment=True, steps=1300, child_steps=500, delta=100,
+                      spawn_steps=(0, 50, 200, 800), alphas=11, pairs=2, seeds=3,
+                      variants=("random", "pretrained"), pretrain_steps=500, finetune_pairs=1),
         "paper": dict(model="resnet20", dataset="cifar10", n_train=50000, n_eval=10000, steps=63000,
-                      milestones=(32000, 48000), augment=True, pairs=3, seeds=3, variants=("random",),
-                      spawn_steps=(0, 4, 25, 50, 100, 224, 500, 1000, 2000, 4472, 10000, 25100), delta=390),
+                      milestones=(32000, 48000), augment=True, pairs=3, seeds=3, variants=("random", "pretrained"),
+                      spawn_steps=(0, 4, 25, 50, 100, 224, 500, 1000, 2000, 4472, 10000, 25100), delta=390,
+                      # the paper's fine-tuning sweep (digest §7.2); source MNIST, not SVHN (NOTE [pretrained source])
+                      pretrain_steps=30000, pretrain_milestones=(15000, 25000), finetune_steps=12800,
+                      finetune_milestones=(6400, 9600), finetune_lr_drop=5.0,
+                      finetune_spawn_steps=(0, 4, 25, 50, 100, 224, 500, 1000, 2000, 4472)),
     }
 
     def validate(self) -> None:
-        if any(t >= self.steps for t in self.spawn_steps):
-            raise ConfigError(f"lmc: every spawn step must lie in [0, steps={self.steps}), got {self.spawn_steps}")
-        if any(t >= self.steps for t in self.finetune_spawn_steps):
-            raise ConfigError(f"lmc: every finetune spawn step must lie in [0, steps={self.steps}), "
-                              f"got {self.finetune_spawn_steps}")
+        for variant in self.variants:
+            arm = self.arm(variant)
+            if any(t >= arm.steps for t in arm.spawn_steps):
+                raise ConfigError(f"lmc: every spawn step of the {variant} arm must lie in [0, steps={arm.steps}), "
+                                  f"got {arm.spawn_steps}; lower the spawn steps or raise "
+                                  f"{'finetune_steps' if self.finetune_steps and variant == 'pretrained' else 'steps'}")
+        if self.model in ("cnn", "cnn-bn") and len(self.channels) != 2:
+            raise ConfigError(f"lmc: channels must name the two conv blocks' widths, got {self.channels}; "
+                              "e.g. --set channels=16,32")
         if "pretrained" in self.variants and self.source() == self.dataset:
             raise ConfigError(f"lmc: pretrain_dataset={self.source()!r} is the target dataset; choose another "
                               f"(e.g. {SOURCE_FOR.get(self.dataset, 'mnist')!r})")
@@ -115,11 +145,20 @@ class Config:
         """The pretraining dataset (NOTE [pretrained source])."""
         return self.pretrain_dataset or SOURCE_FOR.get(self.dataset, "mnist")
 
-    def arm(self, variant: str) -> tuple[tuple[int, ...], int]:
-        """(spawn steps, pairs) of one variant's sweep."""
-        if variant == "pretrained":
-            return self.finetune_spawn_steps or self.spawn_steps, self.finetune_pairs or self.pairs
-        return self.spawn_steps, self.pairs
+    def arm(self, variant: str) -> "Config":
+        """The config one variant's sweep runs with: its t' grid, pairs, T, milestones and lr drop
+        (the pretrained arm's ``finetune_*`` fields resolved; the random arm is ``self``)."""
+        if variant != "pretrained":
+            return self
+        out = replace(self, spawn_steps=self.finetune_spawn_steps or self.spawn_steps,
+                      pairs=self.finetune_pairs or self.pairs, lr_drop=self.finetune_lr_drop or self.lr_drop)
+        if self.finetune_steps:
+            out = replace(out, steps=self.finetune_steps, milestones=self.finetune_milestones)
+        return out
+
+    def child_length(self, t: int) -> int:
+        """Steps a child spawned at t' trains (NOTE [child length])."""
+        return self.child_steps or self.steps - t
 
 
 def build_model(cfg: Config, in_channels: int, image_size: int, classes: int) -> nn.Module:
@@ -127,7 +166,8 @@ def build_model(cfg: Config, in_channels: int, image_size: int, classes: int) ->
         depth = 1 if cfg.model == "linear" else 3
         return MLP(in_channels * image_size ** 2, cfg.width, depth, classes, squeeze=False)
     if cfg.model in ("cnn", "cnn-bn"):
-        return SmallCNN(in_channels, classes, image_size=image_size, batchnorm=cfg.model == "cnn-bn")
+        return SmallCNN(in_channels, classes, channels=tuple(cfg.channels), image_size=image_size,
+                        batchnorm=cfg.model == "cnn-bn")
     return ResNet20(classes, in_channels)
 
 
@@ -147,7 +187,7 @@ class Trainer:
         self.stream = batches(len(self.data.y_train), self.cfg.batch_size, self.gen)
 
     def lr_at(self, step: int) -> float:
-        return self.cfg.lr * 0.1 ** sum(step >= m for m in self.cfg.milestones)
+        return self.cfg.lr / self.cfg.lr_drop ** sum(step >= m for m in self.cfg.milestones)
 
     def _schedule(self, step: int, batch: torch.Tensor) -> None:
         for group in self.opt.param_groups:
@@ -192,7 +232,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 def compare_children(cfg: Config, model: nn.Module, spawn_params, a_state, b_state, data, device, sink, t: int) -> None:
     """Barriers over α and the weight-averaging gaps at α = ½ for one pair of children."""
     x_eval, y_eval = data.x_test[:cfg.n_eval].to(device), data.y_test[:cfg.n_eval].to(device)
-    x_bn = data.x_train[:2048].to(device)
+    x_bn = data.x_train[:cfg.n_bn].to(device)
     work = copy.deepcopy(model)
     values = []
     alphas = np.linspace(0.0, 1.0, cfg.alphas)
@@ -247,7 +287,8 @@ def pretrain(cfg: Config, seed: int, in_ch: int, size: int, ctx: RunContext) -> 
     torch.manual_seed(seed + 7919)
     model = build_model(cfg, in_ch, size, len(classes)).to(ctx.device)
     steps = cfg.pretrain_steps
-    pre = replace(cfg, augment=False, steps=steps, milestones=(steps // 2, 3 * steps // 4))
+    pre = replace(cfg, augment=False, steps=steps, lr_drop=cfg.finetune_lr_drop or cfg.lr_drop,
+                  milestones=cfg.pretrain_milestones or (steps // 2, 3 * steps // 4))
     Trainer(pre, model, source, seed + 7919, ctx.device).train(steps)
     error = evaluate(model, source.x_test.to(ctx.device), source.y_test.to(ctx.device))[1]
     return state_of(model), error
@@ -291,20 +332,43 @@ def initial_model(cfg: Config, variant: str, seed: int, in_ch: int, size: int, c
     return model, {"pretrain/source_error": error}
 
 
+def child_seed(outer: int, pair: int, j: int, t: int) -> int:
+    """The batch-order (and augmentation) seed of child ``j`` ∈ {0, 1} of ``pair`` spawned at t'
+    from the parent of outer seed ``outer``: distinct across children, pairs, t' and seeds."""
+    return 1_000_003 * (outer + 1) + 1009 * pair + 17 * j + t
+
+
+def train_pair(snapshot: Trainer, seeds: tuple[int, int], steps: int) -> list[Trainer]:
+    """Two children of ``snapshot`` (a frozen parent state), each reseeded and trained ``steps`` steps."""
+    children = []
+    for seed in seeds:
+        child = snapshot.spawn(seed)
+        child.train(steps)
+        children.append(child)
+    return children
+
+
+def describe_dataset(name: str, classes: tuple[str, ...]) -> str:
+    """A caption's name for the data that ran: the shared CIFAR-10 copy holds only cats and dogs."""
+    if name == "cifar10" and len(classes) < 10:
+        return f"CIFAR-10 {'/'.join(classes)} ({len(classes)} classes)"
+    return {"cifar10": "CIFAR-10", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(name, name)
+
+
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
     data, classes = classification(cfg.dataset, ctx.data_dir, n_train=cfg.n_train,
                                    n_test=max(cfg.n_eval, cfg.n_grad), seed=cfg.seed)
     in_ch, size = data.x_train.shape[1], data.x_train.shape[2]
     delta = cfg.delta or max(1, cfg.n_train // cfg.batch_size)
     x_grad, y_grad = data.x_test[:cfg.n_grad].to(ctx.device), data.y_test[:cfg.n_grad].to(ctx.device)
-    bar = sink.progress(sum(cfg.seeds * len(cfg.arm(v)[0]) * cfg.arm(v)[1] for v in cfg.variants), "lmc")
-    for variant in cfg.variants:
-        spawn_steps, pairs = cfg.arm(variant)
+    arms = {variant: cfg.arm(variant) for variant in cfg.variants}
+    bar = sink.progress(sum(cfg.seeds * len(a.spawn_steps) * a.pairs for a in arms.values()), "lmc")
+    for variant, arm in arms.items():
         for outer in range(cfg.seed, cfg.seed + cfg.seeds):
             model, facts = initial_model(cfg, variant, outer, in_ch, size, len(classes), ctx)
-            parent = Trainer(cfg, model, data, outer, ctx.device)
+            parent = Trainer(arm, model, data, outer, ctx.device)
             # the parent's checkpoints at every t' and t' + Δ (for the gradient change)
-            marks = sorted({*spawn_steps, *(t + delta for t in spawn_steps)})
+            marks = sorted({*arm.spawn_steps, *(t + delta for t in arm.spawn_steps)})
             snapshots: dict[int, Trainer] = {}
             for mark in marks:
                 parent.train(mark - parent.step_count)
@@ -314,48 +378,53 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
                 with sink.unit(key, variant=variant, seed=outer, pair=-1) as unit:
                     if facts:
                         unit.log_dict(0, "source", facts)
-                    for t in spawn_steps:
+                    for t in arm.spawn_steps:
                         change = gradient_change_by_layer(model, params_of(snapshots[t].model),
                                                           params_of(snapshots[t + delta].model), x_grad, y_grad)
                         unit.log_dict(t, "test", {f"grad_change/{k}": v for k, v in change.items()})
                         kinds = gradient_change_by_kind(model, change)
                         unit.log_dict(t, "test", {f"grad_change_kind/{k}": v for k, v in kinds.items()})
                         unit.log(t, "test", "spawn_error", evaluate(snapshots[t].model, x_grad, y_grad)[1])
-            for t in spawn_steps:
-                for pair in range(pairs):
+            for t in arm.spawn_steps:
+                for pair in range(arm.pairs):
                     key = f"{variant}/seed={outer}/t={t}/pair={pair}"
                     if sink.unit_done(key):
                         bar.update(1)
                         continue
                     with sink.unit(key, variant=variant, seed=outer, pair=pair) as unit:
-                        children = []
-                        for j in range(2):
-                            child = snapshots[t].spawn(1_000_003 * (outer + 1) + 1009 * pair + 17 * j + t)
-                            child.train(cfg.steps - t)
-                            children.append(state_of(child.model))
-                        compare_children(cfg, model, params_of(snapshots[t].model), children[0], children[1],
-                                         data, ctx.device, unit, t)
+                        a, b = train_pair(snapshots[t], (child_seed(outer, pair, 0, t), child_seed(outer, pair, 1, t)),
+                                          arm.child_length(t))
+                        # both children train arm.child_length(t) steps (NOTE [child length])
+                        unit.log(t, "test", "child/steps", float(a.step_count - t))
+                        compare_children(cfg, model, params_of(snapshots[t].model), state_of(a.model),
+                                         state_of(b.model), data, ctx.device, unit, t)
                     bar.update(1)
     bar.close()
     summary = summarize(sink.metrics())
+    summary["data/description"] = describe_dataset(cfg.dataset, classes)
+    summary["delta"] = delta
     if "pretrained" in cfg.variants:
         summary["pretrained/source_dataset"] = cfg.source()
     return summary
 
 
 def summarize(frame) -> dict[str, Any]:
+    """Per variant and t': the mean over outer seeds and pairs of the max barriers and the children's
+    error (with ``_se``, the standard error over those seed × pair values as in the paper's 3 × 3, and
+    ``_n``), and the mean over outer seeds of every gradient change (``_se`` where seeds > 1)."""
     out: dict[str, Any] = {}
     test = frame[(frame["split"] == "test")]
+    wanted = {"barrier/error_max": "error_barrier_max", "barrier/loss_max": "loss_barrier_max",
+              "child/error": "child_error"}
     for variant, g in test.groupby("variant"):
-        barrier = g[g["name"] == "barrier/error_max"].groupby("step")["value"].mean()
-        for t, v in barrier.items():
-            out[f"{variant}/t={t}/error_barrier_max"] = float(v)
-        loss_barrier = g[g["name"] == "barrier/loss_max"].groupby("step")["value"].mean()
-        for t, v in loss_barrier.items():
-            out[f"{variant}/t={t}/loss_barrier_max"] = float(v)
-        head = g[g["name"].str.startswith("grad_change")]
-        for (name, t), v in head.groupby(["name", "step"])["value"].mean().items():
-            out[f"{variant}/t={t}/{name}"] = float(v)
+        picked = g[g["name"].isin(list(wanted)) | g["name"].str.startswith("grad_change")]
+        for (name, t), values in picked.groupby(["name", "step"])["value"]:
+            key = f"{variant}/t={t}/{wanted.get(name, name)}"
+            out[key] = float(values.mean())
+            if len(values) > 1:
+                out[key + "_se"] = float(values.std(ddof=1) / np.sqrt(len(values)))
+            if name in wanted:
+                out[key + "_n"] = int(len(values))
     source = frame[(frame["split"] == "source") & (frame["name"] == "pretrain/source_error")]
     if len(source):
         out["pretrained/source_error"] = float(source["value"].mean())
