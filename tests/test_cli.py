@@ -53,7 +53,8 @@ def test_tiny_run_end_to_end_then_skip_and_report(tmp_path):
     assert sum(l.startswith("finished unit") for l in lines) == 2
     summary = json.loads((run_dir / "summary.json").read_text())
     head = lines[lines.index(f"results ({run_dir / 'summary.json'}):") + 1:]
-    assert head[0] == f"  adamw/lr=0.001/final_test_error = {summary['adamw/lr=0.001/final_test_error']:.6g}"
+    key = "adamw/lr=0.001/ratio_linearized_to_telescope"      # the study's HEADLINE: fact 1's ratio first
+    assert head[0] == f"  {key} = {summary[key]:.6g}"
     assert len(head) == 10 and head[8] == "  ... 5 more in summary.json"
     # a corrupt metrics.parquet: the report reads parts/, a rerun rebuilds the file without training
     good = pd.read_parquet(run_dir / "metrics.parquet")
