@@ -1,4 +1,5 @@
-"""trees-vs-nets: the network kernel rows, Adam's preconditioner, and the tiny study."""
+"""trees-vs-nets: config validation, the network inputs, and the tiny study (the kernel weight
+norms are tested in tests/lens/test_kernel_weights.py)."""
 
 import dataclasses
 import os
@@ -21,53 +22,6 @@ def _one_blas_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def _model(d=3):
-    torch.manual_seed(0)
-    return tvn._mlp(d, tvn.Config(width=8, depth=2)).double()
-
-
-def _grads(model, x):
-    """Reference: one autograd backward per example, flattened (n, P)."""
-    rows = []
-    for xi in x:
-        model.zero_grad()
-        model(xi[None]).sum().backward()
-        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
-    return torch.stack(rows)
-
-
-def test_kernel_rows_match_per_example_gradients():
-    model = _model()
-    x = torch.randn(11, 3, dtype=torch.float64)
-    xb = torch.randn(4, 3, dtype=torch.float64)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    phi = torch.rand(sum(p.numel() for p in model.parameters()), dtype=torch.float64) + 0.5
-    J, JB = _grads(model, x), _grads(model, xb)
-    k, kphi = tvn._kernel_rows(model, params, x, xb, phi, chunk=4)
-    torch.testing.assert_close(k, J @ JB.T, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(kphi, J @ (JB / phi).T, rtol=1e-12, atol=1e-12)
-    k2, k2b = tvn._kernel_rows(model, params, x, xb, None)
-    torch.testing.assert_close(k2, J @ JB.T, rtol=1e-12, atol=1e-12)
-    assert k2b is k2
-
-
-def test_adam_preconditioner_is_the_one_adam_divides_by():
-    model = _model()
-    params = list(model.parameters())
-    opt = torch.optim.Adam(params, lr=1e-2)
-    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
-    for _ in range(3):
-        before = torch.cat([p.detach().reshape(-1).clone() for p in params])
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(model(x), y).backward()
-        opt.step()
-        after = torch.cat([p.detach().reshape(-1) for p in params])
-        step = opt.state[params[0]]["step"]
-        m_hat = torch.cat([opt.state[p]["exp_avg"].reshape(-1) for p in params]) / (1 - 0.9 ** float(step))
-        torch.testing.assert_close((before - after) / 1e-2, m_hat / tvn._adam_precond(opt, params),
-                                   rtol=1e-10, atol=1e-12)
 
 
 def test_config_is_validated():

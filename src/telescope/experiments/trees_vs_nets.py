@@ -11,18 +11,12 @@ Metrics per p: test MSE of both models, rel_p = (MSE^p_NN − MSE^p_GBT)/(MSE^0_
 MSE^0_GBT), and the normalised maximum kernel-weight norm
 R = mean_t max_test ‖k_t(x)‖₂ / mean_t max_train ‖k_t(x)‖₂ for both models.
 
-# NOTE [network kernel weights]
-For the network, k_t(x)_i = 1{i ∈ B_t}/|B_t| · K_t(x, x_i): only the batch is non-zero, so
-‖k_t(x)‖₂ = ‖K_t(x, x_B)‖₂ / |B_t| needs kernel rows against the batch only. K_t is taken
-at θ_{t−1} (the parameters the step's gradients were computed at). Two kernels are
-logged: the plain tangent kernel ∇f(x)ᵀ∇f(x_i) (``kernel/max_weight_norm_ntk``) and, with
-Adam, the preconditioned kernel ∇f(x)ᵀ diag(1/φ_t) ∇f(x_i) with φ_t = √v̂_t + ε, the
-bias-corrected second moment after step t (``kernel/max_weight_norm``, the headline
-R_NN; equal to the plain kernel for SGD). The learning rate γ_t is NOT included (it is
-constant here and cancels in R); Adam's momentum mixing is not included either. Norms
-are recorded at ``kernel_records`` evenly spaced steps, and R's mean over t is taken
-over those steps. For the GBT, k_t is the tree kernel (``telescope.trees``), also
-without γ.
+The network's kernel weight norms are the core measure
+:mod:`telescope.lens.kernel_weights` (NOTE [network kernel weights] there: K_t at θ_{t−1}
+against the batch, the Adam-preconditioned kernel as the headline ``kernel/max_weight_norm``,
+the plain tangent kernel as ``kernel/max_weight_norm_ntk``, γ_t not included), recorded at
+``kernel_records`` evenly spaced steps; R's mean over t is taken over those steps. For the GBT,
+k_t is the tree kernel (``telescope.trees``), also without γ.
 
 # NOTE [network inputs]
 The paper takes its pipeline from Grinsztajn et al. (2022), whose networks see
@@ -51,8 +45,7 @@ import torch
 
 from telescope.errors import ConfigError, DivergenceError
 from telescope.experiments.base import RunContext, bounded
-from telescope.kernels.jacobians import jacobian_rows
-from telescope.lens.smoother import adam_preconditioner
+from telescope.lens.kernel_weights import KernelWeightRecorder
 from telescope.train import batches, fit
 
 log = logging.getLogger(__name__)
@@ -218,64 +211,28 @@ def _mlp(d: int, config: Config) -> torch.nn.Module:
     return MLP(d, config.width, config.depth + 1)
 
 
-def _kernel_rows(model: torch.nn.Module, params: dict, x: torch.Tensor, x_batch: torch.Tensor,
-                 precond: torch.Tensor | None, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tangent-kernel rows against a batch: K(x, x_B) and K^φ(x, x_B), each (n, |B|).
+class _EpochLoss:
+    """``fit`` hooks for :func:`_train_nn`: the epoch's mean training loss, logged at each epoch's end."""
 
-    K(x, x_i) = ∇_θ f(x)ᵀ ∇_θ f(x_i) at ``params`` (θ_{t−1}, not the model's live θ_t);
-    K^φ uses diag(1/φ) in between (``precond``: (P,) flattened like the parameters; None
-    gives K^φ = K). Jacobian rows by :func:`telescope.kernels.jacobians.jacobian_rows`,
-    ``chunk`` rows of x at a time: memory O(chunk · P), time O(n · P · |B|).
-    """
-    def flat(rows: torch.Tensor) -> torch.Tensor:
-        j = jacobian_rows(model, params, rows)
-        return torch.cat([j[k].reshape(rows.shape[0], -1) for k in params], dim=1)
-
-    jb = flat(x_batch)                                               # (B, P)
-    rhs = jb.T if precond is None else torch.cat([jb.T, (jb / precond).T], dim=1)
-    out = torch.cat([flat(xc) @ rhs for xc in x.split(chunk)])
-    b = x_batch.shape[0]
-    return (out, out) if precond is None else (out[:, :b], out[:, b:])
-
-
-def _adam_precond(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """φ_t = √v̂_t + ε of every parameter after step t, flattened and concatenated like
-    ``params`` (:func:`telescope.lens.smoother.adam_preconditioner`, amsgrad and groups included)."""
-    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
-    return torch.cat([adam_preconditioner(opt, p, group_of[id(p)], p.dtype) for p in params])
-
-
-class _KernelRecorder:
-    """``fit`` hooks for :func:`_train_nn`: the epoch's mean loss and, at ``steps``, the kernel
-    weight norms at θ_{t−1} against B_t (NOTE [network kernel weights])."""
-
-    def __init__(self, model, opt, x, x_test, steps_per_epoch: int, steps: set[int], adam: bool,
-                 test_rows, unit):
-        self.model, self.opt, self.x, self.x_test, self.unit = model, opt, x, x_test, unit
-        self.steps_per_epoch, self.steps, self.adam, self.test_rows = steps_per_epoch, steps, adam, test_rows
-        self.running, self.idx, self.before = 0.0, None, None
+    def __init__(self, n: int, steps_per_epoch: int, unit):
+        self.n, self.steps_per_epoch, self.unit = n, steps_per_epoch, unit
+        self.running, self.idx = 0.0, None
 
     def before_step(self, step: int, idx: torch.Tensor) -> None:
         self.idx = idx
-        self.before = ({k: v.detach().clone() for k, v in self.model.named_parameters()}
-                       if step in self.steps else None)
 
     def __call__(self, step: int, loss: float) -> None:
         self.running += loss * self.idx.numel()
-        if self.before is not None:
-            precond = _adam_precond(self.opt, list(self.model.parameters())) if self.adam else None
-            _record_kernels(self.model, self.before, self.x, self.x_test, self.x[self.idx], precond,
-                            self.test_rows, step, self.unit)
         if step % self.steps_per_epoch == 0:
             if self.unit is not None:
-                self.unit.log(step, "train", "loss", self.running / self.x.shape[0])
+                self.unit.log(step, "train", "loss", self.running / self.n)
             self.running = 0.0
 
 
 def _train_nn(data: _Data, config: Config, lr: float, seed: int, epochs: int, device: str,
               x_fit: np.ndarray, y_fit: np.ndarray, unit=None, record: bool = False) -> torch.nn.Module:
     """Mini-batch training (every row once per epoch, the last batch short); with ``record``,
-    logs kernel-weight norms (NOTE above)."""
+    logs the kernel weight norms (:class:`~telescope.lens.kernel_weights.KernelWeightRecorder`)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     dt = torch.float32
@@ -288,29 +245,33 @@ def _train_nn(data: _Data, config: Config, lr: float, seed: int, epochs: int, de
     n, bs = x.shape[0], config.batch_size
     steps_per_epoch = math.ceil(n / bs)
     total = epochs * steps_per_epoch
-    rec_steps = set(np.unique(np.linspace(1, total, min(config.kernel_records, total)).round().astype(int)).tolist()) \
-        if record else set()
-    x_test = torch.as_tensor(data.nn_final[1], dtype=dt, device=device) if record else None
-    hooks = _KernelRecorder(model, opt, x, x_test, steps_per_epoch, rec_steps, config.optimizer == "adam",
-                            data.test_rows, unit)
+    epoch_loss = _EpochLoss(n, steps_per_epoch, unit)
+    hooks_before, hooks_after = [epoch_loss.before_step], [epoch_loss]
+    if record:
+        rec_steps = np.unique(np.linspace(1, total, min(config.kernel_records, total)).round().astype(int)).tolist()
+        x_test = torch.as_tensor(data.nn_final[1], dtype=dt, device=device)
+        kernels = KernelWeightRecorder(model, opt, x, {"train": x, "test": x_test}, rec_steps,
+                                       precondition=config.optimizer == "adam",
+                                       record=_kernel_logger(data.test_rows, unit))
+        hooks_before.append(kernels.before_step)
+        hooks_after.insert(0, kernels)
     fit(model, opt, torch.nn.functional.mse_loss, x, y, steps=total,
-        stream=batches(n, bs, gen, drop_last=False), before_step=[hooks.before_step], callbacks=[hooks])
+        stream=batches(n, bs, gen, drop_last=False), before_step=hooks_before, callbacks=hooks_after)
     return model
 
 
-def _record_kernels(model, params, x_train, x_test, x_batch, precond, test_rows, step, unit) -> None:
-    """Log max_x ‖k_t(x)‖₂ = max_x ‖K(x, x_B)‖₂ / |B| on train and every test split."""
-    nb = x_batch.shape[0]
-    train_ntk, train_opt = _kernel_rows(model, params, x_train, x_batch, precond)
-    test_ntk, test_opt = _kernel_rows(model, params, x_test, x_batch, precond)
-    norms = {"train": (train_ntk.norm(dim=1), train_opt.norm(dim=1))}
-    tn, to = test_ntk.norm(dim=1), test_opt.norm(dim=1)
-    for split, rows in test_rows.items():
-        r = torch.as_tensor(rows, device=tn.device)
-        norms[split] = (tn[r], to[r])
-    for split, (ntk, opt) in norms.items():
-        unit.log(step, split, KERNEL_NTK, float(ntk.max()) / nb)
-        unit.log(step, split, KERNEL, float(opt.max()) / nb)
+def _kernel_logger(test_rows: dict, unit):
+    """``record`` of :class:`KernelWeightRecorder`: max_x ‖k_t(x)‖₂ on train and on every test split."""
+    def record(step: int, norms: dict) -> None:
+        per_split = {"train": norms["train"]}
+        tn, to = norms["test"]
+        for split, rows in test_rows.items():
+            r = torch.as_tensor(rows, device=tn.device)
+            per_split[split] = (tn[r], to[r])
+        for split, (ntk, opt) in per_split.items():
+            unit.log(step, split, KERNEL_NTK, float(ntk.max()))
+            unit.log(step, split, KERNEL, float(opt.max()))
+    return record
 
 
 def _nn_predict(model: torch.nn.Module, x: np.ndarray, device: str) -> np.ndarray:
