@@ -46,7 +46,7 @@ def _data_root():
 
 def test_network_inputs_are_gaussianised_on_its_own_training_rows():
     config = resolve_config("trees-vs-nets", tvn.Config, "tiny")
-    data = tvn._load("houses", config, RunContext(data_dir=_data_root()))
+    data = tvn._load("houses", config, RunContext(data_dir=_data_root()), 0)
     x_fit, x_test = data.nn_final
     np.testing.assert_allclose(np.median(x_fit, axis=0), 0, atol=0.05)
     # test rows (irregular ones included) never leave the range the network was trained on
@@ -55,7 +55,7 @@ def test_network_inputs_are_gaussianised_on_its_own_training_rows():
     x_tr, x_val = data.nn_search                              # the search refits on train only
     assert np.all(x_val <= x_tr.max(0) + 1e-12)
     std = tvn._load("houses", dataclasses.replace(config, nn_inputs="standard"),
-                    RunContext(data_dir=_data_root()))
+                    RunContext(data_dir=_data_root()), 0)
     assert std.nn_final[1] is std.x_test and std.nn_search[0] is std.x_train
 
 

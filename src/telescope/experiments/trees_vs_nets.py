@@ -62,33 +62,45 @@ class Config:
     p_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5)
     irregular_frac: float = bounded(0.1, gt=0, lt=1)
     skew_threshold: float = 2.0             # |skewness| above which a feature is logged (inf: never)
+    target_scaling: str = bounded("standard", choices=("standard", "none"))  # NOTE [what the paper leaves open]
+    fit_rows: str = bounded("all", choices=("all", "train"))  # rows the transforms, PCA and median are fitted on
     n_val: int = bounded(2000, ge=1)
     n_test: int = bounded(4000, ge=1)
     max_train: int = bounded(0, ge=0)  # 0: all remaining regular rows
-    gbt_trials: int = bounded(25, ge=1)
+    gbt_trials: int = bounded(25, ge=1)     # the paper: 25 random-search trials for each model
     gbt_estimators: tuple[float, ...] = bounded((10.5, 1000.5), gt=0)  # LogUniformInt bounds
-    nn_trials: int = bounded(6, ge=1)
+    nn_trials: int = bounded(25, ge=1)      # must equal gbt_trials (equal search budgets)
     nn_lr: tuple[float, ...] = bounded((1e-5, 1e-2), gt=0)  # LogUniform bounds
     nn_epochs: int = bounded(60, ge=1)
-    nn_search_epochs: int = bounded(60, ge=1)
+    nn_search_epochs: int = bounded(0, ge=0)  # 0: nn_epochs (the searched lr is then the one for the final budget)
     batch_size: int = bounded(128, ge=1)
     width: int = bounded(64, ge=1)
     depth: int = bounded(3, ge=1)  # hidden layers (4 nn.Linear)
     optimizer: str = bounded("adam", choices=("adam", "sgd"))  # "adam" | "sgd"
     nn_inputs: str = bounded("quantile", choices=("quantile", "standard"))  # GOV22: quantile; NOTE [network inputs]
     kernel_records: int = bounded(20, ge=1)
-    n_seeds: int = bounded(2, ge=1)
+    n_seeds: int = bounded(2, ge=1)          # model seeds per split (final retraining)
+    n_splits: int = bounded(1, ge=1)         # outer splits: seeds seed, seed+1, …; NOTE [outer splits]
     seed: int = bounded(0, ge=0)
 
+    # NOTE [sensitivity presets]: quick plus one choice the paper leaves open (docs/trees-vs-nets.md)
+    _QUICK: ClassVar[dict] = {"max_train": 4000, "n_val": 1000, "n_test": 2000, "gbt_trials": 10, "nn_trials": 10,
+                              "nn_epochs": 30, "kernel_records": 10, "n_seeds": 1, "n_splits": 3}
     PRESETS: ClassVar[dict] = {
         "tiny": {"max_train": 600, "n_val": 200, "n_test": 400, "gbt_trials": 2,
                  "gbt_estimators": (10.5, 30.5), "nn_trials": 2, "nn_epochs": 2,
                  "nn_search_epochs": 1, "kernel_records": 3, "n_seeds": 1,
                  "p_grid": (0.0, 0.25, 0.5)},
-        "quick": {},
+        "quick": _QUICK,
+        "quick-nolog": {**_QUICK, "skew_threshold": math.inf},
+        "quick-rawtarget": {**_QUICK, "target_scaling": "none"},
+        "quick-trainfit": {**_QUICK, "fit_rows": "train"},
+        "quick-standard": {**_QUICK, "nn_inputs": "standard"},
+        "quick-sgd": {**_QUICK, "optimizer": "sgd", "nn_lr": (1e-3, 3e-1)},
+        "quick-epochs10": {**_QUICK, "nn_epochs": 10},
+        "quick-epochs100": {**_QUICK, "nn_epochs": 100},
         "paper": {"datasets": ("houses", "california", "house_sales", "house_16H"),
-                  "nn_trials": 25, "nn_epochs": 100, "nn_search_epochs": 100,
-                  "kernel_records": 50, "n_seeds": 4},
+                  "nn_trials": 25, "nn_epochs": 100, "kernel_records": 50, "n_seeds": 4},
     }
 
     def validate(self) -> None:
@@ -103,6 +115,33 @@ class Config:
                               "starting at 0 and below 1, e.g. 0,0.125,0.25,0.375,0.5")
         if len(self.gbt_estimators) != 2 or len(self.nn_lr) != 2:
             raise ConfigError("trees-vs-nets: gbt_estimators and nn_lr take two bounds: low,high")
+        if self.gbt_trials != self.nn_trials:
+            raise ConfigError(f"trees-vs-nets: gbt_trials={self.gbt_trials}, nn_trials={self.nn_trials}: the "
+                              "comparison needs equal search budgets (the paper: 25 each); set both to the same value")
+
+    @property
+    def search_epochs(self) -> int:
+        return self.nn_search_epochs or self.nn_epochs
+
+
+# NOTE [outer splits]
+# One outer split is one draw of the regular rows' shuffle into train / validation / regular
+# test, of the irregular rows' order, and of both random searches (split seed s = seed + k for
+# k < n_splits); its final models are retrained for ``n_seeds`` model seeds s·1000 + j. A GBT
+# with subsample = 1 depends on its seed only through tie-breaking among equally good
+# splits, so model seeds barely move it: the spread that matters is between outer splits.
+# ``summarise`` reports the mean over splits and the standard error over splits (over model
+# seeds when there is one split).
+#
+# NOTE [what the paper leaves open]
+# §6.2–6.5 of the digest leave these choices open; each is a config key and a ``quick-*`` preset
+# (NOTE [sensitivity presets]): the log transform of skewed features (``skew_threshold``, inf:
+# none), target rescaling (``target_scaling``), whether the transforms, the PCA and the median
+# are fitted on all rows or on training rows (``fit_rows``, :func:`telescope.data.tabular.
+# refit_on_train`), the network's inputs (``nn_inputs``), optimizer and epochs (``optimizer``,
+# ``nn_epochs``). Whether Adam's φ_t enters R: both are logged in every run (``R_nn`` with it,
+# ``R_nn_ntk`` without). Whether γ_t enters R: the learning rate is constant, so it cancels
+# exactly (NOTE [network kernel weights]).
 
 
 def _p_split(p: float) -> str:
@@ -127,13 +166,18 @@ class _Data:
     nn_final: tuple = ()           # the network's (x_fit, x_test)
 
 
-def _load(name: str, config: Config, ctx: RunContext) -> _Data:
-    from telescope.data.tabular import irregular_split, load_tabular, preprocess
+def _load(name: str, config: Config, ctx: RunContext, split: int) -> _Data:
+    """The rows of outer split ``split`` (NOTE [outer splits]), preprocessed as ``config`` says."""
+    from telescope.data.tabular import irregular_split, load_tabular, preprocess, refit_on_train
 
-    x, y, _ = load_tabular(name, ctx.data_dir)
-    x, y, info = preprocess(x, y, skew_threshold=config.skew_threshold)
-    sp = irregular_split(x, seed=config.seed, irregular_frac=config.irregular_frac, n_val=config.n_val,
+    x_raw, y_raw, _ = load_tabular(name, ctx.data_dir)
+    scale_target = config.target_scaling == "standard"
+    x, y, info = preprocess(x_raw, y_raw, skew_threshold=config.skew_threshold, scale_target=scale_target)
+    sp = irregular_split(x, seed=split, irregular_frac=config.irregular_frac, n_val=config.n_val,
                          n_test=config.n_test, max_p=max(config.p_grid), max_train=config.max_train or None)
+    if config.fit_rows == "train":
+        x, y, info, sp = refit_on_train(x_raw, y_raw, sp, seed=split, skew_threshold=config.skew_threshold,
+                                        scale_target=scale_target)
     k_irr = int(round(max(config.p_grid) * config.n_test))
     pool = np.concatenate([sp.test_regular, sp.irregular[:k_irr]])
     where = {int(r): i for i, r in enumerate(pool)}
@@ -144,12 +188,12 @@ def _load(name: str, config: Config, ctx: RunContext) -> _Data:
     if config.nn_inputs == "quantile":
         from telescope.data.tabular import quantile_gaussianise
 
-        data.nn_search = quantile_gaussianise(data.x_train, data.x_val, seed=config.seed)
-        data.nn_final = quantile_gaussianise(data.x_fit, data.x_test, seed=config.seed)
+        data.nn_search = quantile_gaussianise(data.x_train, data.x_val, seed=split)
+        data.nn_final = quantile_gaussianise(data.x_fit, data.x_test, seed=split)
     else:
         data.nn_search, data.nn_final = (data.x_train, data.x_val), (data.x_fit, data.x_test)
-    log.info("trees-vs-nets %s: train %d, val %d, test pool %d, logged features %s",
-             name, len(sp.train), len(sp.val), len(pool), info["logged"])
+    log.info("trees-vs-nets %s split %d: train %d, val %d, test pool %d, logged features %s",
+             name, split, len(sp.train), len(sp.val), len(pool), info["logged"])
     return data
 
 
@@ -171,11 +215,11 @@ def _gbt(hp: dict, seed: int):
     return GradientBoostingRegressor(loss="squared_error", subsample=1.0, random_state=seed, **hp)
 
 
-def _gbt_search(data: _Data, config: Config, unit) -> None:
-    rng = np.random.default_rng([config.seed, 1])
+def _gbt_search(data: _Data, config: Config, split: int, unit) -> None:
+    rng = np.random.default_rng([split, 1])
     for trial in range(config.gbt_trials):
         hp = _gbt_space(rng, config)
-        gbr = _gbt(hp, config.seed).fit(data.x_train, data.y_train)
+        gbr = _gbt(hp, split).fit(data.x_train, data.y_train)
         mse = float(np.mean((gbr.predict(data.x_val) - data.y_val) ** 2))
         unit.log_dict(trial, "val", {"mse": mse if np.isfinite(mse) else math.inf,
                                      "hp/learning_rate": hp["learning_rate"],
@@ -279,13 +323,13 @@ def _nn_predict(model: torch.nn.Module, x: np.ndarray, device: str) -> np.ndarra
         return model(torch.as_tensor(x, dtype=torch.float32, device=device)).reshape(-1).double().cpu().numpy()
 
 
-def _nn_search(data: _Data, config: Config, device: str, unit) -> None:
-    rng = np.random.default_rng([config.seed, 2])
+def _nn_search(data: _Data, config: Config, split: int, device: str, unit) -> None:
+    rng = np.random.default_rng([split, 2])
     lo, hi = config.nn_lr
     for trial in range(config.nn_trials):
         lr = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         try:
-            model = _train_nn(data, config, lr, config.seed, config.nn_search_epochs, device,
+            model = _train_nn(data, config, lr, split, config.search_epochs, device,
                               data.nn_search[0], data.y_train)
             mse = float(np.mean((_nn_predict(model, data.nn_search[1], device) - data.y_val) ** 2))
         except DivergenceError:
@@ -306,8 +350,9 @@ def _nn_final(data: _Data, config: Config, lr: float, seed: int, device: str, un
 # ----------------------------------------------------------------------------- run
 
 
-def _best(frame: pd.DataFrame, ds: str, model: str) -> dict:
-    rows = frame[(frame["dataset"] == ds) & (frame["model"] == model) & (frame["phase"] == "search")]
+def _best(frame: pd.DataFrame, ds: str, model: str, split: int) -> dict:
+    rows = frame[(frame["dataset"] == ds) & (frame["model"] == model) & (frame["phase"] == "search")
+                 & (frame["split_seed"] == split)]
     wide = rows.pivot_table(index="step", columns="name", values="value", aggfunc="first")
     best = wide.sort_values(["mse"], kind="stable").iloc[0]
     if model == "nn":
@@ -317,12 +362,42 @@ def _best(frame: pd.DataFrame, ds: str, model: str) -> dict:
             "max_depth": None if depth == 0 else depth}
 
 
-def summarise(frame: pd.DataFrame, config: dict) -> dict:
-    """Per dataset and p: mean test MSEs, rel_p and R for both models, from stored metrics.
+def _mean_se(values) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), (float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0)
 
-    rel_p uses the seed-mean MSEs (its sign flips if the network wins at p = 0, so the
-    gap MSE_NN − MSE_GBT is reported too); R is computed per seed (over its recorded steps or
-    trees) and averaged over seeds; ``*_se`` are standard errors over seeds.
+
+def _split_results(final: pd.DataFrame, p_grid: list[float]) -> dict:
+    """One outer split: per (model, quantity, p) the per-model-seed values (mse, R, R_ntk)."""
+    res: dict = {}
+    for model in ("gbt", "nn"):
+        m = final[final["model"] == model]
+        for p in p_grid:
+            sp = _p_split(p)
+            mse = m[(m["split"] == sp) & (m["name"] == "mse")].groupby("seed")["value"].first()
+            res[(model, "mse", p)] = mse.to_numpy(float)
+            for name, key in ((KERNEL, "R"), (KERNEL_NTK, "R_ntk")):
+                k = m[m["name"] == name]
+                if k.empty:
+                    continue
+                rs = []
+                for _, ks in k.groupby("seed"):
+                    tr = ks[ks["split"] == "train"].set_index("step")["value"]
+                    te = ks[ks["split"] == sp].set_index("step")["value"]
+                    rs.append(float(te.mean() / tr.loc[te.index].mean()))
+                res[(model, key, p)] = np.array(rs)
+    return res
+
+
+def summarise(frame: pd.DataFrame, config: dict) -> dict:
+    """Per dataset and p: test MSEs, rel_p and R for both models, from stored metrics.
+
+    Within an outer split, MSEs and R are averaged over model seeds and rel_p is taken from
+    the seed-mean MSEs (its sign flips if the network wins at p = 0, so the gap
+    MSE_NN − MSE_GBT is reported too). Across splits (NOTE [outer splits]) every quantity is
+    the mean over splits with ``*_se`` its standard error over splits (over model seeds when
+    there is one split). ``<ds>/split<s>/p=<p>/{rel,mse_gap}`` keep each split's values and
+    ``<ds>/splits/*`` count the splits on which a fact holds.
     """
     out: dict = {}
     final = frame[frame["phase"] == "final"]
@@ -331,78 +406,79 @@ def summarise(frame: pd.DataFrame, config: dict) -> dict:
         d = final[final["dataset"] == ds]
         if d.empty:
             continue
-        res: dict = {}
-        for model in ("gbt", "nn"):
-            m = d[d["model"] == model]
-            for p in p_grid:
-                sp = _p_split(p)
-                mse = m[(m["split"] == sp) & (m["name"] == "mse")].groupby("seed")["value"].first()
-                res[(model, "mse", p)] = (float(mse.mean()), float(mse.std(ddof=1) / np.sqrt(len(mse)))
-                                          if len(mse) > 1 else 0.0)
-                for name, key in ((KERNEL, "R"), (KERNEL_NTK, "R_ntk")):
-                    k = m[m["name"] == name]
-                    if k.empty:
-                        continue
-                    rs = []
-                    for _, ks in k.groupby("seed"):
-                        tr = ks[ks["split"] == "train"].set_index("step")["value"]
-                        te = ks[ks["split"] == sp].set_index("step")["value"]
-                        rs.append(float(te.mean() / tr.loc[te.index].mean()))
-                    res[(model, key, p)] = (float(np.mean(rs)), float(np.std(rs, ddof=1) / np.sqrt(len(rs)))
-                                            if len(rs) > 1 else 0.0)
-        denom = res[("nn", "mse", 0.0)][0] - res[("gbt", "mse", 0.0)][0]
-        for p in p_grid:
+        splits = sorted(int(s) for s in d["split_seed"].unique())
+        per = {s: _split_results(d[d["split_seed"] == s], p_grid) for s in splits}
+        one = len(splits) == 1
+
+        def agg(model, key, p):
+            if one:
+                return _mean_se(per[splits[0]][(model, key, p)])
+            return _mean_se([per[s][(model, key, p)].mean() for s in splits])
+
+        rel_s, gap_s = {}, {}
+        for s in splits:
+            mse = {(m, p): per[s][(m, "mse", p)].mean() for m in ("gbt", "nn") for p in p_grid}
+            denom = mse[("nn", 0.0)] - mse[("gbt", 0.0)]
+            gap_s[s] = [float(mse[("nn", p)] - mse[("gbt", p)]) for p in p_grid]
+            rel_s[s] = [g / denom if denom != 0 else float("nan") for g in gap_s[s]]
+            for p, g, r in zip(p_grid, gap_s[s], rel_s[s]):
+                out[f"{ds}/split{s}/p={p:g}/mse_gap"], out[f"{ds}/split{s}/p={p:g}/rel"] = g, float(r)
+        for i, p in enumerate(p_grid):
             tag = f"{ds}/p={p:g}"
-            out[f"{tag}/mse_gbt"], out[f"{tag}/mse_gbt_se"] = res[("gbt", "mse", p)]
-            out[f"{tag}/mse_nn"], out[f"{tag}/mse_nn_se"] = res[("nn", "mse", p)]
-            diff = res[("nn", "mse", p)][0] - res[("gbt", "mse", p)][0]
-            out[f"{tag}/mse_gap"] = float(diff)
-            out[f"{tag}/rel"] = float(diff / denom) if denom != 0 else float("nan")
-            out[f"{tag}/R_nn"], out[f"{tag}/R_nn_se"] = res[("nn", "R", p)]
-            out[f"{tag}/R_nn_ntk"], _ = res[("nn", "R_ntk", p)]
-            out[f"{tag}/R_gbt"], _ = res[("gbt", "R", p)]
+            out[f"{tag}/mse_gbt"], out[f"{tag}/mse_gbt_se"] = agg("gbt", "mse", p)
+            out[f"{tag}/mse_nn"], out[f"{tag}/mse_nn_se"] = agg("nn", "mse", p)
+            out[f"{tag}/mse_gap"], out[f"{tag}/mse_gap_se"] = _mean_se([gap_s[s][i] for s in splits])
+            out[f"{tag}/rel"], out[f"{tag}/rel_se"] = _mean_se([rel_s[s][i] for s in splits])
+            out[f"{tag}/R_nn"], out[f"{tag}/R_nn_se"] = agg("nn", "R", p)
+            out[f"{tag}/R_nn_ntk"], out[f"{tag}/R_nn_ntk_se"] = agg("nn", "R_ntk", p)
+            out[f"{tag}/R_gbt"], out[f"{tag}/R_gbt_se"] = agg("gbt", "R", p)
         rel = [out[f"{ds}/p={p:g}/rel"] for p in p_grid]
         r_nn = [out[f"{ds}/p={p:g}/R_nn"] for p in p_grid]
         r_gbt = [out[f"{ds}/p={p:g}/R_gbt"] for p in p_grid]
-        out[f"{ds}/check/gbt_beats_nn_at_p0"] = bool(denom > 0)
         gap = [out[f"{ds}/p={p:g}/mse_gap"] for p in p_grid]
-        out[f"{ds}/check/rel_increases"] = bool(rel[-1] > rel[0])        # meaningful when denom > 0
+        out[f"{ds}/check/gbt_beats_nn_at_p0"] = bool(gap[0] > 0)
+        out[f"{ds}/check/rel_increases"] = bool(rel[-1] > rel[0])        # meaningful when gap[0] > 0
         out[f"{ds}/check/gap_increases"] = bool(gap[-1] > gap[0])        # NN degrades faster than GBT
         out[f"{ds}/check/R_nn_increases"] = bool(r_nn[-1] > r_nn[0])
         out[f"{ds}/check/R_nn_exceeds_R_gbt"] = bool(min(a - b for a, b in zip(r_nn, r_gbt)) > 0)
         out[f"{ds}/check/R_gbt_le_1"] = bool(max(r_gbt) <= 1 + 1e-12)
+        out[f"{ds}/splits/n"] = len(splits)
+        out[f"{ds}/splits/gbt_beats_nn_at_p0"] = sum(gap_s[s][0] > 0 for s in splits)
+        out[f"{ds}/splits/rel_increases"] = sum(rel_s[s][-1] > rel_s[s][0] for s in splits)
+        out[f"{ds}/splits/gap_increases"] = sum(gap_s[s][-1] > gap_s[s][0] for s in splits)
     return out
 
 
 def run(config: Config, sink, ctx: RunContext = RunContext()) -> dict:
     device = ctx.device
-    seeds = [config.seed * 1000 + k for k in range(config.n_seeds)]
     units = []
     for ds in config.datasets:
-        units += [(f"{ds}/gbt/search", dict(dataset=ds, model="gbt", phase="search", seed=config.seed)),
-                  (f"{ds}/nn/search", dict(dataset=ds, model="nn", phase="search", seed=config.seed))]
-        units += [(f"{ds}/{m}/seed{s}", dict(dataset=ds, model=m, phase="final", seed=s))
-                  for s in seeds for m in ("gbt", "nn")]
+        for split in range(config.seed, config.seed + config.n_splits):
+            tags = dict(dataset=ds, split_seed=split)
+            units += [(f"{ds}/split{split}/{m}/search", dict(tags, model=m, phase="search", seed=split))
+                      for m in ("gbt", "nn")]
+            units += [(f"{ds}/split{split}/{m}/seed{s}", dict(tags, model=m, phase="final", seed=s))
+                      for s in range(split * 1000, split * 1000 + config.n_seeds) for m in ("gbt", "nn")]
     bar = sink.progress(len(units), "trees-vs-nets")
-    loaded: dict[str, _Data] = {}
+    loaded: dict[tuple, _Data] = {}
     for key, tags in units:
         if sink.unit_done(key):
             bar.update()
             continue
-        ds, model = tags["dataset"], tags["model"]
-        if ds not in loaded:
+        ds, model, split = tags["dataset"], tags["model"], tags["split_seed"]
+        if (ds, split) not in loaded:
             loaded.clear()
-            loaded[ds] = _load(ds, config, ctx)
-        data = loaded[ds]
+            loaded[(ds, split)] = _load(ds, config, ctx, split)
+        data = loaded[(ds, split)]
         log.info("trees-vs-nets: unit %s", key)
         with sink.unit(key, **tags) as unit:
             if tags["phase"] == "search":
                 if model == "gbt":
-                    _gbt_search(data, config, unit)
+                    _gbt_search(data, config, split, unit)
                 else:
-                    _nn_search(data, config, device, unit)
+                    _nn_search(data, config, split, device, unit)
             else:
-                hp = _best(sink.metrics(), ds, model)
+                hp = _best(sink.metrics(), ds, model, split)
                 if model == "gbt":
                     _gbt_final(data, hp, tags["seed"], unit)
                 else:
