@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -33,7 +34,47 @@ def test_config_is_validated():
         resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"optimizer": "lbfgs"})
     with pytest.raises(ConfigError, match="nn_inputs"):
         resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"nn_inputs": "minmax"})
+    with pytest.raises(ConfigError, match="equal search budgets"):
+        resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"nn_trials": "6"})
     assert get("trees-vs-nets").config_cls is tvn.Config
+    for name in tvn.Config.PRESETS:          # every preset searches both models with one budget
+        c = resolve_config("trees-vs-nets", tvn.Config, name)
+        assert c.gbt_trials == c.nn_trials
+
+
+def _frame(mse, splits=(0, 1), p_grid=(0.0, 0.5)):
+    """Stored final rows: mse[split][model] = MSE per p; one model seed per split; R from fixed norms."""
+    rows = []
+    for s in splits:
+        for model in ("gbt", "nn"):
+            base = dict(dataset="houses", split_seed=s, model=model, phase="final", seed=s * 1000)
+            for p, v in zip(p_grid, mse[s][model]):
+                rows.append(dict(base, step=0, split=f"p={p:g}", name="mse", value=v))
+                for t in (1, 2):
+                    rows.append(dict(base, step=t, split=f"p={p:g}", name=tvn.KERNEL, value=1.0 + p))
+                    rows.append(dict(base, step=t, split=f"p={p:g}", name=tvn.KERNEL_NTK, value=2.0 + p))
+            for t in (1, 2):
+                rows.append(dict(base, step=t, split="train", name=tvn.KERNEL, value=1.0 + s))
+                rows.append(dict(base, step=t, split="train", name=tvn.KERNEL_NTK, value=2.0))
+    return pd.DataFrame(rows)
+
+
+def test_summary_averages_over_outer_splits():
+    # split 0: gap 0.1 -> 0.3 (rel 1 -> 3); split 1: gap 0.2 -> 0.1 (rel 1 -> 0.5)
+    mse = {0: {"gbt": (1.0, 2.0), "nn": (1.1, 2.3)}, 1: {"gbt": (1.0, 2.0), "nn": (1.2, 2.1)}}
+    out = tvn.summarise(_frame(mse), {"p_grid": [0.0, 0.5], "datasets": ["houses"]})
+    assert out["houses/split0/p=0.5/rel"] == pytest.approx(3.0)
+    assert out["houses/split1/p=0.5/rel"] == pytest.approx(0.5)
+    assert out["houses/p=0.5/rel"] == pytest.approx(1.75)
+    assert out["houses/p=0.5/rel_se"] == pytest.approx(1.25)            # sd of (3, 0.5) / √2
+    assert out["houses/p=0.5/mse_gap"] == pytest.approx(0.2)
+    assert out["houses/p=0.5/mse_nn"] == pytest.approx(2.2) and out["houses/p=0.5/mse_nn_se"] == pytest.approx(0.1)
+    assert out["houses/splits/n"] == 2 and out["houses/splits/rel_increases"] == 1
+    assert out["houses/splits/gbt_beats_nn_at_p0"] == 2
+    # R per split = mean_t test / mean_t train: split 0 (1.5 / 1), split 1 (1.5 / 2) -> mean 1.125
+    assert out["houses/p=0.5/R_nn"] == pytest.approx(1.125)
+    assert out["houses/p=0.5/R_nn_ntk"] == pytest.approx(1.25)
+    assert out["houses/check/rel_increases"] and out["houses/check/R_nn_increases"]
 
 
 def _data_root():

@@ -92,7 +92,8 @@ class Config:
                  "nn_search_epochs": 1, "kernel_records": 3, "n_seeds": 1,
                  "p_grid": (0.0, 0.25, 0.5)},
         "quick": _QUICK,
-        "quick-nolog": {**_QUICK, "skew_threshold": math.inf},
+        "quick-fulltrain": {**_QUICK, "max_train": 0},
+        "quick-nolog": {**_QUICK, "skew_threshold": 1e9},   # no feature is that skewed: no log
         "quick-rawtarget": {**_QUICK, "target_scaling": "none"},
         "quick-trainfit": {**_QUICK, "fit_rows": "train"},
         "quick-standard": {**_QUICK, "nn_inputs": "standard"},
