@@ -148,3 +148,16 @@ def test_figures_read_stored_results(tiny_run, tmp_path):
     for f in figs:
         assert (tmp_path / f.filename).stat().st_size > 1000
         assert "paper" in f.caption
+
+
+def test_sensitivity_table_reads_one_row_per_run(tiny_run):
+    from telescope.plots.trees_vs_nets import sensitivity_table
+
+    config, sink, summary = tiny_run
+    table = sensitivity_table({"tiny": summary, "empty": {}})
+    assert list(table["run"]) == ["tiny"]                      # runs without houses rows are left out
+    row = table.iloc[0]
+    assert row["rel_plast"].startswith(f"{summary['houses/p=0.5/rel']:+.2f}")
+    assert row["rel_rises"] == f"{summary['houses/splits/rel_increases']}/1"
+    assert row["R_nn"] == f"{summary['houses/p=0/R_nn']:.2f} → {summary['houses/p=0.5/R_nn']:.2f}"
+

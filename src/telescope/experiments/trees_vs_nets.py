@@ -93,6 +93,7 @@ class Config:
                  "p_grid": (0.0, 0.25, 0.5)},
         "quick": _QUICK,
         "quick-fulltrain": {**_QUICK, "max_train": 0},
+        "quick-trials25": {**_QUICK, "gbt_trials": 25, "nn_trials": 25},
         "quick-nolog": {**_QUICK, "skew_threshold": 1e9},   # no feature is that skewed: no log
         "quick-rawtarget": {**_QUICK, "target_scaling": "none"},
         "quick-trainfit": {**_QUICK, "fit_rows": "train"},

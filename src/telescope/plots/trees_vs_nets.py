@@ -40,8 +40,12 @@ def _verdict(summary: dict, ds: str, p_grid: list[float]) -> str:
     rn, rg = _series(summary, ds, p_grid, "R_nn"), _series(summary, ds, p_grid, "R_gbt")
     n = summary.get(f"{ds}/splits/n", 1)
     words = [f"{ds} ({n} outer split{'s' if n != 1 else ''})"]
+    se0 = summary.get(f"{ds}/p=0/mse_gap_se", 0.0)
+    wins = summary.get(f"{ds}/splits/gbt_beats_nn_at_p0", int(gap0 > 0))
     words.append(("the GBT wins at p = 0 as in the paper" if gap0 > 0 else
-                  "CONTRADICTS the paper: the network wins at p = 0") + f" (MSE_NN − MSE_GBT = {gap0:+.3f})")
+                  "CONTRADICTS the paper: the network wins at p = 0")
+                 + f" (MSE_NN − MSE_GBT = {gap0:+.3f} ± {se0:.3f}, GBT better on {wins} of {n} splits"
+                 + ("; within one s.e., so not a clear win" if abs(gap0) <= se0 else "") + ")")
     rel_up = summary.get(f"{ds}/splits/rel_increases", int(rel[-1] > rel[0]))
     words.append(f"rel_p {rel[0]:.2f} → {rel[-1]:.2f} at p = {last}, rising on {rel_up} of {n} splits"
                  + ("" if rel[-1] > rel[0] else " — CONTRADICTS the paper's rise of rel_p (fact 15)"))
