@@ -445,9 +445,9 @@ def summarise(frame: pd.DataFrame, config: dict) -> dict:
         out[f"{ds}/check/R_nn_exceeds_R_gbt"] = bool(min(a - b for a, b in zip(r_nn, r_gbt)) > 0)
         out[f"{ds}/check/R_gbt_le_1"] = bool(max(r_gbt) <= 1 + 1e-12)
         out[f"{ds}/splits/n"] = len(splits)
-        out[f"{ds}/splits/gbt_beats_nn_at_p0"] = sum(gap_s[s][0] > 0 for s in splits)
-        out[f"{ds}/splits/rel_increases"] = sum(rel_s[s][-1] > rel_s[s][0] for s in splits)
-        out[f"{ds}/splits/gap_increases"] = sum(gap_s[s][-1] > gap_s[s][0] for s in splits)
+        out[f"{ds}/splits/gbt_beats_nn_at_p0"] = int(sum(gap_s[s][0] > 0 for s in splits))
+        out[f"{ds}/splits/rel_increases"] = int(sum(rel_s[s][-1] > rel_s[s][0] for s in splits))
+        out[f"{ds}/splits/gap_increases"] = int(sum(gap_s[s][-1] > gap_s[s][0] for s in splits))
     return out
 
 

@@ -164,7 +164,7 @@ def sensitivity_table(summaries: dict[str, dict], dataset: str = "houses") -> pd
     """One row per run (``{label: summary}``, e.g. the ``quick-*`` presets): does rel_p rise?
 
     Columns: MSE gap NN − GBT at p = 0 and at the largest p (mean ± s.e. over splits), rel_p at
-    the largest p, on how many splits rel_p rises, R_NN with and without Adam's φ at p = 0 and the
+    the largest p, on how many splits the GBT wins at p = 0, the gap grows and rel_p rises, R_NN with and without Adam's φ at p = 0 and the
     largest p, and R_GBT's largest value. Reads summaries only.
     """
     rows = []
@@ -180,6 +180,8 @@ def sensitivity_table(summaries: dict[str, dict], dataset: str = "houses") -> pd
             "gap_p0": f"{sm[f'{first}/mse_gap']:+.3f} ± {sm.get(f'{first}/mse_gap_se', 0):.3f}",
             "gap_plast": f"{sm[f'{last}/mse_gap']:+.3f} ± {sm.get(f'{last}/mse_gap_se', 0):.3f}",
             "rel_plast": f"{sm[f'{last}/rel']:+.2f} ± {sm.get(f'{last}/rel_se', 0):.2f}",
+            "gbt_wins_p0": f"{sm.get(f'{dataset}/splits/gbt_beats_nn_at_p0', '?')}/{sm.get(f'{dataset}/splits/n', '?')}",
+            "gap_rises": f"{sm.get(f'{dataset}/splits/gap_increases', '?')}/{sm.get(f'{dataset}/splits/n', '?')}",
             "rel_rises": f"{sm.get(f'{dataset}/splits/rel_increases', '?')}/{sm.get(f'{dataset}/splits/n', '?')}",
             "R_nn": f"{sm[f'{first}/R_nn']:.2f} → {sm[f'{last}/R_nn']:.2f}",
             "R_nn_ntk": f"{sm[f'{first}/R_nn_ntk']:.2f} → {sm[f'{last}/R_nn_ntk']:.2f}",
