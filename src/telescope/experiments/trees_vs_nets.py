@@ -4,8 +4,9 @@ Per dataset: the 10% of rows farthest from the median along the first principal
 component are "irregular"; the rest give train / validation / regular test rows. Test
 sets of ``n_test`` rows hold a proportion p of irregular rows (``p_grid``). A GBT
 (scikit-learn, random search over the Grinsztajn space) and a 3-layer width-64 ReLU MLP
-(Adam, batch 128, learning rate searched) are tuned on validation, retrained on
-train ∪ validation for ``n_seeds`` seeds and evaluated on every test set.
+(Adam, batch 128, learning rate searched) are tuned on validation with the same number of
+random-search trials, retrained on train ∪ validation for ``n_seeds`` seeds and evaluated
+on every test set; all of it is repeated for ``n_splits`` outer splits (NOTE [outer splits]).
 
 Metrics per p: test MSE of both models, rel_p = (MSE^p_NN − MSE^p_GBT)/(MSE^0_NN −
 MSE^0_GBT), and the normalised maximum kernel-weight norm
