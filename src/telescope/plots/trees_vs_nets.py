@@ -66,6 +66,8 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
         return []
     out: list[Figure] = []
     bands = "bands: ±1 s.e. over outer splits (over model seeds with one split)"
+    adam = config.get("optimizer", "adam") == "adam"
+    kernel_name = "Adam-preconditioned kernel" if adam else "SGD: the plain tangent kernel"
 
     # Fig. 5 / 14: rel_p (top) and R for both models (bottom), one column per dataset
     fig, axes = plt.subplots(2, len(datasets), figsize=(3.4 * len(datasets), 5.2), squeeze=False, sharex=True)
@@ -79,7 +81,7 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
         top.axhline(1.0, color="grey", lw=0.8, ls=":")
         top.set_title(ds)
         top.set_ylabel("relative MSE  rel$_p$" if j == 0 else "")
-        for key, label, color, style in (("R_nn", "NN (Adam-preconditioned kernel)", "C0", "o-"),
+        for key, label, color, style in (("R_nn", f"NN ({kernel_name})", "C0", "o-"),
                                          ("R_nn_ntk", "NN (plain tangent kernel)", "C9", "s--"),
                                          ("R_gbt", "GBT (tree kernel)", "C1", "o-")):
             _band(bottom, p_grid, _series(summary, ds, p_grid, key), _series(summary, ds, p_grid, f"{key}_se"),
@@ -152,7 +154,7 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
                     ax.legend(fontsize=7, loc="best")
             name = save(fig, out_dir, "trees_vs_nets_kernel_traces.png")
             out.append(Figure(name, (
-                "The network's maximum kernel-weight norm (Adam-preconditioned kernel) over the training points "
+                f"The network's maximum kernel-weight norm ({kernel_name}) over the training points "
                 "and over the test sets with the fewest and the most irregular examples, at each recorded step "
                 "(first model seed of the first outer split). R is the ratio of the test curve's mean to the "
                 "training curve's mean; the paper attributes the network's degradation to these weights being "
