@@ -1,10 +1,12 @@
-"""trees-vs-nets: the network kernel rows, Adam's preconditioner, and the tiny study."""
+"""trees-vs-nets: config validation, the network inputs, and the tiny study (the kernel weight
+norms are tested in tests/lens/test_kernel_weights.py)."""
 
 import dataclasses
 import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -23,53 +25,6 @@ def _one_blas_thread():
     torch.set_num_threads(before)
 
 
-def _model(d=3):
-    torch.manual_seed(0)
-    return tvn._mlp(d, tvn.Config(width=8, depth=2)).double()
-
-
-def _grads(model, x):
-    """Reference: one autograd backward per example, flattened (n, P)."""
-    rows = []
-    for xi in x:
-        model.zero_grad()
-        model(xi[None]).sum().backward()
-        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
-    return torch.stack(rows)
-
-
-def test_kernel_rows_match_per_example_gradients():
-    model = _model()
-    x = torch.randn(11, 3, dtype=torch.float64)
-    xb = torch.randn(4, 3, dtype=torch.float64)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    phi = torch.rand(sum(p.numel() for p in model.parameters()), dtype=torch.float64) + 0.5
-    J, JB = _grads(model, x), _grads(model, xb)
-    k, kphi = tvn._kernel_rows(model, params, x, xb, phi, chunk=4)
-    torch.testing.assert_close(k, J @ JB.T, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(kphi, J @ (JB / phi).T, rtol=1e-12, atol=1e-12)
-    k2, k2b = tvn._kernel_rows(model, params, x, xb, None)
-    torch.testing.assert_close(k2, J @ JB.T, rtol=1e-12, atol=1e-12)
-    assert k2b is k2
-
-
-def test_adam_preconditioner_is_the_one_adam_divides_by():
-    model = _model()
-    params = list(model.parameters())
-    opt = torch.optim.Adam(params, lr=1e-2)
-    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
-    for _ in range(3):
-        before = torch.cat([p.detach().reshape(-1).clone() for p in params])
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(model(x), y).backward()
-        opt.step()
-        after = torch.cat([p.detach().reshape(-1) for p in params])
-        step = opt.state[params[0]]["step"]
-        m_hat = torch.cat([opt.state[p]["exp_avg"].reshape(-1) for p in params]) / (1 - 0.9 ** float(step))
-        torch.testing.assert_close((before - after) / 1e-2, m_hat / tvn._adam_precond(opt, params),
-                                   rtol=1e-10, atol=1e-12)
-
-
 def test_config_is_validated():
     with pytest.raises(ConfigError, match="p_grid"):
         resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"p_grid": "0.1,0.2"})
@@ -79,7 +34,47 @@ def test_config_is_validated():
         resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"optimizer": "lbfgs"})
     with pytest.raises(ConfigError, match="nn_inputs"):
         resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"nn_inputs": "minmax"})
+    with pytest.raises(ConfigError, match="equal search budgets"):
+        resolve_config("trees-vs-nets", tvn.Config, "tiny", overrides={"nn_trials": "6"})
     assert get("trees-vs-nets").config_cls is tvn.Config
+    for name in tvn.Config.PRESETS:          # every preset searches both models with one budget
+        c = resolve_config("trees-vs-nets", tvn.Config, name)
+        assert c.gbt_trials == c.nn_trials
+
+
+def _frame(mse, splits=(0, 1), p_grid=(0.0, 0.5)):
+    """Stored final rows: mse[split][model] = MSE per p; one model seed per split; R from fixed norms."""
+    rows = []
+    for s in splits:
+        for model in ("gbt", "nn"):
+            base = dict(dataset="houses", split_seed=s, model=model, phase="final", seed=s * 1000)
+            for p, v in zip(p_grid, mse[s][model]):
+                rows.append(dict(base, step=0, split=f"p={p:g}", name="mse", value=v))
+                for t in (1, 2):
+                    rows.append(dict(base, step=t, split=f"p={p:g}", name=tvn.KERNEL, value=1.0 + p))
+                    rows.append(dict(base, step=t, split=f"p={p:g}", name=tvn.KERNEL_NTK, value=2.0 + p))
+            for t in (1, 2):
+                rows.append(dict(base, step=t, split="train", name=tvn.KERNEL, value=1.0 + s))
+                rows.append(dict(base, step=t, split="train", name=tvn.KERNEL_NTK, value=2.0))
+    return pd.DataFrame(rows)
+
+
+def test_summary_averages_over_outer_splits():
+    # split 0: gap 0.1 -> 0.3 (rel 1 -> 3); split 1: gap 0.2 -> 0.1 (rel 1 -> 0.5)
+    mse = {0: {"gbt": (1.0, 2.0), "nn": (1.1, 2.3)}, 1: {"gbt": (1.0, 2.0), "nn": (1.2, 2.1)}}
+    out = tvn.summarise(_frame(mse), {"p_grid": [0.0, 0.5], "datasets": ["houses"]})
+    assert out["houses/split0/p=0.5/rel"] == pytest.approx(3.0)
+    assert out["houses/split1/p=0.5/rel"] == pytest.approx(0.5)
+    assert out["houses/p=0.5/rel"] == pytest.approx(1.75)
+    assert out["houses/p=0.5/rel_se"] == pytest.approx(1.25)            # sd of (3, 0.5) / √2
+    assert out["houses/p=0.5/mse_gap"] == pytest.approx(0.2)
+    assert out["houses/p=0.5/mse_nn"] == pytest.approx(2.2) and out["houses/p=0.5/mse_nn_se"] == pytest.approx(0.1)
+    assert out["houses/splits/n"] == 2 and out["houses/splits/rel_increases"] == 1
+    assert out["houses/splits/gbt_beats_nn_at_p0"] == 2
+    # R per split = mean_t test / mean_t train: split 0 (1.5 / 1), split 1 (1.5 / 2) -> mean 1.125
+    assert out["houses/p=0.5/R_nn"] == pytest.approx(1.125)
+    assert out["houses/p=0.5/R_nn_ntk"] == pytest.approx(1.25)
+    assert out["houses/check/rel_increases"] and out["houses/check/R_nn_increases"]
 
 
 def _data_root():
@@ -92,7 +87,7 @@ def _data_root():
 
 def test_network_inputs_are_gaussianised_on_its_own_training_rows():
     config = resolve_config("trees-vs-nets", tvn.Config, "tiny")
-    data = tvn._load("houses", config, RunContext(data_dir=_data_root()))
+    data = tvn._load("houses", config, RunContext(data_dir=_data_root()), 0)
     x_fit, x_test = data.nn_final
     np.testing.assert_allclose(np.median(x_fit, axis=0), 0, atol=0.05)
     # test rows (irregular ones included) never leave the range the network was trained on
@@ -101,7 +96,7 @@ def test_network_inputs_are_gaussianised_on_its_own_training_rows():
     x_tr, x_val = data.nn_search                              # the search refits on train only
     assert np.all(x_val <= x_tr.max(0) + 1e-12)
     std = tvn._load("houses", dataclasses.replace(config, nn_inputs="standard"),
-                    RunContext(data_dir=_data_root()))
+                    RunContext(data_dir=_data_root()), 0)
     assert std.nn_final[1] is std.x_test and std.nn_search[0] is std.x_train
 
 
@@ -153,3 +148,16 @@ def test_figures_read_stored_results(tiny_run, tmp_path):
     for f in figs:
         assert (tmp_path / f.filename).stat().st_size > 1000
         assert "paper" in f.caption
+
+
+def test_sensitivity_table_reads_one_row_per_run(tiny_run):
+    from telescope.plots.trees_vs_nets import sensitivity_table
+
+    config, sink, summary = tiny_run
+    table = sensitivity_table({"tiny": summary, "empty": {}})
+    assert list(table["run"]) == ["tiny"]                      # runs without houses rows are left out
+    row = table.iloc[0]
+    assert row["rel_plast"].startswith(f"{summary['houses/p=0.5/rel']:+.2f}")
+    assert row["rel_rises"] == f"{summary['houses/splits/rel_increases']}/1"
+    assert row["R_nn"] == f"{summary['houses/p=0/R_nn']:.2f} → {summary['houses/p=0.5/R_nn']:.2f}"
+

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from telescope.data.tabular import (irregular_split, irregularity, load_tabular, preprocess,
-                                   quantile_gaussianise)
+                                   quantile_gaussianise, refit_on_train)
 from telescope.errors import ConfigError, DataError
 
 
@@ -71,6 +71,55 @@ def test_irregular_split_is_deterministic_disjoint_and_sized():
         assert previous <= irr_now                       # nested in p
         previous = irr_now
     assert len(irregular_split(x, seed=3, max_train=100, **kw).train) == 100
+
+
+def test_preprocess_fitted_on_some_rows_uses_their_statistics_only():
+    x = _x()
+    y = np.random.default_rng(1).normal(3.0, 2.0, size=len(x))
+    rows = np.arange(0, 3000, 2)
+    xs, ys, info = preprocess(x, y, fit_rows=rows)
+    np.testing.assert_allclose(xs[rows].mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(xs[rows].std(0), 1, atol=1e-12)
+    np.testing.assert_allclose(ys[rows].std(), 1, atol=1e-12)
+    # the other rows do not enter: changing them leaves the fitted rows' values unchanged
+    x2, y2 = x.copy(), y.copy()
+    x2[1::2] *= 50.0
+    y2[1::2] += 100.0
+    xs2, ys2, _ = preprocess(x2, y2, fit_rows=rows)
+    np.testing.assert_array_equal(xs2[rows], xs[rows])
+    np.testing.assert_array_equal(ys2[rows], ys[rows])
+    # a row below the fitted minimum of a logged feature stays finite and keeps its order
+    x3 = x.copy()
+    x3[1, 0] = x[rows, 0].min() - 5.0
+    xs3, _, _ = preprocess(x3, y, fit_rows=rows)
+    assert np.isfinite(xs3).all() and xs3[1, 0] < xs3[rows, 0].min()
+    # no target rescaling
+    _, y_raw, info = preprocess(x, y, scale_target=False)
+    np.testing.assert_array_equal(y_raw, y)
+    assert (info["y_mean"], info["y_std"]) == (0.0, 1.0)
+
+
+def test_refit_on_train_keeps_every_test_row_out_of_the_fitted_statistics():
+    x_raw = _x()
+    y_raw = np.random.default_rng(2).normal(size=len(x_raw))
+    xs, _, _ = preprocess(x_raw, y_raw)
+    kw = dict(irregular_frac=0.1, n_val=300, n_test=400, max_p=0.5, max_train=1000)
+    sp = irregular_split(xs, seed=1, **kw)
+    x, y, _, new = refit_on_train(x_raw, y_raw, sp, seed=1)
+    np.testing.assert_array_equal(new.train, sp.train)
+    assert (len(new.val), len(new.test_regular), len(new.irregular)) == (300, 400, len(sp.irregular))
+    every = np.concatenate([new.train, new.val, new.test_regular, new.irregular])
+    assert len(np.unique(every)) == len(every)
+    # the irregular rows are the farthest of the held-out rows under the train-fitted score
+    score = irregularity(x, fit_rows=new.train)
+    assert score[new.irregular].min() >= score[np.concatenate([new.val, new.test_regular])].max()
+    # held-out rows do not move the training rows' features, targets or the score's fit
+    far = np.setdiff1d(np.arange(len(x_raw)), new.train)
+    x_raw2 = x_raw.copy()
+    x_raw2[far] *= 3.0
+    x2, y2, _, _ = refit_on_train(x_raw2, y_raw, sp, seed=1)
+    np.testing.assert_array_equal(x2[new.train], x[new.train])
+    np.testing.assert_array_equal(y2[new.train], y[new.train])
 
 
 def test_irregular_split_refuses_impossible_sizes():

@@ -70,24 +70,35 @@ def _skewness(x: np.ndarray) -> np.ndarray:
     return np.where(m2 > 0, s, 0.0)
 
 
-def preprocess(x: np.ndarray, y: np.ndarray, *, skew_threshold: float = 2.0
-               ) -> tuple[np.ndarray, np.ndarray, dict]:
+def preprocess(x: np.ndarray, y: np.ndarray, *, skew_threshold: float = 2.0, fit_rows: np.ndarray | None = None,
+               scale_target: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """Log-transform heavy-tailed features, standardise features and target.
 
-    See NOTE [tabular preprocessing]. Returns ``(x, y, info)`` with ``info["logged"]``
-    the indices of log-transformed features and the target's mean and std.
+    See NOTE [tabular preprocessing]. ``x`` (n, d), ``y`` (n,). The statistics (skewness,
+    the log's offset, means, standard deviations) are fitted on the rows ``fit_rows``
+    (indices; None: all rows) and applied to every row; the log is the signed
+    ``sign(z)·log1p(|z|)`` of z = x − min (right skew) so that a row below the fitted
+    minimum stays finite (for the fitted rows z ≥ 0: plain ``log1p``). ``scale_target=False``
+    leaves y as it is (no target rescaling). Returns ``(x, y, info)`` with ``info["logged"]``
+    the indices of log-transformed features and the target's mean and std (0 and 1 unscaled).
     """
     x = np.array(x, dtype=np.float64, copy=True)
-    skew = _skewness(x)
+    ref = slice(None) if fit_rows is None else np.asarray(fit_rows)
+    skew = _skewness(x[ref])
     logged = []
     for j in np.flatnonzero(np.abs(skew) > skew_threshold):
         col = x[:, j]
-        x[:, j] = np.log1p(col - col.min()) if skew[j] > 0 else -np.log1p(col.max() - col)
+        z = col - col[ref].min() if skew[j] > 0 else col[ref].max() - col
+        signed = np.sign(z) * np.log1p(np.abs(z))
+        x[:, j] = signed if skew[j] > 0 else -signed
         logged.append(int(j))
-    std = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
-    y_mean, y_std = float(np.mean(y)), float(np.std(y))
-    y = (np.asarray(y, dtype=np.float64) - y_mean) / (y_std if y_std > 0 else 1.0)
+    std = x[ref].std(axis=0)
+    x = (x - x[ref].mean(axis=0)) / np.where(std > 0, std, 1.0)
+    y = np.asarray(y, dtype=np.float64)
+    if not scale_target:
+        return x, y.copy(), {"logged": logged, "y_mean": 0.0, "y_std": 1.0}
+    y_mean, y_std = float(np.mean(y[ref])), float(np.std(y[ref]))
+    y = (y - y_mean) / (y_std if y_std > 0 else 1.0)
     return x, y, {"logged": logged, "y_mean": y_mean, "y_std": y_std}
 
 
@@ -111,12 +122,17 @@ def quantile_gaussianise(x_ref: np.ndarray, *xs: np.ndarray, n_quantiles: int = 
     return tuple(qt.transform(np.asarray(a, dtype=np.float64)) for a in (x_ref, *xs))
 
 
-def irregularity(x: np.ndarray) -> np.ndarray:
-    """|projection on the first principal component − its median| for each row: (n,)."""
-    c = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(c, full_matrices=False)
-    proj = c @ vt[0]
-    return np.abs(proj - np.median(proj))
+def irregularity(x: np.ndarray, fit_rows: np.ndarray | None = None) -> np.ndarray:
+    """|projection on the first principal component − its median| for each row of ``x`` (n, d): (n,).
+
+    The centre, the component and the median are fitted on the rows ``fit_rows`` (indices;
+    None: all rows) and applied to every row.
+    """
+    ref = slice(None) if fit_rows is None else np.asarray(fit_rows)
+    mean = x[ref].mean(axis=0)
+    _, _, vt = np.linalg.svd(x[ref] - mean, full_matrices=False)
+    proj = (x - mean) @ vt[0]
+    return np.abs(proj - np.median(proj[ref]))
 
 
 @dataclass(frozen=True)
@@ -172,3 +188,30 @@ def irregular_split(x: np.ndarray, *, seed: int, irregular_frac: float = 0.1, n_
         train = train[:max_train]
     return IrregularSplit(train=train, val=val, test_regular=test_regular, irregular=irregular,
                           n_test=n_test)
+
+
+def refit_on_train(x_raw: np.ndarray, y_raw: np.ndarray, split: IrregularSplit, *, seed: int,
+                   skew_threshold: float = 2.0, scale_target: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, dict, IrregularSplit]:
+    """The leak-free reading of NOTE [tabular preprocessing]: every statistic fitted on training rows.
+
+    Keeps ``split.train`` (chosen by the all-rows fit) and refits on those rows alone the
+    preprocessing (:func:`preprocess` with ``fit_rows``) and the irregularity score
+    (:func:`irregularity` with ``fit_rows``). Among the other rows, the ``len(split.irregular)``
+    with the largest refitted score are the irregular pool; the rest, shuffled with ``seed``,
+    give the validation and regular test rows (as many as before). No test row, regular or
+    irregular, enters any fitted statistic. Returns ``(x, y, info, split)``.
+    """
+    train = split.train
+    x, y, info = preprocess(x_raw, y_raw, skew_threshold=skew_threshold, fit_rows=train, scale_target=scale_target)
+    score = irregularity(x, fit_rows=train)
+    pool = np.setdiff1d(np.arange(x.shape[0]), train)
+    order = pool[np.argsort(-score[pool], kind="stable")]
+    n_irr, n_val = len(split.irregular), len(split.val)
+    if len(order) < n_irr + n_val + split.n_test:
+        raise ConfigError(f"refit_on_train: {len(order)} rows outside training, fewer than the {n_irr} irregular + "
+                          f"{n_val} validation + {split.n_test} test rows needed; lower n_val, n_test or max_train")
+    rng = np.random.default_rng([seed, 3])
+    irregular, regular = rng.permutation(order[:n_irr]), rng.permutation(order[n_irr:])
+    return x, y, info, IrregularSplit(train=train, val=regular[:n_val], test_regular=regular[n_val:n_val + split.n_test],
+                                      irregular=irregular, n_test=split.n_test)
