@@ -186,3 +186,20 @@ def test_sync_free_fit_reads_every_step_when_a_plain_callback_wants_floats():
     assert got == [float] * 5
     with pytest.raises(ConfigError, match="check_every"):
         fit(model, opt, _mse, x, y, steps=1, batch_size=4, check_every=0, generator=torch.Generator())
+
+
+def test_fit_record_at_is_recordat_started_before_training():
+    seen = {}
+    for how in ("record_at", "callback"):
+        model, x, y = _problem()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        got = seen.setdefault(how, [])
+        kw = dict(steps=6, batch_size=4, generator=torch.Generator().manual_seed(0))
+        if how == "record_at":
+            fit(model, opt, _mse, x, y, record_at=([0, 2, 6], lambda s, m: got.append((s, m))), **kw)
+        else:
+            rec = RecordAt([0, 2, 6], lambda s, m: got.append((s, m)))
+            rec.start()
+            fit(model, opt, _mse, x, y, callbacks=[rec], **kw)
+    assert seen["record_at"] == seen["callback"] and [s for s, _ in seen["record_at"]] == [0, 2, 6]
+    assert seen["record_at"][0][1] is None

@@ -46,7 +46,7 @@ from telescope.experiments.base import RunContext, bounded
 from telescope.lens import Lens
 from telescope.measures import binary_error, binary_metrics
 from telescope.models import MLP
-from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
+from telescope.train import fit, log_steps, make_optimizer, squared_loss
 
 SETTINGS = ("sgd", "adamw", "momentum", "weight_decay", "sigmoid")
 
@@ -135,11 +135,9 @@ def run_unit(cfg: Config, data, setting: str, lr: float, seed: int, sink, device
         if mean_loss is not None:
             sink.log(step, "train", "loss", mean_loss)
 
-    recorder = RecordAt(checkpoints, record)
-    recorder.start()
     gen = torch.Generator().manual_seed(seed)
     fit(model, opt, loss_fn, x, y, steps=cfg.steps, batch_size=cfg.batch_size, generator=gen,
-        lens=lens, callbacks=[recorder], progress=progress)
+        lens=lens, record_at=(checkpoints, record), progress=progress)
 
 
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:

@@ -59,7 +59,7 @@ from telescope.measures import (as_float64, dead_units, feature_effective_rank, 
                                 numerical_rank, probe_accuracy, tunnel_length, weight_norm)
 from telescope.models import MLP, scale_init
 from telescope.store import curve
-from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
+from telescope.train import fit, log_steps, make_optimizer, squared_loss
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +202,9 @@ def run_unit(cfg: Config, data: DigitClasses, depth: int, weight_decay: float, s
                 labels = torch.nn.functional.one_hot(y_test[:len(xs)], 10)
                 sink.log(step, "test", "ntk/alignment", float(kernel_target_alignment(kernel, labels)))
 
-    recorder = RecordAt(checkpoints, record)
-    recorder.start()
     gen = torch.Generator().manual_seed(seed)
     fit(model, opt, loss_fn, x, onehot, steps=cfg.steps, batch_size=cfg.batch_size, generator=gen,
-        callbacks=[recorder], progress=progress)
+        record_at=(checkpoints, record), progress=progress)
     if cfg.dataset == "mnist" and len(data.y_test_full) > len(data.y_test):
         evaluate("test_full", data.x_test_full.to(device, dtype), data.y_test_full.to(device), cfg.steps)
 

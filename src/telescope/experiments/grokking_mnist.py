@@ -51,7 +51,7 @@ from telescope.lens import (NEAR_EDGE, Lens, SmootherSpec, adam_sharpness, last_
                            smoother_metrics, step_near_edge)
 from telescope.measures import binary_metrics, first_step, value_at, weight_norm
 from telescope.models import MLP, scale_init
-from telescope.train import RecordAt, fit, log_steps, squared_loss
+from telescope.train import fit, log_steps, squared_loss
 
 OUTPUTS = ("linear", "sigmoid")
 METHODS = ("exact", "sketch")
@@ -165,11 +165,9 @@ def run_unit(cfg: Config, data, alpha: float, output: str, seed: int, sink, devi
         if mean_loss is not None:
             sink.log(step, "train", "loss", mean_loss)
 
-    recorder = RecordAt(checkpoints, record)
-    recorder.start()
     gen = torch.Generator().manual_seed(seed)
     fit(model, opt, loss_fn, x, y, steps=cfg.steps, batch_size=cfg.batch_size, generator=gen,
-        lens=lens, scheduler=sched, callbacks=[recorder], progress=progress)
+        lens=lens, scheduler=sched, record_at=(checkpoints, record), progress=progress)
 
 
 def run(cfg: Config, sink, ctx: RunContext = RunContext(), *, name: str = "grokking-mnist",

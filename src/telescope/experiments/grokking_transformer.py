@@ -40,7 +40,7 @@ from telescope.kernels.fastpath import no_fused_fastpath
 from telescope.lens import Lens, SmootherSpec, smoother_metrics
 from telescope.measures import first_step, value_at, weight_norm
 from telescope.models.transformer import ModularTransformer, modular_tokens
-from telescope.train import RecordAt, fit, log_steps, make_optimizer, squared_loss
+from telescope.train import fit, log_steps, make_optimizer, squared_loss
 
 
 @dataclass(frozen=True)
@@ -143,10 +143,8 @@ def run_unit(cfg: Config, sink, device: str, progress=None) -> None:
         sink.log_dict(step, "train", {"weight_norm": weight_norm(model.parameters()),
                                       "embedding/effective_rank": float(spectrum_effective_rank(sv))})
 
-    recorder = RecordAt(sorted(grid), record)
-    recorder.start()
     fit(model, opt, loss_fn, x, y, steps=cfg.steps, batch_size=x.shape[0], generator=gen, lens=lens,
-        callbacks=[recorder], progress=progress)
+        record_at=(sorted(grid), record), progress=progress)
 
 
 GENERALIZED = 0.95      # test accuracy that counts as generalized (the acceptance)

@@ -13,12 +13,13 @@ batch sequence across calls (a trainer that pauses, is copied and resumes).
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 import torch.nn as nn
 
 from telescope.errors import ConfigError, DivergenceError
+from telescope.train.recording import RecordAt
 
 
 class Callback(Protocol):
@@ -126,7 +127,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         before_step: Sequence[BeforeStep] = (),
         prepare: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         progress=None, start_step: int = 0, check_every: int = 100,
-        sync_free: bool | None = None) -> int:
+        sync_free: bool | None = None,
+        record_at: tuple[Iterable[int], Callable[[int, float | None], None]] | None = None) -> int:
     """Train for ``steps`` steps; returns the number of the last step taken.
 
     Step ``t`` (1-based, counted from ``start_step``) takes batch B_t (index tensor) from
@@ -136,6 +138,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
     batch=B_t)`` when a lens is given), steps the scheduler, then calls every callback with
     ``(t, loss)``. Shapes: x (n, ...), y (n, ...) indexed along the first axis.
 
+    ``record_at=(steps, record)``: call ``record(step, mean_loss)`` at those steps through a
+    :class:`~telescope.train.RecordAt` (and ``record(0, None)`` first when 0 is among them and
+    training starts at step 0), the way most studies measure.
     ``sync_free``: read the loss only where needed (NOTE [training without host syncs]);
     default: on an accelerator, not on the CPU (where reading costs nothing and divergence is
     caught at its exact step). ``check_every``: then read the divergence check every this
@@ -147,6 +152,11 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         if batch_size is None or generator is None:
             raise ConfigError("fit(stream=None): pass batch_size and generator (or a stream of index batches)")
         stream = batches(x.shape[0], batch_size, generator)
+    if record_at is not None:
+        recorder = RecordAt(*record_at)
+        if start_step == 0:
+            recorder.start()
+        callbacks = [*callbacks, recorder]
     model.train()
     on_device = [cb for cb in callbacks if getattr(cb, "loss_on_device", False)]
     reads_float = len(on_device) < len(callbacks)
