@@ -6,6 +6,7 @@ import torch
 
 from telescope.errors import ConfigError
 from telescope.experiments import base, double_descent as dd, get
+from telescope.measures import PEAK_REL, find_peak
 from telescope.store import MemorySink
 
 TINY = dd.Config(**dd.Config.PRESETS["tiny"])
@@ -82,20 +83,20 @@ def test_stopping_rule_interpolation_and_plateau():
 
 def test_peak_detector_finds_a_peak_and_says_no_peak_on_a_monotone_curve():
     widths = np.array([1, 2, 4, 8, 16, 32])
-    shape = dd.find_peak(widths, np.array([0.3, 0.2, 0.5, 0.25, 0.15, 0.1]))
+    shape = find_peak(widths, np.array([0.3, 0.2, 0.5, 0.25, 0.15, 0.1]))
     assert shape["peak"] == 1.0 and shape["peak_width"] == 4
     assert shape["rise"] == pytest.approx(0.6) and shape["fall"] == pytest.approx(0.8)
     # order of the input does not matter
     perm = np.array([5, 0, 3, 1, 4, 2])
-    assert dd.find_peak(widths[perm], np.array([0.3, 0.2, 0.5, 0.25, 0.15, 0.1])[perm])["peak_width"] == 4
-    mono = dd.find_peak(widths, np.array([0.5, 0.4, 0.3, 0.2, 0.15, 0.1]))
+    assert find_peak(widths[perm], np.array([0.3, 0.2, 0.5, 0.25, 0.15, 0.1])[perm])["peak_width"] == 4
+    mono = find_peak(widths, np.array([0.5, 0.4, 0.3, 0.2, 0.15, 0.1]))
     assert mono["peak"] == 0.0 and np.isnan(mono["peak_width"])
     # clean MNIST 3/5 of docs/double-descent.md (one seed): bumps of at most 9%, no peak
-    clean = dd.find_peak([1, 2, 4, 6, 8, 12, 20, 50, 200],
+    clean = find_peak([1, 2, 4, 6, 8, 12, 20, 50, 200],
                          [0.081, 0.068, 0.064, 0.069, 0.050, 0.053, 0.055, 0.048, 0.043])
-    assert clean["peak"] == 0.0 and 0 < clean["rise"] < dd.PEAK_REL
+    assert clean["peak"] == 0.0 and 0 < clean["rise"] < PEAK_REL
     # noisy MNIST 3/5 of the same run: the peak at h = 8 (rise 51%, fall 38%)
-    noisy = dd.find_peak([1, 2, 4, 6, 8, 12, 20, 50, 200],
+    noisy = find_peak([1, 2, 4, 6, 8, 12, 20, 50, 200],
                          [0.118, 0.123, 0.157, 0.234, 0.242, 0.181, 0.205, 0.199, 0.151])
     assert noisy["peak"] == 1.0 and noisy["peak_width"] == 8
     assert noisy["rise"] == pytest.approx(0.124 / 0.242) and noisy["fall"] == pytest.approx(0.091 / 0.242)
@@ -103,11 +104,11 @@ def test_peak_detector_finds_a_peak_and_says_no_peak_on_a_monotone_curve():
 
 def test_peak_detector_asks_for_more_than_two_standard_errors_with_seeds():
     widths, curve = [1, 2, 4, 8, 16], [0.20, 0.18, 0.30, 0.19, 0.17]       # rise 0.12, fall 0.13
-    assert dd.find_peak(widths, curve)["peak"] == 1.0
-    assert dd.find_peak(widths, curve, se=[0.01] * 5)["peak"] == 1.0       # 2·√2·0.01 = 0.028 < 0.12
-    noisy = dd.find_peak(widths, curve, se=[0.05] * 5)                     # 2·√2·0.05 = 0.14 > 0.12
+    assert find_peak(widths, curve)["peak"] == 1.0
+    assert find_peak(widths, curve, se=[0.01] * 5)["peak"] == 1.0       # 2·√2·0.01 = 0.028 < 0.12
+    noisy = find_peak(widths, curve, se=[0.05] * 5)                     # 2·√2·0.05 = 0.14 > 0.12
     assert noisy["peak"] == 0.0 and noisy["rise"] == pytest.approx(0.4)
-    assert dd.find_peak([1, 2], [0.3, 0.2])["peak"] == 0.0                  # no interior width
+    assert find_peak([1, 2], [0.3, 0.2])["peak"] == 0.0                  # no interior width
 
 
 def test_constant_predictor_mse():
