@@ -204,9 +204,13 @@ def _panel_pair(plt, metrics, panels, title_prefix, summary=None, reference=None
             ax.axvline(edge, color="0.4", ls="--", lw=1, label=f"Adam: sharpness ≥ 0.8·edge from step {_step(edge)}")
         ax.set_yscale("log")
         ax.set_xlabel("optimization step")
+        lo, hi = axes[1][col].get_ylim()
+        axes[1][col].set_ylim(lo, hi + 0.75 * (hi - lo))     # headroom: the p legend sits above the curves
+        lo, hi = axes[2][col].get_ylim()
+        axes[2][col].set_ylim(lo, hi * (hi / lo) ** 0.8)        # the same on the log-scaled residual row
         for row in range(3):
             axes[row][col].set_xscale("log")
-            axes[row][col].legend(loc="upper left" if row == 2 else "best", fontsize=6)
+            axes[row][col].legend(loc="upper left" if row in (1, 2) else "best", fontsize=6)
         if col == 0:
             for row, ylabel in enumerate(("misclassification error", "effective parameters p⁰", "smoother residual")):
                 axes[row][0].set_ylabel(ylabel)
