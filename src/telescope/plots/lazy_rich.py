@@ -364,10 +364,18 @@ def _mnist(plt, metrics, config, out_dir) -> Figure | None:
             axes[0].plot(e["step"], 1 - e["value"], style, color=color, label=f"α = {a:g}" if split == "test" else None)
             loss = _pos(_series(unit, split, "loss"))
             axes[1].plot(loss["step"], loss["value"], style, color=color)
-        lines.append(f"α = {a:g}: train ≥ {config['mnist_train_acc']:.0%} at step "
-                     f"{_fmt(_summary_value(unit, 'step_train_acc'))}, test ≥ {config['mnist_test_acc']:.0%} at "
-                     f"{_fmt(_summary_value(unit, 'step_test_acc'))}, final train / test accuracy "
-                     f"{_summary_value(unit, 'final_train_acc'):.2f} / {_summary_value(unit, 'final_test_acc'):.2f}")
+        t_train, t_test = _summary_value(unit, "step_train_acc"), _summary_value(unit, "step_test_acc")
+        if math.isfinite(t_test):
+            delay = f"delay {max(0.0, t_test - t_train) if math.isfinite(t_train) else float('nan'):.0f} steps"
+        elif math.isfinite(t_train):
+            delay = f"test threshold not reached, delay > {config['mnist_steps'] - t_train:,.0f} steps"
+        else:
+            delay = "neither threshold reached"
+        at = lambda t: f"at step {t:.0f}" if math.isfinite(t) else "never"
+        lines.append(f"α = {a:g}: train ≥ {config['mnist_train_acc']:.0%} {at(t_train)}, test ≥ "
+                     f"{config['mnist_test_acc']:.0%} {at(t_test)} ({delay}), final train / test "
+                     f"accuracy {_summary_value(unit, 'final_train_acc'):.2f} / "
+                     f"{_summary_value(unit, 'final_test_acc'):.2f}")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("AdamW step (batch 200)")
