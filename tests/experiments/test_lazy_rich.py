@@ -265,6 +265,8 @@ def test_mnist_preset_leaves_the_other_units_out_and_tiny_mnist_run_draws_the_fi
     assert mnist.units() == [] and mnist.mnist_alphas[0] == 1e-4 and not mnist.modular_scales
     assert (mnist.mnist_n_train, mnist.mnist_n_test, mnist.mnist_width, mnist.mnist_init_scale) == (1000, 2000, 200, 150)
     assert not resolve_config("lazy-rich", L.Config, "tiny").mnist_alphas                # tiny unchanged
+    full = resolve_config("lazy-rich", L.Config, "mnist-paper")
+    assert full.units() == [] and full.mnist_steps == 250000 and 0.5 in full.mnist_alphas
     monkeypatch.setenv("TELESCOPE_DATA", str(data_dir))
     cfg = resolve_config("lazy-rich", L.Config, "mnist", overrides={
         "mnist_alphas": "0.0001,0.05", "mnist_steps": "20", "mnist_n_train": "50", "mnist_n_test": "60",
