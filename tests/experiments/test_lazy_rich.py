@@ -4,11 +4,13 @@ linearized dynamics: tests/flow/test_linearized.py; the alignments: tests/kernel
 
 import numpy as np
 import pytest
+import torch
 
 from telescope.errors import ConfigError
 from telescope.experiments import get
 from telescope.experiments import lazy_rich as L
 from telescope.experiments.base import RunContext, config_to_dict, resolve_config
+from telescope.plots import module_for
 from telescope.store import MemorySink
 
 
@@ -200,3 +202,82 @@ def test_tiny_effective_parameters_carry_their_self_check(tiny):
     assert (flags >= self_check_valid(res, err, 0.0)).all()
     assert (flags <= self_check_valid(res, err, 1e3)).all()
     assert flags.all()
+
+
+# ----------------------------------------------------------------------------- MNIST (Fig. 6a)
+
+
+def _hand_forward(weights, x, alpha):
+    """NOTE [MNIST laziness] written out: h = relu(W h / √fan_in) per hidden layer, f = α·h Wₒᵀ/N."""
+    h = x
+    for w in weights[:-1]:
+        h = torch.clamp(h @ w.T, min=0) / w.shape[1] ** 0.5
+    return alpha * h @ weights[-1].T / weights[-1].shape[1]
+
+
+def test_lazy_mlp_is_kumars_parametrisation_linear_in_alpha_and_homogeneous_in_the_init_scale():
+    x = torch.rand(7, 12, dtype=torch.float64)
+    make = lambda alpha, scale: L.LazyMLP(12, 9, 4, hidden_layers=3, alpha=alpha, init_scale=scale,
+                                          generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    base = make(1.0, 1.0)
+    assert [tuple(w.shape) for w in base.weights] == [(9, 12), (9, 9), (9, 9), (4, 9)]   # no biases
+    f = base(x)
+    torch.testing.assert_close(f, _hand_forward(list(base.weights), x, 1.0), rtol=1e-12, atol=0)
+    torch.testing.assert_close(make(0.01, 1.0)(x), 0.01 * f, rtol=1e-12, atol=0)        # output × α
+    # ReLU and no biases: scaling every layer's init by c scales f by c^(layers) = c^4
+    torch.testing.assert_close(make(1.0, 150.0)(x), 150.0 ** 4 * f, rtol=1e-10, atol=0)
+    wide = L.LazyMLP(400, 300, 10, alpha=1.0, init_scale=150.0, generator=torch.Generator().manual_seed(1))
+    for w in wide.weights:                                            # Kaiming × 150
+        assert abs(float(w.detach().std()) / (150 * (2 / w.shape[1]) ** 0.5) - 1) < 0.03
+    with pytest.raises(ConfigError, match="alpha"):
+        L.LazyMLP(4, 4, 2, alpha=0.0)
+
+
+def _clusters(n, gen):
+    centres = torch.eye(3, 8, dtype=torch.float32) * 3
+    labels = torch.arange(n) % 3
+    x = centres[labels] + 0.3 * torch.randn(n, 8, generator=gen)
+    return x, torch.nn.functional.one_hot(labels, 3).float()
+
+
+def test_mnist_unit_thresholds_are_read_from_the_logged_accuracies():
+    gen = torch.Generator().manual_seed(0)
+    data = (*_clusters(60, gen), *_clusters(60, gen))
+    cfg = L.Config(mnist_width=16, mnist_hidden_layers=2, mnist_init_scale=1.0, mnist_lr=1e-2, mnist_batch=20,
+                   mnist_steps=300, mnist_log_points=30, mnist_train_acc=0.95, mnist_test_acc=0.9)
+    sink = MemorySink()
+    with sink.unit("mnist/alpha=1", model="mnist", alpha=1.0) as unit:
+        out = L.run_mnist(cfg, data, 1.0, unit)
+    frame = sink.metrics()
+    err = frame[frame["name"] == "error"].pivot_table(index="step", columns="split", values="value")
+    assert err.index[-1] == 300 and err.loc[0, "train"] > 0.3                    # starts untrained
+    first_train = err.index[(1 - err["train"]) >= 0.95][0]
+    first_test = err.index[(1 - err["test"]) >= 0.9][0]
+    assert out["step_train_acc"] == first_train and out["step_test_acc"] == first_test
+    assert out["delay"] == max(0, first_test - first_train)
+    assert out["final_train_acc"] == pytest.approx(1 - err["train"].iloc[-1])
+    change = frame[frame["name"] == "param/relative_change"].sort_values("step")["value"]
+    assert change.iloc[0] == 0 and change.iloc[-1] > 0
+
+
+def test_mnist_preset_leaves_the_other_units_out_and_tiny_mnist_run_draws_the_figure(data_dir, monkeypatch, tmp_path):
+    mnist = resolve_config("lazy-rich", L.Config, "mnist")
+    assert mnist.units() == [] and mnist.mnist_alphas[0] == 1e-4 and not mnist.modular_scales
+    assert (mnist.mnist_n_train, mnist.mnist_n_test, mnist.mnist_width, mnist.mnist_init_scale) == (1000, 2000, 200, 150)
+    assert not resolve_config("lazy-rich", L.Config, "tiny").mnist_alphas                # tiny unchanged
+    full = resolve_config("lazy-rich", L.Config, "mnist-paper")
+    assert full.units() == [] and full.mnist_steps == 250000 and 0.5 in full.mnist_alphas
+    monkeypatch.setenv("TELESCOPE_DATA", str(data_dir))
+    cfg = resolve_config("lazy-rich", L.Config, "mnist", overrides={
+        "mnist_alphas": "0.0001,0.05", "mnist_steps": "20", "mnist_n_train": "50", "mnist_n_test": "60",
+        "mnist_width": "16", "mnist_log_points": "5"})
+    x, _, xt, _ = L.mnist_task(cfg)
+    assert x.shape == (50, 784) and xt.shape == (60, 784) and float(x.max()) <= 1.0
+    assert not (torch.cdist(x, xt) == 0).any()                                   # other images as test
+    sink = MemorySink()
+    summary = L.run(cfg, sink, RunContext())
+    assert {"mnist/alpha=0.0001/final_test_acc", "mnist/alpha=0.05/delay"} <= set(summary)
+    figs = module_for("lazy-rich").figures(sink.metrics(), config_to_dict(cfg), summary, tmp_path)
+    fig = [f for f in figs if f.filename.endswith("lazy_rich_mnist.png")]
+    assert len(fig) == 1 and (tmp_path / "lazy_rich_mnist.png").exists()
+    assert "250,000" in fig[0].caption and "α = 0.05" in fig[0].caption

@@ -1,4 +1,4 @@
-"""Figures of the lazy-to-rich study (Kumar et al. Fig. 1, 2, 3a, 3b, 3e, 4)."""
+"""Figures of the lazy-to-rich study (Kumar et al. Fig. 1, 2, 3a, 3b, 3e, 4, 6a)."""
 
 from __future__ import annotations
 
@@ -349,6 +349,50 @@ def _modular(plt, metrics, config, out_dir) -> Figure | None:
     return Figure(save(fig, out_dir, "lazy_rich_modular.png"), caption, "Modular arithmetic (Fig. 2)")
 
 
+def _mnist(plt, metrics, config, out_dir) -> Figure | None:
+    m = metrics[metrics["model"] == "mnist"]
+    if m.empty:
+        return None
+    alphas = sorted(m["alpha"].unique())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.9))
+    cmap = plt.cm.viridis(np.linspace(0.0, 0.85, len(alphas)))
+    lines = []
+    for a, color in zip(alphas, cmap):
+        unit = m[np.isclose(m["alpha"], a)]
+        for split, style in (("train", "--"), ("test", "-")):
+            e = _pos(_series(unit, split, "error"))
+            axes[0].plot(e["step"], 1 - e["value"], style, color=color, label=f"α = {a:g}" if split == "test" else None)
+            loss = _pos(_series(unit, split, "loss"))
+            axes[1].plot(loss["step"], loss["value"], style, color=color)
+        t_train, t_test = _summary_value(unit, "step_train_acc"), _summary_value(unit, "step_test_acc")
+        if math.isfinite(t_test):
+            delay = f"delay {max(0.0, t_test - t_train) if math.isfinite(t_train) else float('nan'):.0f} steps"
+        elif math.isfinite(t_train):
+            delay = f"test threshold not reached, delay > {config['mnist_steps'] - t_train:,.0f} steps"
+        else:
+            delay = "neither threshold reached"
+        at = lambda t: f"at step {t:.0f}" if math.isfinite(t) else "never"
+        lines.append(f"α = {a:g}: train ≥ {config['mnist_train_acc']:.0%} {at(t_train)}, test ≥ "
+                     f"{config['mnist_test_acc']:.0%} {at(t_test)} ({delay}), final train / test "
+                     f"accuracy {_summary_value(unit, 'final_train_acc'):.2f} / "
+                     f"{_summary_value(unit, 'final_test_acc'):.2f}")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("AdamW step (batch 200)")
+    axes[0].set_ylabel("accuracy (dashed train, solid test)")
+    axes[0].set_ylim(0, 1.02)
+    axes[0].legend(fontsize=7, loc="upper left")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("MSE on one-hot (dashed train, solid test)")
+    caption = (f"Kumar et al.'s MNIST MLP (784-{config['mnist_width']}×{config['mnist_hidden_layers']}-10, "
+               f"Kaiming init ×{config['mnist_init_scale']:g}, output ×α/N), {config['mnist_n_train']} training "
+               f"images, {config['mnist_n_test']} other training images as test, AdamW lr {config['mnist_lr']:g} "
+               f"wd {config['mnist_weight_decay']:g}, {config['mnist_steps']:,} steps (the paper: 250,000). The paper "
+               "(Fig. 6a) reports no grokking at α = 1e-4 (train and test rise together) and grokking at larger α. "
+               "This run: " + "; ".join(lines) + ".")
+    return Figure(save(fig, out_dir, "lazy_rich_mnist.png"), caption, "MNIST, laziness α (Fig. 6a)")
+
+
 def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -> list[Figure]:
     plt = setup_matplotlib()
     out = [_headline(plt, metrics, config, out_dir),
@@ -357,5 +401,6 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
            _phase(plt, metrics, config, out_dir),
            _sigma(plt, metrics, config, out_dir),
            _interp(plt, metrics, config, out_dir),
-           _modular(plt, metrics, config, out_dir)]
+           _modular(plt, metrics, config, out_dir),
+           _mnist(plt, metrics, config, out_dir)]
     return [f for f in out if f is not None]
