@@ -463,8 +463,8 @@ def run_mnist(cfg: Config, data, alpha: float, sink, progress=None) -> dict[str,
 # ----------------------------------------------------------------------------- run
 
 
-CPU_ONLY = ("float64 full-batch gradient descent on models of a few thousand parameters: launch-bound on a GPU, "
-            "so not wired for one")
+CPU_ONLY = ("its committee-machine units are float64 full-batch gradient descent on a few thousand parameters, "
+            "launch-bound on a GPU, and its units are not wired for one")
 
 
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
