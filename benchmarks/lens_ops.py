@@ -154,28 +154,22 @@ def main() -> None:
 def fit_reads(steps: int, sync_free: bool, check_every: int = 100) -> float:
     """Host reads per step of ``fit`` (MLP of :func:`make_step`, AdamW, lens, RecordAt at 4 steps),
     the optimizer's own included (CPU AdamW reads its step counter: the first table's plain syncs)."""
-    from telescope.train import RecordAt, fit
+    from telescope.train import fit
 
-    def run(record_steps: set[int]) -> int:
-        torch.manual_seed(0)
-        x, y = torch.rand(1000, 64), torch.rand(1000)
-        model = scale_init(MLP(64, 200, 3), 6.0)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-        lens = Lens(model, {"test": torch.rand(1000, 64)})
-        rec = RecordAt(record_steps, lambda s, m: None)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            fit(model, opt, torch.nn.functional.mse_loss, x, y, steps=steps, batch_size=200, lens=lens,
-                generator=torch.Generator().manual_seed(0), callbacks=[rec], sync_free=sync_free,
-                check_every=check_every)
-        return count(prof.events())[1]
-
-    records = set(int(s) for s in torch.linspace(1, steps, 4).round().tolist())
-    return run(records) / steps
+    torch.manual_seed(0)
+    x, y = torch.rand(1000, 64), torch.rand(1000)
+    model = scale_init(MLP(64, 200, 3), 6.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    lens = Lens(model, {"test": torch.rand(1000, 64)})
+    records = {int(s) for s in torch.linspace(1, steps, 4).round().tolist()}
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fit(model, opt, torch.nn.functional.mse_loss, x, y, steps=steps, batch_size=200, lens=lens,
+            generator=torch.Generator().manual_seed(0), record_at=(records, lambda s, m: None),
+            sync_free=sync_free, check_every=check_every)
+    return count(prof.events())[1] / steps
 
 
 def main_fit(steps: int) -> None:
-    from telescope.train import RecordAt  # noqa: F401  (import errors surface before profiling)
-
     print(f"  fit: host reads per step over {steps} steps (lens, RecordAt at 4 of them; the optimizer's own "
           "reads included):")
     print(f"    sync_free=False (the CPU default): {fit_reads(steps, sync_free=False):.2f}")

@@ -406,10 +406,11 @@ class LazyMLP(torch.nn.Module):
         return self.alpha * (h @ self.weights[-1].T) / self.width
 
 
-def mnist_task(cfg: Config) -> tuple[torch.Tensor, ...]:
+def mnist_task(cfg: Config, root=None) -> tuple[torch.Tensor, ...]:
     """x (n_train, 784), onehot (n_train, 10), x_test (n_test, 784), onehot_test: disjoint random
-    draws from the MNIST training file (NOTE [MNIST laziness]), float32, pixels in [0, 1]."""
-    xs, ys = load_mnist("train")
+    draws from the MNIST training file under ``root`` (None: $TELESCOPE_DATA or the cache; NOTE [MNIST
+    laziness]), float32, pixels in [0, 1]."""
+    xs, ys = load_mnist("train", root)
     n = cfg.mnist_n_train + cfg.mnist_n_test
     if n > len(ys):
         raise ConfigError(f"lazy-rich: mnist_n_train + mnist_n_test = {n} exceeds the {len(ys)} MNIST training "
@@ -475,16 +476,20 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
              + cfg.interp_epochs * len(cfg.interp_mixes) + cfg.mnist_steps * len(cfg.mnist_alphas))
     bar = sink.progress(total, "lazy-rich")
     summary: dict[str, Any] = {}
-    for alpha, eps, sigma, epochs, roles in units:
-        key = f"committee/alpha={alpha:g}/eps={eps:g}/epochs={epochs}" + ("" if sigma == 1 else f"/sigma={sigma:g}")
+
+    def unit(key: str, train, **tags) -> None:
+        """Train one unit unless it is stored already; log its summary values at its last epoch."""
         if sink.unit_done(key):
-            bar.update(epochs)
-            continue
-        with sink.unit(key, model="committee", alpha=alpha, epsilon=eps, sigma=sigma, epochs=epochs,
-                       roles=",".join(roles)) as unit:
-            out = run_committee(cfg, data, alpha, eps, epochs, unit, progress=bar, sigma=sigma)
-            for k, v in out.items():
-                unit.log(epochs, "summary", k, v)
+            bar.update(tags["epochs"])
+            return
+        with sink.unit(key, **tags) as u:
+            for k, v in train(u).items():
+                u.log(tags["epochs"], "summary", k, v)
+
+    for alpha, eps, sigma, epochs, roles in units:
+        unit(f"committee/alpha={alpha:g}/eps={eps:g}/epochs={epochs}" + ("" if sigma == 1 else f"/sigma={sigma:g}"),
+             lambda u: run_committee(cfg, data, alpha, eps, epochs, u, progress=bar, sigma=sigma),
+             model="committee", alpha=alpha, epsilon=eps, sigma=sigma, epochs=epochs, roles=",".join(roles))
     if cfg.interp_mixes:   # NOTE [init interpolation]: the paper's small task, its own data
         if cfg.interp_width % 2:
             raise ConfigError(f"lazy-rich: interp_width={cfg.interp_width} must be even (W* has ± row pairs)")
@@ -493,37 +498,26 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
         idata = gaussian_quadratic_task(icfg.d, icfg.n_train, icfg.n_test,
                                         generator=torch.Generator().manual_seed(cfg.seed + 3))
     for mix in cfg.interp_mixes:
-        key = f"interp/s={mix:g}"
-        if sink.unit_done(key):
-            bar.update(cfg.interp_epochs)
-            continue
-        with sink.unit(key, model="interp", alpha=1.0, epsilon=cfg.interp_epsilon, sigma=1.0, mix=float(mix),
-                       epochs=cfg.interp_epochs, roles="interp") as unit:
-            out = run_committee(icfg, idata, 1.0, cfg.interp_epsilon, cfg.interp_epochs, unit, progress=bar,
-                                init_mix=float(mix))
-            for k, v in out.items():
-                unit.log(cfg.interp_epochs, "summary", k, v)
+        unit(f"interp/s={mix:g}",
+             lambda u: run_committee(icfg, idata, 1.0, cfg.interp_epsilon, cfg.interp_epochs, u, progress=bar,
+                                     init_mix=float(mix)),
+             model="interp", alpha=1.0, epsilon=cfg.interp_epsilon, sigma=1.0, mix=float(mix),
+             epochs=cfg.interp_epochs, roles="interp")
     for scale in cfg.modular_scales:
-        key = f"modular/scale={scale:g}"
-        if sink.unit_done(key):
-            bar.update(cfg.modular_epochs)
-            continue
-        with sink.unit(key, model="modular", alpha=float(scale), epsilon=float("nan"), sigma=1.0,
-                       epochs=cfg.modular_epochs, roles="modular") as unit:
-            out = run_modular(cfg, float(scale), unit, progress=bar)
-            for k, v in out.items():
-                unit.log(cfg.modular_epochs, "summary", k, v)
-    mdata = mnist_task(cfg) if cfg.mnist_alphas else None
+        unit(f"modular/scale={scale:g}", lambda u: run_modular(cfg, float(scale), u, progress=bar),
+             model="modular", alpha=float(scale), epsilon=float("nan"), sigma=1.0, epochs=cfg.modular_epochs,
+             roles="modular")
+    mnist: list = []          # the images, read once and only if an MNIST unit trains
+
+    def train_mnist(u, alpha: float):
+        if not mnist:
+            mnist.append(mnist_task(cfg, ctx.data_dir))
+        return run_mnist(cfg, mnist[0], alpha, u, progress=bar)
+
     for alpha in cfg.mnist_alphas:
-        key = f"mnist/alpha={alpha:g}"
-        if sink.unit_done(key):
-            bar.update(cfg.mnist_steps)
-            continue
-        with sink.unit(key, model="mnist", alpha=float(alpha), epsilon=float("nan"), sigma=1.0,
-                       epochs=cfg.mnist_steps, roles="mnist") as unit:
-            out = run_mnist(cfg, mdata, float(alpha), unit, progress=bar)
-            for k, v in out.items():
-                unit.log(cfg.mnist_steps, "summary", k, v)
+        unit(f"mnist/alpha={alpha:g}", lambda u: train_mnist(u, float(alpha)),
+             model="mnist", alpha=float(alpha), epsilon=float("nan"), sigma=1.0, epochs=cfg.mnist_steps,
+             roles="mnist")
     bar.close()
     frame = sink.metrics()
     rows = frame[frame["split"] == "summary"]

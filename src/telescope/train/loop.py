@@ -158,8 +158,11 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
             recorder.start()
         callbacks = [*callbacks, recorder]
     model.train()
-    on_device = [cb for cb in callbacks if getattr(cb, "loss_on_device", False)]
-    reads_float = len(on_device) < len(callbacks)
+    takes_tensor = [bool(getattr(cb, "loss_on_device", False)) for cb in callbacks]
+    on_device = [cb for cb, t in zip(callbacks, takes_tensor) if t]
+    if sync_free is None:
+        sync_free = next(model.parameters()).device.type != "cpu"
+    read_every_step = not (sync_free and all(takes_tensor))
     guard = _FiniteGuard(start_step)
     last = start_step + steps
     step = start_step
@@ -174,9 +177,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         loss = loss_fn(model(xb), yb)
         detached = loss.detach()
         value = None
-        if sync_free is None:
-            sync_free = detached.device.type != "cpu"
-        if reads_float or not sync_free:
+        if read_every_step:
             value = float(detached)
             if not math.isfinite(value):
                 raise DivergenceError(
@@ -193,8 +194,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        for cb in callbacks:
-            cb(step, detached if getattr(cb, "loss_on_device", False) else value)
+        for cb, tensor in zip(callbacks, takes_tensor):
+            cb(step, detached if tensor else value)
         if progress is not None:
             progress.update(1)
     return step
