@@ -38,8 +38,9 @@ def test_tiny_logs_the_issue_metrics(tiny):
     frame = sink.metrics()
     for split in ("train", "test"):
         assert NAMES <= set(frame[frame["split"] == split]["name"])
-    assert {"telescope/abs_err", "linearized/abs_err"} <= set(frame[frame["split"] == "test"]["name"])
-    assert {"weight_norm", "embedding/effective_rank"} <= set(frame[frame["split"] == "train"]["name"])
+    assert {"telescope/abs_err", "linearized/abs_err", "trapezoid/abs_err"} <= set(frame[frame["split"] == "test"]["name"])
+    assert {"weight_norm", "embedding/effective_rank", "adam/sharpness_ratio"} <= set(
+        frame[frame["split"] == "train"]["name"])
     assert frame["step"].max() == cfg.steps
     at0 = frame[frame["step"] == 0]
     assert (at0[at0["name"] == "smoother/p_eff"]["value"] == 0).all()                   # s_0 = 0
@@ -71,3 +72,27 @@ def test_tiny_figures(tiny, tmp_path):
     for fig in figs:
         assert (tmp_path / fig.filename).stat().st_size > 10_000
     assert "p_train" in figs[0].caption and "alignment" in figs[1].caption
+
+
+def test_tiny_summary_ratios_and_sharpness(tiny):
+    """The summary's ratio keys read the logged curves; the sharpness ratio is positive and logged after
+    step 0 only (Adam has no second moments before its first step)."""
+    cfg, sink, s = tiny
+    frame = sink.metrics()
+    test = frame[frame["split"] == "test"]
+    tel = test[test["name"] == "telescope/abs_err"].set_index("step")["value"]
+    lin = test[test["name"] == "linearized/abs_err"].set_index("step")["value"]
+    assert math.isclose(s["final_linearized_over_telescope"], lin.iloc[-1] / tel.iloc[-1])
+    assert s["step_10x_lost"] is None or s["step_10x_lost"] in set(tel.index)
+    sharp = frame[frame["name"] == "adam/sharpness_ratio"].set_index("step")["value"]
+    assert sharp.index.min() > 0 and (sharp > 0).all() and math.isclose(s["max_sharpness_ratio"], sharp.max())
+    assert s["last_valid_step_test"] == cfg.steps         # the tiny run's self-check holds throughout
+
+
+def test_sharpness_off_and_summary_without_it():
+    cfg = resolve_config("grokking-transformer", G.Config, "tiny", overrides={"sharpness": "false", "smoother": "false",
+                                                                            "steps": "6"})
+    sink = MemorySink()
+    s = G.run(cfg, sink, RunContext())
+    assert "adam/sharpness_ratio" not in set(sink.metrics()["name"])
+    assert s["step_near_edge"] is None and s["max_sharpness_ratio"] is None and s["last_valid_step_test"] is None

@@ -31,6 +31,7 @@ from torch.func import functional_call
 
 from telescope.errors import ShapeError, UnsupportedModelError
 from telescope.kernels.fastpath import forward_ad_failure, no_fused_fastpath
+from telescope.lens.trapezoid import TrapezoidTracker
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +117,17 @@ class Lens:
         Accept BatchNorm; its running-statistic drift then shows in the telescoping error.
     chunk_size : int
         Probe points per JVP call (memory: about ``chunk_size × widest layer`` per call).
+    second_order : bool
+        Also follow the trapezoid-rule companion f̂ of f̃ (NOTE [trapezoid rule], lens/trapezoid.py):
+        ``predictions`` gains ``"trapezoid"`` and ``errors`` ``trapezoid/abs_err``. A diagnostic of
+        f̃'s error (is it the steps' second-order remainders?); one more JVP per step.
 
     Use ``lens.step(optimizer, batch=idx)`` in place of ``optimizer.step()``.
     """
 
     def __init__(self, model: nn.Module, probes: Mapping[str, Any], *,
                  smoother: Any = None, accumulate: str = "float64",
-                 allow_buffers: bool = False, chunk_size: int = 8192):
+                 allow_buffers: bool = False, chunk_size: int = 8192, second_order: bool = False):
         if not isinstance(model, nn.Module):
             raise ShapeError(f"Lens(model=...): expected an nn.Module, got {type(model).__name__}")
         if not isinstance(probes, Mapping) or not probes:
@@ -186,6 +191,10 @@ class Lens:
         self.steps = 0
         self._warned_invalid = False           # Lens.effective_parameters() warns once (NOTE [smoother validity])
         self.trackers: list[Tracker] = []
+        self.trapezoid: TrapezoidTracker | None = None
+        if second_order:
+            self.trapezoid = TrapezoidTracker(self)
+            self.trackers.append(self.trapezoid)
         if smoother is not None:
             self.trackers.append(smoother.build(self))
 
@@ -335,11 +344,14 @@ class Lens:
         """``{"network", "telescope", "linearized"}`` outputs on probe set ``split`` now.
 
         network: f_{θ_t}(x) (eval mode); telescope: f̃_t(x) in the accumulation dtype;
-        linearized: f_{θ_0}(x) + ∇f_{θ_0}(x)·(θ_t − θ_0) (one JVP, computed on demand).
+        linearized: f_{θ_0}(x) + ∇f_{θ_0}(x)·(θ_t − θ_0) (one JVP, computed on demand);
+        trapezoid: f̂_t(x) with ``second_order=True`` (NOTE [trapezoid rule]).
         """
         sl = self.probe_slice(split)
         now = self.snapshot()
         out = {"network": self.forward(now, self._x)[sl], "telescope": self.f_tilde[sl].clone()}
+        if self.trapezoid is not None:
+            out["trapezoid"] = self.trapezoid.f_hat[sl].clone()
         if linearized:
             out["linearized"] = self.linearized_all(now)[sl]
         return out
@@ -350,11 +362,15 @@ class Lens:
         return self.f0.to(self.acc_dtype) + self.jvp(self.params0, shift).to(self.acc_dtype)
 
     def errors(self, split: str) -> dict[str, float]:
-        """``telescope/abs_err`` and ``linearized/abs_err``: mean |f − f̃| and mean |f − f_lin|."""
+        """``telescope/abs_err`` and ``linearized/abs_err``: mean |f − f̃| and mean |f − f_lin|; with
+        ``second_order=True`` also ``trapezoid/abs_err``, mean |f − f̂| (NOTE [trapezoid rule])."""
         p = self.predictions(split)
         net = p["network"].to(self.acc_dtype)
-        return {"telescope/abs_err": float((net - p["telescope"]).abs().mean()),
-                "linearized/abs_err": float((net - p["linearized"]).abs().mean())}
+        out = {"telescope/abs_err": float((net - p["telescope"]).abs().mean()),
+               "linearized/abs_err": float((net - p["linearized"]).abs().mean())}
+        if "trapezoid" in p:
+            out["trapezoid/abs_err"] = float((net - p["trapezoid"]).abs().mean())
+        return out
 
     def effective_parameters(self) -> dict[str, float]:
         """``{"train": p_train, <probe>: p_probe, ...}`` from the smoother (needs ``smoother=``).

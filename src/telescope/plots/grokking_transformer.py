@@ -33,25 +33,41 @@ def _marks(axes, summary: dict) -> None:
 def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -> list[Figure]:
     plt = setup_matplotlib()
     fig, axes = plt.subplots(3, 1, figsize=(6.4, 8.4), sharex=True)
+    valid_to = summary.get("last_valid_step_test")
+    valid_to = float(valid_to) if valid_to is not None else float("inf")
     for split in ("train", "test"):
         s = _series(metrics, split, "error")
         axes[0].plot(s["step"], 1 - s["value"], color=COLORS[split], label=f"{split} accuracy")
         p = _series(metrics, split, "smoother/p_eff")
+        p = p[p["step"] > 0]                                    # p⁰ = 0 at step 0 (s_0 = 0)
         se = _series(metrics, split, "smoother/p_eff_se")
-        axes[1].plot(p["step"], p["value"], color=COLORS[split], label=f"p_{split} (sketch)")
-        if len(se) == len(p):
-            axes[1].fill_between(p["step"], p["value"] - se["value"].to_numpy(), p["value"] + se["value"].to_numpy(),
-                                 color=COLORS[split], alpha=0.2, lw=0)
+        se = se[se["step"] > 0]
+        if not p.empty:
+            ok = (p["step"] <= valid_to).to_numpy()
+            axes[1].plot(p["step"][ok], p["value"][ok], color=COLORS[split], label=f"p_{split} (sketch)")
+            if (~ok).any():      # past the self-check's first failure: drawn faint, no account of the network
+                axes[1].plot(p["step"][~ok], p["value"][~ok], color=COLORS[split], alpha=0.35, ls=":",
+                             label=f"p_{split} after the self-check fails")
+            if len(se) == len(p):
+                axes[1].fill_between(p["step"][ok], (p["value"] - se["value"].to_numpy())[ok],
+                                     (p["value"] + se["value"].to_numpy())[ok], color=COLORS[split], alpha=0.2, lw=0)
         r = _series(metrics, split, "smoother/residual")
-        axes[2].plot(r["step"], r["value"].clip(lower=1e-9), color=COLORS[split], lw=1,
-                     label=f"|s·y + c − f̃|, {split}")
+        r = r[r["step"] > 0]
+        if not r.empty:
+            axes[2].plot(r["step"], r["value"].clip(lower=1e-12), color=COLORS[split], lw=1,
+                         label=f"|s·y + c − f̃|, {split}")
     for name, style, label in (("telescope/abs_err", "-", "|f − f̃| telescoping"),
-                               ("linearized/abs_err", "--", "|f − f_lin| linearized")):
+                               ("linearized/abs_err", "--", "|f − f_lin| linearized"),
+                               ("trapezoid/abs_err", "-.", "|f − f̂| trapezoid rule")):
         s = _series(metrics, "test", name)
-        axes[2].plot(s["step"], s["value"].clip(lower=1e-9), style, color="black", label=f"{label}, test")
+        s = s[s["step"] > 0]                                    # all three are exact at step 0
+        if not s.empty:
+            axes[2].plot(s["step"], s["value"].clip(lower=1e-12), style, color="black", label=f"{label}, test")
     if _series(metrics, "train", "smoother/p_eff").empty:
         axes[1].text(0.5, 0.5, "smoother off in this run (smoother=false)", ha="center", va="center",
                      transform=axes[1].transAxes)
+    else:
+        axes[1].set_yscale("log")
     _marks(axes, summary)
     axes[0].set_ylabel("accuracy")
     axes[1].set_ylabel("effective parameters p⁰")
@@ -59,20 +75,26 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
     axes[2].set_yscale("log")
     axes[2].set_xlabel("optimization step (full batch)")
     for ax in axes:
-        ax.legend(fontsize=7, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
     acc = Figure(save(fig, out_dir, "grokking_transformer.png"),
                  f"(a + b) mod {config.get('p')} with a one-layer transformer, full-batch AdamW. Top: train (green) "
                  "and test (blue) accuracy on every pair; middle: the sketch's effective parameters p_train and "
-                 "p_test (± 1 s.e.); bottom: the telescoping error |f − f̃| and the linearized error |f − f_lin| on "
-                 "the tracked test pairs, and the smoother's self-check |s·y + c − f̃| (its validity signal). "
+                 "p_test (± 1 s.e.; faint and dotted after the self-check first fails on the test pairs, where p⁰ is no "
+                 "account of the network, NOTE [smoother validity]); bottom: the telescoping error |f − f̃| and the linearized error |f − f_lin| on "
+                 "the tracked test pairs, the error of the lens's second-order (trapezoid-rule) companion f̂ where logged "
+                 "(NOTE [trapezoid rule]), and the smoother's self-check |s·y + c − f̃| (its validity signal). "
                  f"This run: train accuracy 100 % at step {_fmt(summary.get('step_fit'))}, test accuracy > 95 % at "
                  f"step {_fmt(summary.get('step_generalize'))}; p_train/p_test {_fmt(summary.get('p_train_at_fit'))}/"
                  f"{_fmt(summary.get('p_test_at_fit'))} at fit and {_fmt(summary.get('p_train_at_generalize'))}/"
-                 f"{_fmt(summary.get('p_test_at_generalize'))} at generalization; largest telescoping error "
-                 f"{_fmt(summary.get('max_telescope_abs_err'))} vs linearized {_fmt(summary.get('max_linearized_abs_err'))}.",
+                 f"{_fmt(summary.get('p_test_at_generalize'))} at generalization; linearized / telescoping error "
+                 f"{_fmt(summary.get('linearized_over_telescope_at_fit'))} at fit, "
+                 f"{_fmt(summary.get('linearized_over_telescope_at_generalize'))} at generalization, below 10 from step "
+                 f"{_fmt(summary.get('step_10x_lost'))} on; the sketch's self-check holds on the test pairs up to step "
+                 f"{_fmt(summary.get('last_valid_step_test'))}.",
                  "Grokking a transformer: accuracy and effective parameters")
 
-    fig, axes = plt.subplots(3, 1, figsize=(6.4, 7.6), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(6.4, 9.6), sharex=True)
     for split in ("train", "test"):
         for ax, name in zip(axes[:2], ("ntk/alignment", "ntk/distance")):
             s = _series(metrics, split, name)
@@ -83,17 +105,29 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
     twin = axes[2].twinx()
     twin.plot(w["step"], w["value"], color="0.4", ls="--", label="weight norm")
     twin.set_ylabel("weight norm (dashed)")
+    sharp = _series(metrics, "train", "adam/sharpness_ratio")
+    if sharp.empty:
+        axes[3].text(0.5, 0.5, "not logged in this run (sharpness=false)", ha="center", va="center",
+                     transform=axes[3].transAxes)
+    else:
+        axes[3].plot(sharp["step"], sharp["value"], color="tab:red", marker=".", ms=3, label="λ_max(A) / threshold")
+        axes[3].axhline(1.0, color="tab:red", ls=":", lw=1, label="Adam's edge of stability")
+        axes[3].set_yscale("log")
     _marks(axes, summary)
-    for ax, ylabel in zip(axes, ("kernel–target alignment", "kernel distance from init", "effective rank")):
+    for ax, ylabel in zip(axes, ("kernel–target alignment", "kernel distance from init", "effective rank",
+                                 "AdamW sharpness ratio")):
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7, loc="best")
-    axes[2].set_xlabel("optimization step (full batch)")
+    axes[3].set_xlabel("optimization step (full batch)")
     kern = Figure(save(fig, out_dir, "grokking_transformer_kernel.png"),
                   "Tangent-kernel statistics over training on the kernel subsets of train (green) and test (blue) "
                   "pairs: centred kernel–target alignment of the trace kernel with the one-hot answers (top), kernel "
                   "distance 1 − cos(K_t, K_0) from the initial kernel (middle); bottom: effective rank of the token "
-                  "embedding and the weight norm. Kumar et al. report alignment rising at the lazy → rich transition. "
-                  f"This run: test alignment {_fmt(summary.get('alignment_test_at_init'))} at init, "
+                  "embedding and the weight norm; last panel: AdamW's preconditioned sharpness on the training set over "
+                  "its stability threshold 2(1+β1)/(1−β1) (NOTE [adam edge of stability]; at 1 the frozen-φ recursion "
+                  "stops damping). Kumar et al. report alignment rising at the lazy → rich transition. "
+                  f"This run: sharpness ratio {_fmt(summary.get('sharpness_ratio_at_fit'))} at fit, ≥ 0.8 from step "
+                  f"{_fmt(summary.get('step_near_edge'))}; test alignment {_fmt(summary.get('alignment_test_at_init'))} at init, "
                   f"{_fmt(summary.get('alignment_test_at_fit'))} at fit, {_fmt(summary.get('alignment_test_at_generalize'))} "
                   f"at generalization (max {_fmt(summary.get('max_alignment_test'))}).",
                   "Grokking a transformer: kernel statistics")
