@@ -57,13 +57,15 @@ class Config:
     heads: int = bounded(4, ge=1)
     d_mlp: int = bounded(512, ge=1)
     layer_norm: bool = False
+    alpha: float = bounded(1.0, gt=0)        # Kumar et al.'s laziness: logits × α (their lr rule: lr ∝ 1/α²)
+    centred: bool = False                   # logits − initial logits (Kumar et al.'s centred loss)
     lr: float = bounded(1e-3, gt=0)
     weight_decay: float = bounded(1.0, ge=0)
     betas: tuple[float, ...] = bounded((0.9, 0.98), ge=0, lt=1)
     steps: int = bounded(40_000, ge=1)
     eval_every: int = bounded(500, ge=1)
     log_points: int = bounded(30, ge=1)
-    loss: str = bounded("mse", choices=("mse", "half_mse"))
+    loss: str = bounded("mse", choices=("mse", "half_mse", "cross_entropy"))  # cross_entropy: the lens only
     target_scale: float = bounded(1.0, gt=0)  # targets = target_scale · one-hot(answer)
     n_probe: int = bounded(500, ge=1)       # test pairs the lens and the sketch track
     smoother: bool = True                   # False: the lens alone (no p_train / p_test), ~20x cheaper a step
@@ -75,17 +77,28 @@ class Config:
     dtype: str = bounded("float32", choices=("float32", "float64"))
     seed: int = bounded(0, ge=0)
 
+    _QUICK: ClassVar[dict[str, Any]] = dict(
+        p=23, train_fraction=0.8, d_model=32, heads=4, d_mlp=128, lr=1e-3, target_scale=3.0, steps=5000,
+        eval_every=250, log_points=15, n_probe=50, n_kernel=32,
+        smoother=False)   # the lens alone: minutes; the sketch costs ~0.35 s a step here (30 CPU-minutes)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(p=7, train_fraction=0.6, d_model=8, heads=2, d_mlp=16, steps=30, eval_every=10, log_points=4,
                      n_probe=10, n_kernel=8, probes=4, lr=3e-3),
-        "quick": dict(p=23, train_fraction=0.8, d_model=32, heads=4, d_mlp=128, lr=1e-3, target_scale=3.0,
-                      steps=5000, eval_every=250, log_points=15, n_probe=50, n_kernel=32,
-                      smoother=False),   # the lens alone: minutes; the sketch costs ~0.35 s a step here
-                                         # (30 CPU-minutes; docs/grokking-transformer.md)
+        "quick": _QUICK,
+        # Nanda et al.'s loss (the lens only: no smoother, no sharpness ratio): sharp grokking at 70 % train
+        "quick-ce": {**_QUICK, "loss": "cross_entropy", "train_fraction": 0.7, "lr": 3e-3, "steps": 4000},
+        # Kumar et al. Fig. 6b's knob on quick-ce: centred logits × α, lr ∝ 1/α² (their rule)
+        "quick-ce-lazy": {**_QUICK, "loss": "cross_entropy", "train_fraction": 0.7, "lr": 3e-3, "steps": 4000,
+                          "centred": True, "alpha": 1.0},
+        "quick-ce-rich": {**_QUICK, "loss": "cross_entropy", "train_fraction": 0.7, "lr": 3e-3 / 0.15 ** 2,
+                          "steps": 4000, "centred": True, "alpha": 0.15},
         "paper": dict(),
     }
 
     def validate(self) -> None:
+        if self.loss == "cross_entropy" and self.smoother:
+            raise ConfigError("grokking-transformer: the smoother (p_train / p_test) exists for squared losses only; "
+                              "with loss=cross_entropy set smoother=false (the lens's errors work for any loss)")
         if self.d_model % self.heads:
             raise ConfigError(f"grokking-transformer: heads={self.heads} must divide d_model={self.d_model}")
         n_test = self.p * self.p - int(self.train_fraction * self.p * self.p)
@@ -118,13 +131,17 @@ def run_unit(cfg: Config, sink, device: str, progress=None) -> None:
     y, yt = (cfg.target_scale * F.one_hot(t, cfg.p).to(dtype) for t in (c, ct))
     torch.manual_seed(cfg.seed)
     model = ModularTransformer(cfg.p, cfg.d_model, cfg.heads, cfg.d_mlp, layer_norm=cfg.layer_norm,
-                               generator=gen, dtype=dtype).to(device)
+                               generator=gen, dtype=dtype, alpha=cfg.alpha, centred=cfg.centred).to(device)
     n_probe = min(cfg.n_probe, xt.shape[0])
     spec = SmootherSpec(x, y, loss=cfg.loss, dtype=cfg.smoother_dtype, method="sketch", probes=cfg.probes,
                         seed=cfg.seed) if cfg.smoother else None
     lens = Lens(model, {"test": xt[:n_probe]}, smoother=spec, second_order=cfg.second_order)
     opt = make_optimizer("adamw", model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
-    loss_fn = squared_loss(cfg.loss)
+    # NOTE [loss scaling]: squared losses on target_scale · one-hot; cross-entropy (Nanda et al.'s loss) on the
+    # answers themselves, for the lens alone (the smoother and the sharpness ratio need a squared loss)
+    squared = cfg.loss != "cross_entropy"
+    loss_fn = squared_loss(cfg.loss) if squared else F.cross_entropy
+    target, target_t = (y, yt) if squared else (c, ct)
     nk = min(cfg.n_kernel, x.shape[0], xt.shape[0])
     kx = {"train": (x[:nk], y[:nk]), "test": (xt[:nk], yt[:nk])}
     k0 = {split: _kernel(model, xs) for split, (xs, _) in kx.items()}
@@ -133,9 +150,9 @@ def run_unit(cfg: Config, sink, device: str, progress=None) -> None:
     def record(step: int, mean_loss: float | None) -> None:
         with torch.no_grad(), no_fused_fastpath():
             model.eval()
-            for split, xs, cs, ys in (("train", x, c, y), ("test", xt, ct, yt)):
+            for split, xs, cs, ys, ts in (("train", x, c, y, target), ("test", xt, ct, yt, target_t)):
                 out = model(xs)
-                sink.log_dict(step, split, {"loss": float(loss_fn(out, ys)), "mse": float(((out - ys) ** 2).mean()),
+                sink.log_dict(step, split, {"loss": float(loss_fn(out, ts)), "mse": float(((out - ys) ** 2).mean()),
                                             "error": float((out.argmax(1) != cs).double().mean())})
             model.train()
         sink.log_dict(step, "test", lens.errors("test"))
@@ -150,11 +167,11 @@ def run_unit(cfg: Config, sink, device: str, progress=None) -> None:
             sv = torch.linalg.svdvals(model.embed.weight[:cfg.p].double())
         sink.log_dict(step, "train", {"weight_norm": weight_norm(model.parameters()),
                                       "embedding/effective_rank": float(spectrum_effective_rank(sv))})
-        if cfg.sharpness and step > 0:     # NOTE [adam edge of stability]: λ_max(γ·a·J_B diag(1/φ) J_Bᵀ) / 2(1+β1)/(1−β1)
+        if cfg.sharpness and squared and step > 0:     # NOTE [adam edge of stability]: λ_max(γ·a·J_B diag(1/φ) J_Bᵀ) / 2(1+β1)/(1−β1)
             sink.log(step, "train", "adam/sharpness_ratio",
                      adam_sharpness(model, opt, x, loss=cfg.loss, seed=cfg.seed)["ratio"])
 
-    fit(model, opt, loss_fn, x, y, steps=cfg.steps, batch_size=x.shape[0], generator=gen, lens=lens,
+    fit(model, opt, loss_fn, x, target, steps=cfg.steps, batch_size=x.shape[0], generator=gen, lens=lens,
         record_at=(sorted(grid), record), progress=progress)
 
 

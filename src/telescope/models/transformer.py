@@ -26,12 +26,15 @@ class ModularTransformer(nn.Module):
     Parameters: ``p`` (answers 0..p−1, vocabulary p+1), ``d_model``, ``heads`` (dividing d_model),
     ``d_mlp`` (default 4·d_model), ``layer_norm`` (pre-LayerNorm before attention, MLP and
     unembedding), ``generator``/``dtype`` for the initial weights (N(0, 1/d_model) embeddings,
-    PyTorch's default for the linear layers).
+    PyTorch's default for the linear layers). ``alpha`` and ``centred``: Kumar et al.'s laziness knob
+    (their Fig. 6b on Nanda's transformer), logits α·(g(θ, x) − g(θ₀, x)) with ``centred`` and α·g(θ, x)
+    without; the initial logits of all p² pairs are kept in a (p², p) buffer, so the centred model is
+    zero at initialisation and has the same trainable parameters (and Jacobian, times α).
     """
 
     def __init__(self, p: int, d_model: int = 128, heads: int = 4, d_mlp: int | None = None, *,
                  layer_norm: bool = False, generator: torch.Generator | None = None,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, alpha: float = 1.0, centred: bool = False):
         super().__init__()
         if p < 2 or d_model < 1 or heads < 1 or d_model % heads:
             raise ConfigError(f"ModularTransformer(p={p}, d_model={d_model}, heads={heads}): need p ≥ 2 and "
@@ -59,11 +62,26 @@ class ModularTransformer(nn.Module):
                 m.weight.uniform_(-bound, bound, generator=generator)
                 if m.bias is not None:
                     m.bias.uniform_(-bound, bound, generator=generator)
+        if not alpha > 0:
+            raise ConfigError(f"ModularTransformer(alpha={alpha}): the output scale must be positive")
+        self.alpha, self.centred = float(alpha), bool(centred)
+        self.register_buffer("logits0", None, persistent=False)
+        if self.centred:
+            a = torch.arange(p).repeat_interleave(p)
+            b = torch.arange(p).repeat(p)
+            with torch.no_grad():
+                self.logits0 = self._logits(torch.stack([a, b, torch.full_like(a, p)], dim=1))   # (p², p)
 
     def _norm(self, i: int, h: torch.Tensor) -> torch.Tensor:
         return self.norms[i](h) if len(self.norms) else h
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = self._logits(tokens)
+        if self.centred:
+            out = out - self.logits0[tokens[:, 0] * self.p + tokens[:, 1]]
+        return out if self.alpha == 1.0 else self.alpha * out
+
+    def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 2 or tokens.shape[1] != self.seq or tokens.is_floating_point():
             raise ShapeError(f"ModularTransformer: tokens have shape {tuple(tokens.shape)} and dtype {tokens.dtype}; "
                              f"expected integer tokens (n, {self.seq}) = [a, b, {self.p}]")
