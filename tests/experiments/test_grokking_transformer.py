@@ -89,10 +89,23 @@ def test_tiny_summary_ratios_and_sharpness(tiny):
     assert s["last_valid_step_test"] == cfg.steps         # the tiny run's self-check holds throughout
 
 
-def test_sharpness_off_and_summary_without_it():
-    cfg = resolve_config("grokking-transformer", G.Config, "tiny", overrides={"sharpness": "false", "smoother": "false",
-                                                                            "steps": "6"})
+def test_cross_entropy_runs_the_lens_alone_and_its_figures(tmp_path):
+    """loss=cross_entropy (Nanda's loss): the lens's errors are logged, the smoother is refused at the door,
+    the sharpness ratio (squared losses only) is not logged, and the figures draw without it."""
+    from telescope.plots import module_for
+
+    with pytest.raises(ConfigError, match="smoother=false"):
+        resolve_config("grokking-transformer", G.Config, "tiny", overrides={"loss": "cross_entropy"})
+    cfg = resolve_config("grokking-transformer", G.Config, "tiny",
+                         overrides={"loss": "cross_entropy", "smoother": "false", "steps": "8", "centred": "true",
+                                    "alpha": "0.5"})
     sink = MemorySink()
     s = G.run(cfg, sink, RunContext())
-    assert "adam/sharpness_ratio" not in set(sink.metrics()["name"])
+    names = set(sink.metrics()["name"])
+    assert {"telescope/abs_err", "trapezoid/abs_err", "linearized/abs_err"} <= names
+    assert "adam/sharpness_ratio" not in names and "smoother/p_eff" not in names
     assert s["step_near_edge"] is None and s["max_sharpness_ratio"] is None and s["last_valid_step_test"] is None
+    at0 = sink.metrics().query("step == 0 and name == 'loss'")["value"]
+    assert (abs(at0 - math.log(cfg.p)) < 1e-6).all()          # centred: logits 0 at init, loss log p
+    figs = module_for("grokking-transformer").figures(sink.metrics(), config_to_dict(cfg), s, tmp_path)
+    assert all((tmp_path / f.filename).stat().st_size > 10_000 for f in figs)

@@ -107,7 +107,7 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
     twin.set_ylabel("weight norm (dashed)")
     sharp = _series(metrics, "train", "adam/sharpness_ratio")
     if sharp.empty:
-        axes[3].text(0.5, 0.5, "not logged in this run (sharpness=false)", ha="center", va="center",
+        axes[3].text(0.5, 0.5, "not logged in this run (sharpness=false, or a cross-entropy loss)", ha="center", va="center",
                      transform=axes[3].transAxes)
     else:
         axes[3].plot(sharp["step"], sharp["value"], color="tab:red", marker=".", ms=3, label="λ_max(A) / threshold")
@@ -117,7 +117,8 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
     for ax, ylabel in zip(axes, ("kernel–target alignment", "kernel distance from init", "effective rank",
                                  "AdamW sharpness ratio")):
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
     axes[3].set_xlabel("optimization step (full batch)")
     kern = Figure(save(fig, out_dir, "grokking_transformer_kernel.png"),
                   "Tangent-kernel statistics over training on the kernel subsets of train (green) and test (blue) "
