@@ -64,7 +64,7 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
         if not s.empty:
             axes[2].plot(s["step"], s["value"].clip(lower=1e-12), style, color="black", label=f"{label}, test")
     if _series(metrics, "train", "smoother/p_eff").empty:
-        axes[1].text(0.5, 0.5, "smoother off in this run (smoother=false)", ha="center", va="center",
+        axes[1].text(0.5, 0.5, "smoother off in this run (smoother=false; none with cross-entropy)", ha="center", va="center",
                      transform=axes[1].transAxes)
     else:
         axes[1].set_yscale("log")
