@@ -105,6 +105,7 @@ def run_units(sink, units: Iterable[Unit], work: Callable[..., Any], *, workers:
             if sink.unit_done(unit.key):
                 bar.update(steps_of(unit))
                 continue
+            log.info("training unit %s", unit.key)
             with sink.unit(unit.key, **unit.tags) as unit_sink:
                 work(*unit.args, **unit.kwargs, sink=unit_sink, progress=progress)
         return
@@ -196,6 +197,7 @@ class _Pool:
             raise raised
 
     def _start(self, w, unit: Unit) -> None:
+        log.info("training unit %s in worker process %s", unit.key, w.process.pid)
         context = self.sink.unit(unit.key, **unit.tags)
         unit_sink = context.__enter__()
         w.task = _Running(unit, context, unit_sink)
