@@ -236,7 +236,7 @@ class _Pool:
             running.context.__exit__(None, None, None)
             self.bar.update(max(0, self.steps_of(running.unit) - running.advanced))
             return None
-        return running, error
+        return running, _arrived(error)
 
     @staticmethod
     def _close(running: _Running, exc: BaseException) -> BaseException:
@@ -274,16 +274,22 @@ class _PipeProgress:
         pass
 
 
-def _portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else a RuntimeError with its type and message; the worker's
-    traceback is attached as its cause either way."""
+def _portable(exc: BaseException) -> tuple[BaseException, str]:
+    """``(exc if it survives pickling, else a RuntimeError with its type and message; the worker's
+    traceback as text)``: what a worker sends back (pickling drops an exception's traceback and cause)."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         copy = pickle.loads(pickle.dumps(exc))
     except Exception:  # noqa: BLE001 - any exception type may fail to pickle
         copy = RuntimeError(f"{type(exc).__name__}: {exc}")
-    copy.__cause__ = _RemoteTraceback(text)
-    return copy
+    return copy, text
+
+
+def _arrived(error: tuple[BaseException, str]) -> BaseException:
+    """The driver's copy of a worker's error, the worker's traceback chained as its cause."""
+    exc, text = error
+    exc.__cause__ = _RemoteTraceback(text)
+    return exc
 
 
 def unit_worker_main(conn, alive=None) -> None:
