@@ -47,8 +47,9 @@ class Clock:
         self.n = 0
 
     def update(self, n: int = 1) -> None:
-        self.n += n
-        self.points.append((time.perf_counter() - self.start, self.n))
+        if n:
+            self.n += n
+            self.points.append((time.perf_counter() - self.start, self.n))
 
     def close(self) -> None:
         pass
@@ -57,7 +58,7 @@ class Clock:
         """Steps per second between the updates where the run passed ``lo`` and ``hi`` of its steps."""
         total = self.n
         inside = [(t, n) for t, n in self.points if lo * total <= n <= hi * total]
-        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        if len(inside) < 3 or inside[-1][0] <= inside[0][0]:   # too short a run for a window: NaN
             return float("nan")
         (t0, n0), (t1, n1) = inside[0], inside[-1]
         return (n1 - n0) / (t1 - t0)
@@ -75,9 +76,14 @@ class ClockSink(MemorySink):
 class Result:
     workers: int
     wall: float
-    rate: float
+    rate: float        # steady steps per second; the whole run's steps / wall where the run is too short
+    steady: bool       # whether ``rate`` is the steady rate
     steps: int
     frame: object
+
+    @property
+    def rate_text(self) -> str:
+        return f"{self.rate:.0f}" + ("" if self.steady else " (whole run)")
 
 
 def measure(cfg, device: str, workers: int, data_dir=None) -> Result:
@@ -89,7 +95,9 @@ def measure(cfg, device: str, workers: int, data_dir=None) -> Result:
     frame = sink.metrics()
     keys = [c for c in frame.columns if c != "value"]
     frame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
-    return Result(workers, wall, sink.clock.steady_rate(), sink.clock.n, frame)
+    rate = sink.clock.steady_rate()
+    steady = rate == rate
+    return Result(workers, wall, rate if steady else sink.clock.n / wall, steady, sink.clock.n, frame)
 
 
 def same_rows(a: Result, b: Result) -> bool:
@@ -116,7 +124,7 @@ def main() -> None:
     print("\n| workers | wall s | x wall | steady steps/s | x steady | rows identical to K = 1 |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.workers} | {r.wall:.1f} | {base.wall / r.wall:.2f} | {r.rate:.0f} | {r.rate / base.rate:.2f} | "
+        print(f"| {r.workers} | {r.wall:.1f} | {base.wall / r.wall:.2f} | {r.rate_text} | {r.rate / base.rate:.2f} | "
               f"{same_rows(base, r)} |")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
