@@ -15,7 +15,7 @@
    ``--runs-steps`` steps; steady units·steps per second as a ratio to K = 1, and the projected wall
    time of the paper preset (12 units × 1e5 steps) at the best K. About 1 minute on a GPU.
 
-About 3 minutes on one H100/H200 (the ``jacobian`` baselines dominate). ``--device cpu --small``
+About 4 minutes on one H100/H200 (the ``jacobian`` baselines dominate; part 4 about 1). ``--device cpu --small``
 runs every part at small sizes in well under a minute, to prove the script works without a GPU.
 
     python benchmarks/gpu.py [--device cuda] [--small] [--steps 50] [--repeats 3] [--skip kernels,proxy,runs]
