@@ -168,3 +168,10 @@ def test_sequential_units_match_the_hand_written_loop():
     assert log == [(1, 2), (5, 0)] and bar.n == 6
     frame = sink.metrics()
     assert list(frame["t"]) == ["x", "y"] and np.array_equal(frame["value"].to_numpy(), [3.0, 5.0])
+
+
+def test_a_work_function_that_cannot_reach_a_worker_is_a_config_error():
+    sink = RecordingSink()
+    with pytest.raises(ConfigError, match="module-level"):
+        run_units(sink, [Unit("a", {}, OK), Unit("b", {}, OK)], lambda *a, **k: None, workers=2)
+    assert sink.started == []                           # refused before any unit was opened

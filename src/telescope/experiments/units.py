@@ -40,6 +40,7 @@ advance the progress bar.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import pickle
 import sys
 import time
@@ -115,7 +116,10 @@ def run_units(sink, units: Iterable[Unit], work: Callable[..., Any], *, workers:
             bar.update(steps_of(unit))
         else:
             pending.append(unit)
-    if len(pending) <= 1:
+    if len(pending) <= 1 or multiprocessing.current_process().daemon:
+        if len(pending) > 1:    # a daemon process (e.g. a sweep's worker) may not start processes
+            log.warning("run_units: this is a daemon process, which may not start workers; "
+                        "running %d units one by one", len(pending))
         run_units(sink, pending, work, workers=1, progress=progress, steps_per_unit=steps_per_unit)
         return
     _Pool(sink, work, bar, steps_of).run(pending, min(workers, len(pending)))
@@ -179,6 +183,8 @@ class _Pool:
                             w.stop(kill=True)
                             pool.remove(w)
         except BaseException as exc:  # Ctrl-C, or an error of the driver itself: close what is open
+            for running, _ in failures:
+                self._close(running, exc)
             for w in pool:
                 if w.task is not None:
                     self._close(w.task, exc)
@@ -197,16 +203,16 @@ class _Pool:
             raise raised
 
     def _start(self, w, unit: Unit) -> None:
-        log.info("training unit %s in worker process %s", unit.key, w.process.pid)
-        context = self.sink.unit(unit.key, **unit.tags)
-        unit_sink = context.__enter__()
-        w.task = _Running(unit, context, unit_sink)
         try:
-            w.conn.send_bytes(pickle.dumps((self.work, unit), protocol=pickle.HIGHEST_PROTOCOL))
-        except (OSError, ValueError, pickle.PicklingError, AttributeError, TypeError) as exc:
+            payload = pickle.dumps((self.work, unit), protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise ConfigError(f"run_units: unit {unit.key} cannot be sent to a worker process "
                               f"({type(exc).__name__}: {exc}); its work function must be a module-level "
                               "function and its arguments must pickle (NOTE [units in parallel])") from exc
+        log.info("training unit %s in worker process %s", unit.key, w.process.pid)
+        context = self.sink.unit(unit.key, **unit.tags)
+        w.task = _Running(unit, context, context.__enter__())
+        w.conn.send_bytes(payload)
 
     def _receive(self, w) -> tuple[_Running, BaseException] | None:
         """Handle one message (or the death) of busy worker ``w``; a failure is returned, not raised."""
