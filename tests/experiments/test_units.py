@@ -2,6 +2,7 @@
 resume from finished parts, a failing unit leaves the others written and names itself."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -175,3 +176,46 @@ def test_a_work_function_that_cannot_reach_a_worker_is_a_config_error():
     with pytest.raises(ConfigError, match="module-level"):
         run_units(sink, [Unit("a", {}, OK), Unit("b", {}, OK)], lambda *a, **k: None, workers=2)
     assert sink.started == []                           # refused before any unit was opened
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) child processes of ``pid``, from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_keeps_the_finished_parts_and_stops_the_workers(tmp_path):
+    """SIGINT to the driver while two workers train: KeyboardInterrupt, the finished part stays,
+    no DONE, the workers end (a rerun resumes: test_a_rerun_trains_only_the_units_without_a_part)."""
+    import signal
+    import threading
+    import time
+
+    parts = tmp_path / "w2"
+
+    def interrupt_after_first_part():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(parts.glob("*/parts/*.parquet")):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_after_first_part, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "grokking-mnist", 2, {"seeds": "3", "steps": "800"})
+    (run_dir,) = parts.iterdir()
+    assert len(list((run_dir / "parts").glob("*.parquet"))) in (1, 2) and not (run_dir / "DONE").exists()
+    servers = [pid for pid in _children(os.getpid())
+               if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert servers                                       # the unit workers came from the forkserver
+    deadline = time.monotonic() + 10
+    while any(_children(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_children(pid) for pid in servers)   # every worker has ended
