@@ -20,7 +20,8 @@ from telescope.report.numbers import number
 
 HEADLINE_VALUES = 8  # summary values printed after a run; the rest stay in summary.json
 # studies whose units go through telescope.experiments.units.run_units (--workers K)
-PARALLEL_STUDIES = ("grokking-mnist", "grokking-control", "approximation", "double-descent", "grokking-poly", "deep-grokking")
+PARALLEL_STUDIES = ("grokking-mnist", "grokking-control", "approximation", "double-descent", "grokking-poly", "deep-grokking",
+                    "lazy-rich")
 
 
 def progress_lines() -> Callable[[str], None] | None:
