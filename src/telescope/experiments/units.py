@@ -10,7 +10,8 @@ advance the progress bar.
 # ``workers > 1`` runs that many units at once, each in its own worker process, instead of a
 # vmapped ensemble in one process: the lens and the smoother stay per member, unchanged, and no
 # study's unit function is rewritten (it runs as it does sequentially, into a UnitSink).
-# The workers come from the sweeps' machinery (telescope.sweeps.backends: the forkserver that has
+# The workers come from the sweeps' machinery (telescope.sweeps.backends, imported lazily since
+# sweeps sit above experiments in the layering: the forkserver that has
 # imported torch and the studies, NOTE [warm workers]; one torch thread each, NOTE [one thread per
 # worker]; they die with their driver, NOTE [workers die with their driver]). The forkserver never
 # touches CUDA, so a worker may create its own CUDA context. A unit's arguments (config, data) go
@@ -29,8 +30,9 @@ advance the progress bar.
 # data and its own CUDA context (~0.5 GB of device memory) and one CPU core.
 # Defaults: 1 on the CPU (each unit already uses the cores it is given, and the results must not
 # depend on a thread count); CUDA_WORKERS = 4 on CUDA, a guess that could not be measured where
-# this was written: it leaves 4 GB of device memory and 4 CPU cores ample for most GPUs and
-# hosts, and it divides the 12 units of the grokking-mnist paper preset into 3 even waves.
+# this was written: 4 contexts cost ~2 GB of device memory and 4 CPU cores, little on a
+# data-centre GPU and its host, and 4 divides the 12 units of the grokking-mnist paper preset
+# into 3 even waves.
 # `benchmarks/gpu.py` (section "runs per GPU") prints the throughput at K = 1, 2, 4, 8;
 # change CUDA_WORKERS when it shows a better K. Inside a sweep worker a run never starts its
 # own pool (telescope.sweeps.worker forces workers=1): the sweep already fills the machine, and
