@@ -10,19 +10,22 @@
    784-512-512-10 full N = 1000 and trace N = 4096, and a CNN (3×32×32, two conv layers) full
    N = 512.
 3. The CPU proxy (benchmarks/lens_ops.py): top-level aten ops and host syncs per step.
-4. Runs per GPU (issue 16 item 3) is not built; the script prints what the paper preset
-   (3 α × 4 seeds × 1e5 steps) costs one run after another at the measured step times.
+4. Runs per GPU (issue 16 item 3, NOTE [units in parallel]): K = 1, 2, 4, 8 unit worker processes
+   on the device, each training a grokking-mnist paper-size unit (sketch K = 32, float32) for
+   ``--runs-steps`` steps; steady units·steps per second as a ratio to K = 1, and the projected wall
+   time of the paper preset (12 units × 1e5 steps) at the best K. About 1 minute on a GPU.
 
-About 3 minutes on one H100/H200 (the ``jacobian`` baselines dominate). ``--device cpu --small``
+About 4 minutes on one H100/H200 (the ``jacobian`` baselines dominate; part 4 about 1). ``--device cpu --small``
 runs every part at small sizes in well under a minute, to prove the script works without a GPU.
 
-    python benchmarks/gpu.py [--device cuda] [--small] [--steps 50] [--repeats 3] [--skip kernels,proxy]
-                             [--impls structured,auto,ntk_vp]
+    python benchmarks/gpu.py [--device cuda] [--small] [--steps 50] [--repeats 3] [--skip kernels,proxy,runs]
+                             [--impls structured,auto,ntk_vp] [--runs-k 1,2,4,8] [--runs-steps 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -186,14 +189,67 @@ def part_proxy(args) -> None:
 
 
 # ---------------------------------------------------------------------------- 4. runs per GPU
-def part_runs(times: dict[str, float]) -> None:
-    print("\n## 4. Runs per GPU\n")
-    print("Not built (issue 16 item 3: an ensemble per process or several processes per device).")
+PAPER_UNITS, PAPER_STEPS = 12, 100_000   # the grokking-mnist paper preset: 3 α × 4 seeds × 1e5 steps
+
+
+def runs_config(args, units: int):
+    """grokking-mnist's paper unit (MLP 64-200-200-1, AdamW, n = 1000 + 1000 probes) with the issue's
+    sketch (K = 32, float32), ``--runs-steps`` steps, ``units`` seeds of α = 6, two log points; MNIST
+    from ``--data-dir`` / $TELESCOPE_DATA, else the 8×8 digits at n = 250 (printed). ``--small``:
+    the tiny preset."""
+    from telescope.data import data_dir as resolve_dir
+    from telescope.experiments import grokking_mnist
+    from telescope.experiments.base import resolve_config
+
+    sets = {"seeds": str(units), "alphas": "6", "steps": str(args.runs_steps), "log_points": "2"}
+    if args.small:
+        return resolve_config("grokking-mnist", grokking_mnist.Config, "tiny", overrides=sets), "tiny preset (digits)"
+    sets.update(methods="sketch", smoother_dtype="float32")
+    note = "MNIST 3 vs 5"
+    if not (resolve_dir(args.data_dir) / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+        sets.update(dataset="digits", n_train="250", n_test="100", n_probe="100")
+        note = "8×8 digits 3 vs 5 at n = 250 (MNIST not found: --data-dir); the paper's n = 1000 costs more per step"
+    return resolve_config("grokking-mnist", grokking_mnist.Config, "paper", overrides=sets), note
+
+
+def part_runs(args, times: dict[str, float]) -> None:
+    """K unit worker processes on one device (NOTE [units in parallel] in telescope.experiments.units):
+    K units of ``--runs-steps`` steps each, K at once; steady units·steps per second (benchmarks/
+    unit_throughput.py's measure: 20 %–90 % of the run's steps) as a ratio to K = 1 (in-process)."""
+    import math
+
+    from sweep_throughput import warm_forkserver
+    from unit_throughput import measure
+
+    ks = [int(k) for k in args.runs_k.split(",")]
+    cfg, note = runs_config(args, 1)
+    print(f"\n## 4. Runs per GPU: K worker processes, K grokking-mnist units of {cfg.steps} steps each "
+          f"(width {cfg.width}, {note}, smoother {'/'.join(cfg.methods)} {cfg.smoother_dtype})\n")
+    measure(dataclasses.replace(cfg, steps=20), args.device, 1, args.data_dir)   # first-use costs, not timed
+    print(f"forkserver start (once): {warm_forkserver():.1f} s\n")
+    print("| K | wall s | units·steps/s (steady) | × K = 1 |\n|---|---|---|---|")
+    rates = {}
+    for k in ks:
+        try:
+            r = measure(runs_config(args, k)[0], args.device, k, args.data_dir)
+        except Exception as exc:                                   # report and go on
+            print(f"| {k} | failed: {type(exc).__name__}: {str(exc)[:120]} | | |")
+            continue
+        rates[k] = r.rate
+        base = rates.get(ks[0], float("nan"))
+        print(f"| {k} | {r.wall:.1f} | {r.rate_text} | {r.rate / base:.2f} |")
+    finite = {k: v for k, v in rates.items() if math.isfinite(v)}
+    if finite:
+        best = max(finite, key=finite.get)
+        waves = math.ceil(PAPER_UNITS / best)
+        hours = waves * PAPER_STEPS * best / finite[best] / 3600
+        print(f"\nbest K = {best}: the paper preset ({PAPER_UNITS} units × {PAPER_STEPS:.0e} steps, {waves} waves "
+              f"of {best}) would take {hours:.2f} h at this step rate (target ≤ 0.25 h on one H200 with the sketch;"
+              " at the paper's n = 1000 only when MNIST was found above)")
     for name in ("+ smoother, sketch K = 32, float32", "+ smoother, exact, float64"):
         if name in times:
-            hours = times[name] * 1e5 * 12 / 3600
-            print(f"- paper preset (12 runs × 1e5 steps) one run after another at '{name}': {hours:.2f} h "
-                  "(step time only; target with item 3: ≤ 0.25 h with the sketch on one H200)")
+            hours = times[name] * PAPER_STEPS * PAPER_UNITS / 3600
+            print(f"- one run after another at part 1's '{name}' step: {hours:.2f} h (step time only)")
 
 
 def main() -> None:
@@ -202,10 +258,16 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="small sizes (to check the script on a CPU)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: steps,kernels,proxy")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: steps,kernels,proxy,runs")
+    ap.add_argument("--runs-k", default="1,2,4,8", help="worker processes per device timed in part 4")
+    ap.add_argument("--runs-steps", type=int, default=None,
+                    help="steps per unit in part 4 (default 300; 40 with --small)")
+    ap.add_argument("--data-dir", default=None, help="data folder with mnist/ for part 4 (default: $TELESCOPE_DATA)")
     ap.add_argument("--impls", default="structured,auto",
                     help="kernel implementations timed against jacobian (ntk_vp is slow on the CNN)")
     args = ap.parse_args()
+    if args.runs_steps is None:
+        args.runs_steps = 40 if args.small else 300
     skip = set(filter(None, args.skip.split(",")))
     dev = torch.device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
@@ -217,7 +279,8 @@ def main() -> None:
         part_kernels(args)
     if "proxy" not in skip:
         part_proxy(args)
-    part_runs(times)
+    if "runs" not in skip:
+        part_runs(args, times)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

@@ -122,3 +122,29 @@ def test_tiny_preset_runs_on_cuda_like_on_cpu(study, tmp_path):
     assert a[["step", "split", "name"]].equals(b[["step", "split", "name"]])
     finite = np.isfinite(a["value"].to_numpy())
     assert np.isfinite(b["value"].to_numpy()[finite]).all()
+
+
+def test_units_in_parallel_on_cuda_match_one_at_a_time(tmp_path):
+    """grokking-mnist tiny (2 seeds) with ``--workers 2`` on the device gives the rows of ``--workers 1``
+    (NOTE [units in parallel]): each worker process has its own CUDA context. Close, not bitwise: a CUDA
+    kernel may use atomics; on the CPU (TELESCOPE_TEST_DEVICE=cpu) they are identical."""
+    import numpy as np
+
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        cmd = [sys.executable, "-m", "telescope", "run", "grokking-mnist", "--preset", "tiny", "--set", "seeds=2",
+               "--device", DEVICE, "--workers", str(workers), "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+        assert len(list((run_dir / "parts").glob("*.parquet"))) == 2
+        frame = _metrics(run_dir)
+        runs[workers] = frame.sort_values(["seed", "step", "split", "name"], kind="stable").reset_index(drop=True)
+    a, b = runs[1], runs[2]
+    assert a[["seed", "step", "split", "name"]].equals(b[["seed", "step", "split", "name"]])
+    if DEVICE == "cpu":
+        assert np.array_equal(a["value"].to_numpy(), b["value"].to_numpy(), equal_nan=True)
+    else:
+        assert np.allclose(a["value"].to_numpy(), b["value"].to_numpy(), rtol=1e-5, atol=1e-7, equal_nan=True)

@@ -13,10 +13,15 @@ import click
 from telescope.cli.errors import friendly, log_errors_in
 from telescope.cli.study_help import StudyCommand
 from telescope.cli.sweep import sweep_cmd
+from telescope.errors import ConfigError
 from telescope.experiments.base import parse_overrides
+from telescope.experiments.units import CUDA_WORKERS
 from telescope.report.numbers import number
 
 HEADLINE_VALUES = 8  # summary values printed after a run; the rest stay in summary.json
+# studies whose units go through telescope.experiments.units.run_units (--workers K)
+PARALLEL_STUDIES = ("grokking-mnist", "grokking-control", "approximation", "double-descent", "grokking-poly", "deep-grokking",
+                    "lazy-rich")
 
 
 def progress_lines() -> Callable[[str], None] | None:
@@ -65,7 +70,8 @@ def list_cmd() -> None:
 
 
 def execute(name: str, preset: str, seed: int | None, sets: dict[str, str], out: Path,
-            device: str, data_dir: str | None, *, force: bool = False, quiet: bool = False) -> Path:
+            device: str, data_dir: str | None, *, force: bool = False, quiet: bool = False,
+            workers: int | None = None) -> Path:
     """Resolve, run and store one experiment (see :func:`telescope.sweeps.runner.run_one`).
 
     Unless ``quiet``: a progress bar on a terminal, plain progress lines otherwise, and the
@@ -75,7 +81,7 @@ def execute(name: str, preset: str, seed: int | None, sets: dict[str, str], out:
 
     log_errors_in(out)
     outcome = run_one(name, preset, seed, sets, out, device, data_dir, force=force, show_progress=not quiet,
-                      emit=None if quiet else progress_lines())
+                      emit=None if quiet else progress_lines(), workers=workers)
     log_errors_in(outcome.path)
     if not quiet:
         if outcome.status == "skipped":
@@ -96,12 +102,20 @@ def execute(name: str, preset: str, seed: int | None, sets: dict[str, str], out:
               show_default=True, help="Folder that receives the run directory.")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda")
 @click.option("--data-dir", default=None, help="Data folder (default: $TELESCOPE_DATA or ~/.cache/telescope).")
+@click.option("--workers", type=int, default=None, metavar="K",
+              help="Train K of the study's units (settings × seeds) at once, one process each; same results "
+                   f"for every K, not part of the run's identity. Default: 1 on cpu, {CUDA_WORKERS} on cuda. Used by "
+                   f"{', '.join(PARALLEL_STUDIES)}; other studies run their units one by one.")
 @click.option("--force", is_flag=True, help="Discard a finished run of the same config and run again.")
 @click.option("--report/--no-report", default=False, help="Write figures and report.html when done.")
 @friendly
-def run_cmd(experiment, preset, seed, sets, out, device, data_dir, force, report) -> None:
+def run_cmd(experiment, preset, seed, sets, out, device, data_dir, workers, force, report) -> None:
     """Run EXPERIMENT and store its results in a run directory."""
-    path = execute(experiment, preset, seed, parse_overrides(sets), out, device, data_dir, force=force)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"telescope run --workers {workers}: need at least 1 worker process "
+                          "(or leave --workers out for the device's default)")
+    path = execute(experiment, preset, seed, parse_overrides(sets), out, device, data_dir, force=force,
+                   workers=workers)
     click.echo(f"run directory: {path}")
     if report:
         from telescope.report import build_report

@@ -43,6 +43,7 @@ import torch
 
 from telescope.data import binary_task
 from telescope.experiments.base import RunContext, bounded
+from telescope.experiments.units import Unit, run_units, unit_workers
 from telescope.lens import Lens
 from telescope.measures import binary_error, binary_metrics
 from telescope.models import MLP
@@ -143,15 +144,11 @@ def run_unit(cfg: Config, data, setting: str, lr: float, seed: int, sink, device
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
     data = binary_task(cfg.dataset, tuple(cfg.classes), n_train=cfg.n_train, n_test=cfg.n_test,
                        size=cfg.image_size, seed=cfg.seed, root=ctx.data_dir)
-    units = [(s, lr, cfg.seed + k) for s in cfg.settings for lr in cfg.lrs(s) for k in range(cfg.seeds)]
+    units = [Unit(f"{setting}/lr={lr:g}/seed={seed}", dict(setting=setting, lr=float(lr), seed=int(seed)),
+                  (cfg, data, setting, lr, seed), dict(device=ctx.device))
+             for setting in cfg.settings for lr in cfg.lrs(setting) for seed in range(cfg.seed, cfg.seed + cfg.seeds)]
     bar = sink.progress(len(units) * cfg.steps, "approximation")
-    for setting, lr, seed in units:
-        key = f"{setting}/lr={lr:g}/seed={seed}"
-        if sink.unit_done(key):
-            bar.update(cfg.steps)
-            continue
-        with sink.unit(key, setting=setting, lr=float(lr), seed=int(seed)) as unit:
-            run_unit(cfg, data, setting, lr, seed, unit, ctx.device, progress=bar)
+    run_units(sink, units, run_unit, workers=unit_workers(ctx), progress=bar, steps_per_unit=cfg.steps)
     bar.close()
     return summarize(sink.metrics(), cfg.steps)
 

@@ -45,10 +45,22 @@ _BOUNDS = "telescope.bounds"
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a run needs besides its config; not part of the run's identity."""
+    """What a run needs besides its config; not part of the run's identity.
+
+    ``workers``: processes that run the study's units at once (NOTE [units in parallel] in
+    :mod:`telescope.experiments.units`); None: the device's default, 1 on the CPU. The results
+    are the same whatever the number.
+    """
 
     device: str = "cpu"
     data_dir: Path | None = None
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise ConfigError(f"RunContext(workers={self.workers!r}): give a whole number of worker processes "
+                              "≥ 1 (--workers K), or None for the device's default")
 
 
 @dataclass(frozen=True)

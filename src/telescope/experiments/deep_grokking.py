@@ -54,6 +54,7 @@ import torch
 from telescope.data import DigitClasses, load_digit_classes
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
+from telescope.experiments.units import Unit, run_units, unit_workers
 from telescope.kernels import empirical_ntk, kernel_target_alignment
 from telescope.measures import (as_float64, dead_units, feature_effective_rank, first_step, layer_features,
                                 numerical_rank, probe_accuracy, tunnel_length, weight_norm)
@@ -213,17 +214,14 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
     units = [(n, d, wd, cfg.seed + k) for n in cfg.n_trains for d in cfg.depths for wd in cfg.weight_decays
              for k in range(cfg.seeds)]
     bar = sink.progress(len(units) * cfg.steps, "deep-grokking")
-    cache: dict[int, DigitClasses] = {}
-    for n, depth, wd, seed in units:
-        key = f"n={n}/depth={depth}/wd={wd:g}/seed={seed}"
-        if sink.unit_done(key):
-            bar.update(cfg.steps)
-            continue
-        if n not in cache:
-            cache[n] = load_data(cfg, n, ctx.data_dir)
-        log.info("deep-grokking: training %s", key)
-        with sink.unit(key, n_train=int(n), depth=int(depth), weight_decay=float(wd), seed=int(seed)) as unit:
-            run_unit(cfg, cache[n], depth, wd, seed, unit, ctx.device, progress=bar)
+    keys = {u: f"n={u[0]}/depth={u[1]}/wd={u[2]:g}/seed={u[3]}" for u in units}
+    data = {n: load_data(cfg, n, ctx.data_dir)      # only the sizes a unit still to train needs
+            for n in dict.fromkeys(u[0] for u in units if not sink.unit_done(keys[u]))}
+    todo = [Unit(keys[(n, depth, wd, seed)], dict(n_train=int(n), depth=int(depth), weight_decay=float(wd),
+                                                   seed=int(seed)),
+                 (cfg, data.get(n), depth, wd, seed), dict(device=ctx.device))
+            for n, depth, wd, seed in units]
+    run_units(sink, todo, run_unit, workers=unit_workers(ctx), progress=bar, steps_per_unit=cfg.steps)
     bar.close()
     return summarize(sink.metrics(), cfg)
 

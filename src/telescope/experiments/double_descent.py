@@ -64,6 +64,7 @@ from telescope.data import Split, binary_task
 from telescope.data.images import digit_group_task
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
+from telescope.experiments.units import Unit, run_units, unit_workers
 from telescope.measures import binary_metrics, find_peak
 from telescope.models import MLP
 from telescope.train import fit, make_optimizer, squared_loss
@@ -318,17 +319,15 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
         units += [(dataset, int(w), cfg.seed + k, method, max_epochs)
                   for w in widths for k in range(cfg.seeds) for method in methods]
     bar = sink.progress(sum(u[4] for u in units), "double-descent (epochs)")
-    cache: dict[str, Split] = {}
-    for dataset, width, seed, method, max_epochs in units:
-        # exact units keep the keys of earlier runs (resume); other methods are suffixed
-        key = f"{dataset}/width={width}/seed={seed}" + ("" if method == "exact" else f"/method={method}")
-        if sink.unit_done(key):
-            bar.update(max_epochs)
-            continue
-        if dataset not in cache:
-            cache[dataset] = load_dataset(dataset, cfg, ctx.data_dir)
-        with sink.unit(key, dataset=dataset, width=width, seed=seed, method=method) as unit:
-            train_width(cfg, cache[dataset], dataset, width, seed, unit, ctx.device, progress=bar, method=method)
+    # exact units keep the keys of earlier runs (resume); other methods are suffixed
+    keys = {u: f"{u[0]}/width={u[1]}/seed={u[2]}" + ("" if u[3] == "exact" else f"/method={u[3]}") for u in units}
+    cache: dict[str, Split] = {d: load_dataset(d, cfg, ctx.data_dir)   # only the data a unit still to train needs
+                               for d in dict.fromkeys(u[0] for u in units if not sink.unit_done(keys[u]))}
+    todo = [Unit(keys[(dataset, width, seed, method, epochs)], dict(dataset=dataset, width=width, seed=seed,
+                                                                    method=method),
+                 (cfg, cache.get(dataset), dataset, width, seed), dict(device=ctx.device, method=method), steps=epochs)
+            for dataset, width, seed, method, epochs in units]
+    run_units(sink, todo, train_width, workers=unit_workers(ctx), progress=bar)
     bar.close()
     constant = {}
     for dataset in cfg.datasets:

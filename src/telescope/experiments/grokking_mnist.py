@@ -47,6 +47,7 @@ from telescope.data import Split, binary_task
 from telescope.data.images import digit_group_task
 from telescope.errors import ConfigError
 from telescope.experiments.base import RunContext, bounded
+from telescope.experiments.units import Unit, run_units, unit_workers
 from telescope.lens import (NEAR_EDGE, Lens, SmootherSpec, adam_sharpness, last_valid_step, self_check_valid,
                            smoother_metrics, step_near_edge)
 from telescope.measures import binary_metrics, first_step, value_at, weight_norm
@@ -180,15 +181,12 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext(), *, name: str = "grokk
     # the error curves coincide and only p differs (exact p⁰ vs the sketch's estimate).
     settings = [(float(a), o) for a in cfg.alphas for o in cfg.outputs]
     settings += [(float(a), o) for a, o in extra if (float(a), o) not in settings]
-    units = [(a, o, m, cfg.seed + k) for a, o in settings for m in cfg.methods for k in range(cfg.seeds)]
+    units = [Unit(f"alpha={a:g}/output={o}/method={m}/seed={seed}",
+                  dict(alpha=a, output=o, method=m, seed=int(seed)),
+                  (cfg, data, a, o, seed), dict(device=ctx.device, method=m))
+             for a, o in settings for m in cfg.methods for seed in range(cfg.seed, cfg.seed + cfg.seeds)]
     bar = sink.progress(len(units) * cfg.steps, name)
-    for alpha, output, method, seed in units:
-        key = f"alpha={alpha:g}/output={output}/method={method}/seed={seed}"
-        if sink.unit_done(key):
-            bar.update(cfg.steps)
-            continue
-        with sink.unit(key, alpha=alpha, output=output, method=method, seed=int(seed)) as unit:
-            run_unit(cfg, data, alpha, output, seed, unit, ctx.device, progress=bar, method=method)
+    run_units(sink, units, run_unit, workers=unit_workers(ctx), progress=bar, steps_per_unit=cfg.steps)
     bar.close()
     return summarize(sink.metrics(), cfg.steps)
 

@@ -30,6 +30,7 @@ import torch
 
 from telescope.errors import DivergenceError
 from telescope.experiments.base import RunContext, bounded
+from telescope.experiments.units import Unit, run_units, unit_workers
 from telescope.lens.closed_form import ClosedFormSmoother
 from telescope.lens.smoother import label_range, last_valid_step, self_check_valid
 from telescope.measures import first_step, stays_from
@@ -183,18 +184,17 @@ def summarize_unit(r: dict[str, np.ndarray], l0: float, gap_ratio: float = 1.0) 
 CPU_ONLY = "float64 full-batch gradient descent on one committee machine: launch-bound on a GPU, so not wired for one"
 
 
+def train_and_summarize(cfg: Config, epsilon: float, seed: int, sink, progress=None) -> None:
+    """One unit: :func:`run_unit`, then its per-unit summary as rows of split ``summary`` at the last epoch."""
+    for k, v in run_unit(cfg, epsilon, seed, sink, progress=progress).items():
+        sink.log(cfg.epochs, "summary", k, v)
+
+
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
-    units = [(float(e), cfg.seed + k) for e in cfg.epsilons for k in range(cfg.seeds)]
+    units = [Unit(f"eps={eps:g}/seed={seed}", dict(epsilon=eps, seed=int(seed)), (cfg, eps, seed))
+             for eps in map(float, cfg.epsilons) for seed in range(cfg.seed, cfg.seed + cfg.seeds)]
     bar = sink.progress(len(units) * cfg.epochs, "grokking-poly")
-    for eps, seed in units:
-        key = f"eps={eps:g}/seed={seed}"
-        if sink.unit_done(key):
-            bar.update(cfg.epochs)
-            continue
-        with sink.unit(key, epsilon=eps, seed=int(seed)) as unit:
-            out = run_unit(cfg, eps, seed, unit, progress=bar)
-            for k, v in out.items():
-                unit.log(cfg.epochs, "summary", k, v)
+    run_units(sink, units, train_and_summarize, workers=unit_workers(ctx), progress=bar, steps_per_unit=cfg.epochs)
     bar.close()
     frame = sink.metrics()
     rows = frame[frame["split"] == "summary"]

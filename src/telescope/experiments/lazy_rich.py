@@ -112,6 +112,7 @@ import torch
 from telescope.data.images import load_mnist
 from telescope.errors import ConfigError, DivergenceError
 from telescope.experiments.base import RunContext, bounded
+from telescope.experiments.units import Unit, run_units, unit_workers
 from telescope.flow import LinearizedGD
 from telescope.kernels import kernel_target_alignment
 from telescope.lens.closed_form import ClosedFormSmoother
@@ -464,6 +465,13 @@ def run_mnist(cfg: Config, data, alpha: float, sink, progress=None) -> dict[str,
 # ----------------------------------------------------------------------------- run
 
 
+def train_and_summarize(train, epochs: int, *args, sink, progress=None, **kwargs) -> None:
+    """One unit: ``train(*args, sink, progress, **kwargs)`` (run_committee, run_modular or run_mnist),
+    then the summary values it returns as rows of split ``summary`` at its last epoch ``epochs``."""
+    for k, v in train(*args, sink=sink, progress=progress, **kwargs).items():
+        sink.log(epochs, "summary", k, v)
+
+
 CPU_ONLY = ("its committee-machine units are float64 full-batch gradient descent on a few thousand parameters, "
             "launch-bound on a GPU, and its units are not wired for one")
 
@@ -471,25 +479,15 @@ CPU_ONLY = ("its committee-machine units are float64 full-batch gradient descent
 def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(cfg.seed)
     data = gaussian_quadratic_task(cfg.d, cfg.n_train, cfg.n_test, generator=gen)
-    units = cfg.units()
-    total = (sum(t for *_, t, _ in units) + cfg.modular_epochs * len(cfg.modular_scales)
+    committee = cfg.units()
+    total = (sum(t for *_, t, _ in committee) + cfg.modular_epochs * len(cfg.modular_scales)
              + cfg.interp_epochs * len(cfg.interp_mixes) + cfg.mnist_steps * len(cfg.mnist_alphas))
     bar = sink.progress(total, "lazy-rich")
     summary: dict[str, Any] = {}
-
-    def unit(key: str, train, **tags) -> None:
-        """Train one unit unless it is stored already; log its summary values at its last epoch."""
-        if sink.unit_done(key):
-            bar.update(tags["epochs"])
-            return
-        with sink.unit(key, **tags) as u:
-            for k, v in train(u).items():
-                u.log(tags["epochs"], "summary", k, v)
-
-    for alpha, eps, sigma, epochs, roles in units:
-        unit(f"committee/alpha={alpha:g}/eps={eps:g}/epochs={epochs}" + ("" if sigma == 1 else f"/sigma={sigma:g}"),
-             lambda u: run_committee(cfg, data, alpha, eps, epochs, u, progress=bar, sigma=sigma),
-             model="committee", alpha=alpha, epsilon=eps, sigma=sigma, epochs=epochs, roles=",".join(roles))
+    units = [Unit(f"committee/alpha={alpha:g}/eps={eps:g}/epochs={epochs}" + ("" if sigma == 1 else f"/sigma={sigma:g}"),
+                  dict(model="committee", alpha=alpha, epsilon=eps, sigma=sigma, epochs=epochs, roles=",".join(roles)),
+                  (run_committee, epochs, cfg, data, alpha, eps, epochs), dict(sigma=sigma), steps=epochs)
+             for alpha, eps, sigma, epochs, roles in committee]
     if cfg.interp_mixes:   # NOTE [init interpolation]: the paper's small task, its own data
         if cfg.interp_width % 2:
             raise ConfigError(f"lazy-rich: interp_width={cfg.interp_width} must be even (W* has ± row pairs)")
@@ -497,27 +495,25 @@ def run(cfg: Config, sink, ctx: RunContext = RunContext()) -> dict[str, Any]:
                                    lr=cfg.interp_lr, centred=False, smoother_test_points=0)
         idata = gaussian_quadratic_task(icfg.d, icfg.n_train, icfg.n_test,
                                         generator=torch.Generator().manual_seed(cfg.seed + 3))
-    for mix in cfg.interp_mixes:
-        unit(f"interp/s={mix:g}",
-             lambda u: run_committee(icfg, idata, 1.0, cfg.interp_epsilon, cfg.interp_epochs, u, progress=bar,
-                                     init_mix=float(mix)),
-             model="interp", alpha=1.0, epsilon=cfg.interp_epsilon, sigma=1.0, mix=float(mix),
-             epochs=cfg.interp_epochs, roles="interp")
-    for scale in cfg.modular_scales:
-        unit(f"modular/scale={scale:g}", lambda u: run_modular(cfg, float(scale), u, progress=bar),
-             model="modular", alpha=float(scale), epsilon=float("nan"), sigma=1.0, epochs=cfg.modular_epochs,
-             roles="modular")
-    mnist: list = []          # the images, read once and only if an MNIST unit trains
-
-    def train_mnist(u, alpha: float):
-        if not mnist:
-            mnist.append(mnist_task(cfg, ctx.data_dir))
-        return run_mnist(cfg, mnist[0], alpha, u, progress=bar)
-
-    for alpha in cfg.mnist_alphas:
-        unit(f"mnist/alpha={alpha:g}", lambda u: train_mnist(u, float(alpha)),
-             model="mnist", alpha=float(alpha), epsilon=float("nan"), sigma=1.0, epochs=cfg.mnist_steps,
-             roles="mnist")
+        units += [Unit(f"interp/s={mix:g}",
+                       dict(model="interp", alpha=1.0, epsilon=cfg.interp_epsilon, sigma=1.0, mix=float(mix),
+                            epochs=cfg.interp_epochs, roles="interp"),
+                       (run_committee, cfg.interp_epochs, icfg, idata, 1.0, cfg.interp_epsilon, cfg.interp_epochs),
+                       dict(init_mix=float(mix)), steps=cfg.interp_epochs)
+                  for mix in cfg.interp_mixes]
+    units += [Unit(f"modular/scale={scale:g}",
+                   dict(model="modular", alpha=float(scale), epsilon=float("nan"), sigma=1.0,
+                        epochs=cfg.modular_epochs, roles="modular"),
+                   (run_modular, cfg.modular_epochs, cfg, float(scale)), steps=cfg.modular_epochs)
+              for scale in cfg.modular_scales]
+    mnist_keys = [f"mnist/alpha={alpha:g}" for alpha in cfg.mnist_alphas]
+    # the images, read only if an MNIST unit is still to train
+    mnist = mnist_task(cfg, ctx.data_dir) if any(not sink.unit_done(k) for k in mnist_keys) else None
+    units += [Unit(key, dict(model="mnist", alpha=float(alpha), epsilon=float("nan"), sigma=1.0,
+                             epochs=cfg.mnist_steps, roles="mnist"),
+                   (run_mnist, cfg.mnist_steps, cfg, mnist, float(alpha)), steps=cfg.mnist_steps)
+              for key, alpha in zip(mnist_keys, cfg.mnist_alphas)]
+    run_units(sink, units, train_and_summarize, workers=unit_workers(ctx), progress=bar)
     bar.close()
     frame = sink.metrics()
     rows = frame[frame["split"] == "summary"]

@@ -80,13 +80,18 @@ def _died(task: dict[str, Any], exitcode: int | None) -> dict[str, Any]:
 # forkserver and spawn alike, where a parent-death signal (prctl) would watch the
 # forkserver instead of the driver. Files are written atomically (NOTE [one source of
 # truth]), so a worker ended mid-unit leaves no damaged file: the rerun redoes that unit.
-class _Worker:
-    def __init__(self, ctx) -> None:
+class WorkerProcess:
+    """One local worker: a daemon process running ``target(conn, alive)`` (default: the sweep's
+    :func:`~telescope.sweeps.worker.worker_main`) with one thread (NOTE [one thread per worker]), a
+    duplex pipe ``conn`` to it and the liveness pipe of NOTE [workers die with their driver].
+    ``task`` is the driver's record of what it is doing (None: idle)."""
+
+    def __init__(self, ctx, target: Callable[..., None] | None = None) -> None:
         from telescope.sweeps.worker import worker_main
 
         self.conn, child = ctx.Pipe()
         alive_r, self.alive = ctx.Pipe(duplex=False)  # NOTE [workers die with their driver]
-        self.process = ctx.Process(target=worker_main, args=(child, alive_r), daemon=True)
+        self.process = ctx.Process(target=target or worker_main, args=(child, alive_r), daemon=True)
         saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
         os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # NOTE [one thread per worker]
         try:
@@ -99,7 +104,7 @@ class _Worker:
                     os.environ[key] = value
         child.close()
         alive_r.close()
-        self.task: dict[str, Any] | None = None
+        self.task: Any = None
 
     def stop(self, *, kill: bool = False) -> None:
         if kill:
@@ -125,10 +130,10 @@ def run_local(tasks: list[dict[str, Any]], *, workers: int, on_event: EventFn,
     ctx = worker_context()
     queue = deque(tasks)
     results: list[dict[str, Any]] = []
-    pool: list[_Worker] = []
+    pool: list[WorkerProcess] = []
     try:
         for _ in range(min(workers, len(queue))):
-            pool.append(_Worker(ctx))
+            pool.append(WorkerProcess(ctx))
         while queue or any(w.task is not None for w in pool):
             for w in list(pool):
                 if w.task is None and queue:
@@ -138,7 +143,7 @@ def run_local(tasks: list[dict[str, Any]], *, workers: int, on_event: EventFn,
                     except (OSError, ValueError):  # died while idle: replace it, the task never started
                         queue.appendleft(task)
                         w.stop(kill=True)
-                        pool[pool.index(w)] = _Worker(ctx)
+                        pool[pool.index(w)] = WorkerProcess(ctx)
                         continue
                     w.task = task
                     on_event("start", {**task, "pid": w.process.pid})
@@ -176,7 +181,7 @@ def run_local(tasks: list[dict[str, Any]], *, workers: int, on_event: EventFn,
                     results.append(result)
                     on_event("failed", {**task, **result})
                 if queue:
-                    pool.append(_Worker(ctx))
+                    pool.append(WorkerProcess(ctx))
     finally:
         for w in pool:
             w.stop(kill=w.task is not None)

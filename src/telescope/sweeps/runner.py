@@ -81,7 +81,8 @@ def open_run(experiment: str, preset: str, seed: int | None, sets: Mapping[str, 
 def run_one(experiment: str, preset: str, seed: int | None, sets: Mapping[str, Any], out: str | Path,
             device: str = "cpu", data_dir: str | None = None, *, force: bool = False,
             show_progress: bool = False, meta: Mapping[str, Any] | None = None,
-            attempt: int = 1, emit: Callable[[str], None] | None = None) -> RunOutcome:
+            attempt: int = 1, emit: Callable[[str], None] | None = None,
+            workers: int | None = None) -> RunOutcome:
     """Run one experiment into ``out/<experiment>-<config hash>``, or skip it if already ``DONE``.
 
     Raises :class:`~telescope.errors.ConfigError` for a bad config (nothing written but
@@ -91,10 +92,13 @@ def run_one(experiment: str, preset: str, seed: int | None, sets: Mapping[str, A
     errors, ``error.log`` holds the traceback. ``KeyboardInterrupt`` leaves the directory
     as interrupted (no ``FAILED``): a rerun resumes it. A ``DONE`` run whose files do not
     read back is repaired from its parts or redone (``RunDir.settle``). ``emit`` receives
-    progress lines (pass it when the output is not a terminal).
+    progress lines (pass it when the output is not a terminal). ``workers``: processes that run
+    the study's units at once (``RunContext.workers``; None: the device's default, NOTE [units in
+    parallel] in :mod:`telescope.experiments.units`); not part of the run's identity.
     """
     from telescope.experiments.base import RunContext
 
+    ctx = RunContext(device=device, data_dir=Path(data_dir) if data_dir else None, workers=workers)
     exp, config, run = open_run(experiment, preset, seed, sets, out, device, data_dir, meta=meta,
                                 show_progress=show_progress, emit=emit)
     if not force and run.settle():
@@ -103,7 +107,6 @@ def run_one(experiment: str, preset: str, seed: int | None, sets: Mapping[str, A
         run.reset()
     with contextlib.suppress(FileNotFoundError):
         (run.path / FAILED).unlink()
-    ctx = RunContext(device=device, data_dir=Path(data_dir) if data_dir else None)
     start = time.perf_counter()
     try:
         summary = exp.run(config, run, ctx)

@@ -59,7 +59,7 @@ def execute_task(task: dict[str, Any], *, return_files: bool = False) -> dict[st
     try:
         outcome = run_one(task["experiment"], task["preset"], task["seed"], task["sets"], out,
                           task.get("device", "cpu"), task.get("data_dir"), meta=task.get("meta"),
-                          attempt=int(task.get("attempt", 1)))
+                          attempt=int(task.get("attempt", 1)), workers=1)  # NOTE [units in parallel]: no pool in a pool
         if outcome.path.name != task["name"]:
             # the worker resolved a different config than the driver: versions differ
             raise RuntimeError(f"run directory {outcome.path.name} != expected {task['name']}: the worker's "
@@ -120,6 +120,13 @@ def _die_with_driver(alive) -> None:
     os._exit(EXIT_ORPHANED)
 
 
+def watch_driver(alive) -> None:
+    """In a worker: end this process as soon as the driver is gone (``alive``: the reading end of its
+    liveness pipe; None: no watch). NOTE [workers die with their driver] in :mod:`telescope.sweeps.backends`."""
+    if alive is not None:
+        threading.Thread(target=_die_with_driver, args=(alive,), name="telescope-watchdog", daemon=True).start()
+
+
 def worker_main(conn, alive=None) -> None:
     """A local worker process: receive tasks on ``conn``, send results back, stop on ``None``.
 
@@ -127,8 +134,7 @@ def worker_main(conn, alive=None) -> None:
     ends at once, mid-task or not (NOTE [workers die with their driver] in
     :mod:`telescope.sweeps.backends`).
     """
-    if alive is not None:
-        threading.Thread(target=_die_with_driver, args=(alive,), name="telescope-watchdog", daemon=True).start()
+    watch_driver(alive)
     limit_threads()
     while True:
         try:
