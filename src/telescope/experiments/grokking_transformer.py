@@ -191,8 +191,10 @@ def summarize(frame, cfg: Config) -> dict[str, Any]:
     ``step_near_edge`` (first logged step from which AdamW's sharpness ratio stays ≥ NEAR_EDGE,
     lens/stability.py), the ratio at fit and its max; ``max_trapezoid_abs_err``, ``final_trapezoid_abs_err``
     and ``min_linearized_over_trapezoid`` (after step 1) for the trapezoid companion f̂ (NOTE [trapezoid
-    rule]); ``last_valid_step_test`` (the last logged step
-    before the sketch's self-check first fails on the test pairs, NOTE [smoother validity]); final values."""
+    rule]); ``last_valid_step_test`` (the last logged step before the sketch's self-check first fails on
+    the test pairs, NOTE [smoother validity]) and p_train / p_test there; final values. Every p value
+    (at fit, at generalization, final, ``step_p_gap``) is read only up to ``last_valid_step_test``: past
+    it p⁰ is no account of the network, and the key is None."""
     wide = frame.pivot_table(index="step", columns=["split", "name"], values="value").sort_index()
     st = wide.index.to_numpy().astype(float)
 
@@ -210,6 +212,9 @@ def summarize(frame, cfg: Config) -> dict[str, Any]:
     valid_te = col("test", "smoother/valid")
     trap = col("test", "trapezoid/abs_err")
     logged = np.isfinite(valid_te)
+    last_valid = last_valid_step(st[logged], valid_te[logged]) if logged.any() else float("nan")
+    readable = st <= last_valid                   # False everywhere when NaN (no sketch, or invalid from the start)
+    p_tr, p_te = np.where(readable, p_tr, np.nan), np.where(readable, p_te, np.nan)
     fit_, gen = first_step(st, err_tr == 0), first_step(st, 1 - err_te > GENERALIZED)
 
     def at(values, step):
@@ -244,6 +249,7 @@ def summarize(frame, cfg: Config) -> dict[str, Any]:
         "step_near_edge": step_near_edge(st, sharp),
         "sharpness_ratio_at_fit": at(sharp, fit_),
         "max_sharpness_ratio": float(np.nanmax(sharp)) if np.isfinite(sharp).any() else float("nan"),
-        "last_valid_step_test": last_valid_step(st[logged], valid_te[logged]) if logged.any() else float("nan"),
+        "last_valid_step_test": last_valid,
+        "p_train_at_last_valid": at(p_tr, last_valid), "p_test_at_last_valid": at(p_te, last_valid),
     }
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}

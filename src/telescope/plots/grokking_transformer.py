@@ -35,6 +35,7 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
     fig, axes = plt.subplots(3, 1, figsize=(6.4, 8.4), sharex=True)
     valid_to = summary.get("last_valid_step_test")
     valid_to = float(valid_to) if valid_to is not None else float("inf")
+    runaway = None          # (last valid step, largest p past it) when the sketch's self-check fails
     for split in ("train", "test"):
         s = _series(metrics, split, "error")
         axes[0].plot(s["step"], 1 - s["value"], color=COLORS[split], label=f"{split} accuracy")
@@ -45,9 +46,8 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
         if not p.empty:
             ok = (p["step"] <= valid_to).to_numpy()
             axes[1].plot(p["step"][ok], p["value"][ok], color=COLORS[split], label=f"p_{split} (sketch)")
-            if (~ok).any():      # past the self-check's first failure: drawn faint, no account of the network
-                axes[1].plot(p["step"][~ok], p["value"][~ok], color=COLORS[split], alpha=0.35, ls=":",
-                             label=f"p_{split} after the self-check fails")
+            if (~ok).any():      # past the self-check's first failure p⁰ is no account of the network: not drawn
+                runaway = (valid_to, max(float(p["value"][~ok].max()), runaway[1] if runaway else 0.0))
             if len(se) == len(p):
                 axes[1].fill_between(p["step"][ok], (p["value"] - se["value"].to_numpy())[ok],
                                      (p["value"] + se["value"].to_numpy())[ok], color=COLORS[split], alpha=0.2, lw=0)
@@ -73,6 +73,18 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
     axes[1].set_ylabel("effective parameters p⁰")
     axes[2].set_ylabel("mean absolute error")
     axes[2].set_yscale("log")
+    if runaway is not None:
+        axes[1].axvspan(runaway[0], float(metrics["step"].max()), color="0.85", alpha=0.5, lw=0)
+        axes[1].text(0.98, 0.5, f"self-check fails after step {runaway[0]:.0f}:\np⁰ is no account of the network "
+                     f"there\n(it runs away, up to {runaway[1]:.1e}); not drawn", ha="right", va="center",
+                     fontsize=8, transform=axes[1].transAxes)
+        errs = [_series(metrics, "test", n)["value"].max() for n in ("telescope/abs_err", "linearized/abs_err")]
+        top = 30 * max(e for e in errs if np.isfinite(e))
+        res = _series(metrics, "test", "smoother/residual")["value"].max()
+        if np.isfinite(top) and res > top:      # the run-away residual would flatten every other curve
+            axes[2].set_ylim(bottom=axes[2].get_ylim()[0], top=top)
+            axes[2].text(0.98, 0.97, f"self-check residual leaves the chart (up to {res:.1e})", ha="right",
+                         va="top", fontsize=7, transform=axes[2].transAxes)
     axes[2].set_xlabel("optimization step (full batch)")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
@@ -80,7 +92,7 @@ def figures(metrics: pd.DataFrame, config: dict, summary: dict, out_dir: Path) -
     acc = Figure(save(fig, out_dir, "grokking_transformer.png"),
                  f"(a + b) mod {config.get('p')} with a one-layer transformer, full-batch AdamW. Top: train (green) "
                  "and test (blue) accuracy on every pair; middle: the sketch's effective parameters p_train and "
-                 "p_test (± 1 s.e.; faint and dotted after the self-check first fails on the test pairs, where p⁰ is no "
+                 "p_test (± 1 s.e.; drawn only up to the self-check's first failure on the test pairs, past which p⁰ is no "
                  "account of the network, NOTE [smoother validity]); bottom: the telescoping error |f − f̃| and the linearized error |f − f_lin| on "
                  "the tracked test pairs, the error of the lens's second-order (trapezoid-rule) companion f̂ where logged "
                  "(NOTE [trapezoid rule]), and the smoother's self-check |s·y + c − f̃| (its validity signal). "
