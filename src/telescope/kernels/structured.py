@@ -12,9 +12,15 @@
 # (NOTE [output-gradient capture]); the products are assembled in place (NOTE [in-place
 # assembly]).
 # Where a module applies its weight at T positions (Conv2d patches, Linear on
-# sequences, Embedding on token sequences) the gradient is a sum Σ_t g_t ⊗ a_t; the
-# pairwise form would cost T² per pair, so we form the per-example gradient
-# Σ_t g_t ⊗ a_t (k·d_out·d_in numbers per example, "rows") and contract those.
+# sequences, Embedding on token sequences) the gradient is a sum Σ_t g_t ⊗ a_t, and the
+# layer's block is Σ_{t,s} (a_t·a'_s + 1)(g_t·g'_s). Two ways to contract it, chosen per
+# module by their cost (``_positional``; kk = k² for the full kernel, k for trace and
+# diagonal): the per-example gradient Σ_t g_t ⊗ a_t ("rows": k·d_out·d_in numbers per
+# example, kk·d_in·d_out multiply–adds per pair), or the T² position pairs as T² dense
+# blocks ("positions": T²·(d_in + kk·d_out) per pair, activations-sized memory). Conv2d's
+# hundreds of patches take rows; a transformer's few tokens (T = 3 in modular arithmetic,
+# d_in = 128, d_out = 512: 9·(128 + 113·512) vs 113·128·512 multiply–adds for the trace,
+# and no per-example gradient of 7 M numbers) take positions.
 # Anything else that owns differentiated parameters -- another module type, a
 # parameter shared by two modules, a module called twice, a module whose first input
 # dimension is not the batch -- falls back to per-example Jacobian rows for that
@@ -350,6 +356,11 @@ class _Compact:
     dense: bool
     A: Tensor | None = None
     bias: bool = False
+    positions: int = 0  # T > 0: "positions" form, G (n, k, T, d_out) or (k, n, T, d_out), A (n, T, d_in [+1])
+
+    def at(self, t: int) -> _Compact:
+        """The dense block of position t of a "positions" unit (its bias folded into A's ones column)."""
+        return _Compact(self.G[:, :, t], self.k_major, True, self.A[:, t], False)
 
     @staticmethod
     def of(A: Tensor, G: Tensor, unit: Unit, output: str) -> _Compact:
@@ -359,6 +370,9 @@ class _Compact:
             G = G[:, :, 0]
             G = G.contiguous() if k_major else G.transpose(0, 1).contiguous()
             return _Compact(G, k_major, True, A[:, 0] if unit.weight else None, unit.bias)
+        if _positional(A.shape[1], A.shape[2] + unit.bias, G.shape[-1], G.shape[0], output):
+            G = G if k_major else G.transpose(0, 1)                              # (k, n, T, o) / (n, k, T, o)
+            return _Compact(G, k_major, True, _augment(A, unit), False, positions=A.shape[1])
         spec = "knto,nti->knoi" if k_major else "knto,nti->nkoi"
         rows = torch.einsum(spec, G, _augment(A, unit))
         return _Compact(rows.reshape(*rows.shape[:2], -1), k_major, False)
@@ -370,12 +384,19 @@ class _Compact:
         p0 = parts[0]
         A = None if p0.A is None else torch.cat([p.A for p in parts])
         G = torch.cat([p.G for p in parts], dim=1 if p0.k_major else 0)
-        return _Compact(G, p0.k_major, p0.dense, A, p0.bias)
+        return _Compact(G, p0.k_major, p0.dense, A, p0.bias, p0.positions)
 
     def examples(self, rows: slice) -> _Compact:
         A = None if self.A is None else self.A[rows]
         G = self.G[:, rows] if self.k_major else self.G[rows]
-        return _Compact(G, self.k_major, self.dense, A, self.bias)
+        return _Compact(G, self.k_major, self.dense, A, self.bias, self.positions)
+
+
+def _positional(T: int, d_in: int, d_out: int, k: int, output: str) -> bool:
+    """Whether a module applied at T > 1 positions is contracted over position pairs rather than
+    per-example gradient rows (NOTE [structured kernel]): T²·(d_in + kk·d_out) < kk·d_in·d_out."""
+    kk = k * k if output == "full" else k
+    return T * T * (d_in + kk * d_out) < kk * d_in * d_out
 
 
 def _gram_factor(s1: _Compact, s2: _Compact, output: str, out: Tensor) -> Tensor:
@@ -445,6 +466,11 @@ def _accumulate(
     tile: Tensor, s1: _Compact, s2: _Compact, output: str, first: bool, scratch: _Scratch
 ) -> None:
     """Add one unit's kernel block (NOTE [structured kernel]) to a storage tile in place."""
+    if s1.positions:      # Σ_{t,s} of dense blocks, one per pair of positions
+        for t in range(s1.positions):
+            for u in range(s2.positions):
+                _accumulate(tile, s1.at(t), s2.at(u), output, first and t == 0 and u == 0, scratch)
+        return
     dense = s1.dense
     if first:
         _gram_factor(s1, s2, output, tile)
