@@ -148,3 +148,44 @@ def test_units_in_parallel_on_cuda_match_one_at_a_time(tmp_path):
         assert np.array_equal(a["value"].to_numpy(), b["value"].to_numpy(), equal_nan=True)
     else:
         assert np.allclose(a["value"].to_numpy(), b["value"].to_numpy(), rtol=1e-5, atol=1e-7, equal_nan=True)
+
+
+def _transformer_on(device):
+    from telescope.models.transformer import ModularTransformer, modular_tokens
+
+    gen = torch.Generator().manual_seed(0)
+    x, c, xt, _ = modular_tokens(7, 0.6, generator=gen)
+    model = ModularTransformer(7, 8, 2, 16, generator=gen, dtype=F64).to(device)
+    return model, x.to(device), c.to(device), xt.to(device)
+
+
+def test_transformer_lens_sharpness_and_position_pair_kernel_match_cpu(monkeypatch):
+    """Issue 20's paths on the device: the lens with its trapezoid companion, AdamW's sharpness ratio
+    (dense and matrix-free) and the structured kernel's position pairs, against the CPU."""
+    from telescope.kernels import structured
+    from telescope.kernels.fastpath import no_fused_fastpath
+    from telescope.lens import adam_sharpness, stability
+
+    out = {}
+    for device in ("cpu", DEVICE):
+        model, x, c, xt = _transformer_on(device)
+        y = torch.nn.functional.one_hot(c, 7).to(F64)
+        lens = Lens(model, {"test": xt}, second_order=True)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1.0, betas=(0.9, 0.98))
+        for _ in range(5):
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            lens.step(opt)
+        dense = adam_sharpness(model, opt, x)["ratio"]
+        with monkeypatch.context() as m:
+            m.setattr(stability, "DENSE_ROWS", 0)
+            free = adam_sharpness(model, opt, x)["ratio"]
+        with monkeypatch.context() as m, no_fused_fastpath():
+            m.setattr(structured, "_positional", lambda *args: True)      # position pairs at this small size
+            kernel = empirical_ntk(model, x[:8], output="trace", implementation="structured")
+        out[device] = (lens.errors("test"), dense, free, kernel.cpu())
+    (e_cpu, d_cpu, f_cpu, k_cpu), (e_dev, d_dev, f_dev, k_dev) = out["cpu"], out[DEVICE]
+    for key in e_cpu:
+        assert e_dev[key] == pytest.approx(e_cpu[key], rel=1e-6, abs=1e-12)
+    assert d_dev == pytest.approx(d_cpu, rel=1e-8) and f_dev == pytest.approx(f_cpu, rel=1e-6)
+    assert torch.allclose(k_dev, k_cpu, rtol=1e-9, atol=1e-12)
