@@ -122,6 +122,10 @@ def build(kind: str) -> tuple[nn.Module, tuple[int, ...]]:
     torch.manual_seed(0)
     if kind == "mlp200":
         return nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10)), (784,)
+    if kind == "transformer":     # issue 20's paper model; inputs are tokens (see part_kernels)
+        from telescope.models.transformer import ModularTransformer
+
+        return ModularTransformer(113, 128, 4, 512, generator=torch.Generator().manual_seed(0)), (3,)
     if kind == "mlp512":
         return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)), (784,)
     return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -135,6 +139,7 @@ KERNEL_CASES = [  # (label, model, N, N with --small, output)
     ("784-512-512-10 full", "mlp512", 1000, 32, "full"),
     ("784-512-512-10 trace", "mlp512", 4096, 64, "trace"),
     ("CNN 3×32×32 full", "cnn", 512, 16, "full"),
+    ("transformer p=113 d=128 trace", "transformer", 128, 8, "trace"),   # position pairs (NOTE [structured kernel])
 ]
 
 
@@ -147,7 +152,12 @@ def part_kernels(args) -> None:
         n = small if args.small else big
         model, shape = build(kind)
         model = model.to(args.device)
-        x = torch.randn(n, *shape, device=args.device)
+        if kind == "transformer":
+            from telescope.models.transformer import modular_tokens
+
+            x = modular_tokens(113, 0.5, generator=torch.Generator().manual_seed(0))[0][:n].to(args.device)
+        else:
+            x = torch.randn(n, *shape, device=args.device)
         cells = []
         try:
             ref = median_time(lambda: empirical_ntk(model, x, output=output, implementation="jacobian"),
