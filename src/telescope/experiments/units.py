@@ -102,27 +102,21 @@ def run_units(sink, units: Iterable[Unit], work: Callable[..., Any], *, workers:
     def steps_of(unit: Unit) -> int:
         return int(unit.steps if unit.steps is not None else steps_per_unit)
 
-    units = list(units)
-    if workers == 1:
-        for unit in units:
-            if sink.unit_done(unit.key):
-                bar.update(steps_of(unit))
-                continue
-            log.info("training unit %s", unit.key)
-            with sink.unit(unit.key, **unit.tags) as unit_sink:
-                work(*unit.args, **unit.kwargs, sink=unit_sink, progress=progress)
-        return
     pending = []
     for unit in units:
         if sink.unit_done(unit.key):
             bar.update(steps_of(unit))
         else:
             pending.append(unit)
-    if len(pending) <= 1 or multiprocessing.current_process().daemon:
-        if len(pending) > 1:    # a daemon process (e.g. a sweep's worker) may not start processes
-            log.warning("run_units: this is a daemon process, which may not start workers; "
-                        "running %d units one by one", len(pending))
-        run_units(sink, pending, work, workers=1, progress=progress, steps_per_unit=steps_per_unit)
+    daemon = multiprocessing.current_process().daemon
+    if workers > 1 and len(pending) > 1 and daemon:    # e.g. a sweep's worker: it may not start processes
+        log.warning("run_units: this is a daemon process, which may not start workers; "
+                    "running %d units one by one", len(pending))
+    if workers == 1 or len(pending) <= 1 or daemon:
+        for unit in pending:
+            log.info("training unit %s", unit.key)
+            with sink.unit(unit.key, **unit.tags) as unit_sink:
+                work(*unit.args, **unit.kwargs, sink=unit_sink, progress=progress)
         return
     _Pool(sink, work, bar, steps_of).run(pending, min(workers, len(pending)))
 

@@ -358,9 +358,11 @@ class _Compact:
     bias: bool = False
     positions: int = 0  # T > 0: "positions" form, G (n, k, T, d_out) or (k, n, T, d_out), A (n, T, d_in [+1])
 
-    def at(self, t: int) -> _Compact:
-        """The dense block of position t of a "positions" unit (its bias folded into A's ones column)."""
-        return _Compact(self.G[:, :, t], self.k_major, True, self.A[:, t], False)
+    def blocks(self) -> list[_Compact]:
+        """The dense block of every position of a "positions" unit (its bias folded into A's ones column),
+        each G made contiguous once, so the T² products below reshape views instead of copying."""
+        return [_Compact(self.G[:, :, t].contiguous(), self.k_major, True, self.A[:, t], False)
+                for t in range(self.positions)]
 
     @staticmethod
     def of(A: Tensor, G: Tensor, unit: Unit, output: str) -> _Compact:
@@ -467,9 +469,10 @@ def _accumulate(
 ) -> None:
     """Add one unit's kernel block (NOTE [structured kernel]) to a storage tile in place."""
     if s1.positions:      # Σ_{t,s} of dense blocks, one per pair of positions
-        for t in range(s1.positions):
-            for u in range(s2.positions):
-                _accumulate(tile, s1.at(t), s2.at(u), output, first and t == 0 and u == 0, scratch)
+        left, right = s1.blocks(), s2.blocks()
+        for t, b1 in enumerate(left):
+            for u, b2 in enumerate(right):
+                _accumulate(tile, b1, b2, output, first and t == 0 and u == 0, scratch)
         return
     dense = s1.dense
     if first:

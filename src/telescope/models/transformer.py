@@ -67,10 +67,8 @@ class ModularTransformer(nn.Module):
         self.alpha, self.centred = float(alpha), bool(centred)
         self.register_buffer("logits0", None, persistent=False)
         if self.centred:
-            a = torch.arange(p).repeat_interleave(p)
-            b = torch.arange(p).repeat(p)
             with torch.no_grad():
-                self.logits0 = self._logits(torch.stack([a, b, torch.full_like(a, p)], dim=1))   # (p², p)
+                self.logits0 = self._logits(all_pairs(p)[0])      # (p², p), row a·p + b
 
     def _norm(self, i: int, h: torch.Tensor) -> torch.Tensor:
         return self.norms[i](h) if len(self.norms) else h
@@ -97,6 +95,13 @@ class ModularTransformer(nn.Module):
         return self.unembed(self._norm(2, h)[:, -1])                              # (n, p)
 
 
+def all_pairs(p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pair as token rows [a, b, p], row a·p + b, (p², 3) int64, with answers (a + b) mod p (p²,)."""
+    a = torch.arange(p).repeat_interleave(p)
+    b = torch.arange(p).repeat(p)
+    return torch.stack([a, b, torch.full_like(a, p)], dim=1), (a + b) % p
+
+
 def modular_tokens(p: int, train_fraction: float, *, generator: torch.Generator):
     """All p² pairs as token rows [a, b, p] with answers (a + b) mod p, randomly split.
 
@@ -104,10 +109,7 @@ def modular_tokens(p: int, train_fraction: float, *, generator: torch.Generator)
     """
     if not 0.0 < train_fraction < 1.0:
         raise ConfigError(f"modular_tokens(train_fraction={train_fraction}): choose a value in (0, 1)")
-    a = torch.arange(p).repeat_interleave(p)
-    b = torch.arange(p).repeat(p)
-    x = torch.stack([a, b, torch.full_like(a, p)], dim=1)
-    c = (a + b) % p
+    x, c = all_pairs(p)
     order = torch.randperm(p * p, generator=generator)
     n = int(train_fraction * p * p)
     return x[order[:n]], c[order[:n]], x[order[n:]], c[order[n:]]
