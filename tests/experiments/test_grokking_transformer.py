@@ -109,3 +109,15 @@ def test_cross_entropy_runs_the_lens_alone_and_its_figures(tmp_path):
     assert (abs(at0 - math.log(cfg.p)) < 1e-6).all()          # centred: logits 0 at init, loss log p
     figs = module_for("grokking-transformer").figures(sink.metrics(), config_to_dict(cfg), s, tmp_path)
     assert all((tmp_path / f.filename).stat().st_size > 10_000 for f in figs)
+
+
+def test_sgd_runs_without_the_sharpness_ratio():
+    """optimizer=sgd (the comparison docs/grokking-transformer.md reports): the lens and the sketch follow it;
+    the sharpness ratio, an Adam quantity, is not logged."""
+    cfg = resolve_config("grokking-transformer", G.Config, "tiny", overrides={"optimizer": "sgd", "lr": "0.1",
+                                                                            "weight_decay": "0.001", "steps": "8"})
+    sink = MemorySink()
+    s = G.run(cfg, sink, RunContext())
+    names = set(sink.metrics()["name"])
+    assert {"telescope/abs_err", "smoother/p_eff"} <= names and "adam/sharpness_ratio" not in names
+    assert s["last_valid_step_test"] == cfg.steps

@@ -61,6 +61,8 @@ class Config:
     layer_norm: bool = False
     alpha: float = bounded(1.0, gt=0)        # Kumar et al.'s laziness: logits × α (their lr rule: lr ∝ 1/α²)
     centred: bool = False                   # logits − initial logits (Kumar et al.'s centred loss)
+    optimizer: str = bounded("adamw", choices=("adamw", "sgd"))   # sgd: momentum, coupled weight decay
+    momentum: float = bounded(0.9, ge=0, lt=1)                    # sgd only
     lr: float = bounded(1e-3, gt=0)
     weight_decay: float = bounded(1.0, ge=0)
     betas: tuple[float, ...] = bounded((0.9, 0.98), ge=0, lt=1)
@@ -73,7 +75,7 @@ class Config:
     smoother: bool = True                   # False: the lens alone (no p_train / p_test), ~20x cheaper a step
     n_kernel: int = bounded(128, ge=2)      # train and test pairs of the kernel statistics
     probes: int = bounded(16, ge=2)         # K, probe label vectors of the sketch
-    sharpness: bool = True                  # log AdamW's preconditioned sharpness ratio at log points
+    sharpness: bool = True                  # log AdamW's preconditioned sharpness ratio at log points (AdamW only)
     second_order: bool = True               # also log the trapezoid-rule error (NOTE [trapezoid rule]): +1 JVP/step
     smoother_dtype: str = bounded("float64", choices=("float32", "float64"))
     dtype: str = bounded("float32", choices=("float32", "float64"))
@@ -140,7 +142,8 @@ def run_unit(cfg: Config, sink, device: str, progress=None) -> None:
     spec = SmootherSpec(x, y, loss=cfg.loss, dtype=cfg.smoother_dtype, method="sketch", probes=cfg.probes,
                         seed=cfg.seed) if cfg.smoother else None
     lens = Lens(model, {"test": xt[:n_probe]}, smoother=spec, second_order=cfg.second_order)
-    opt = make_optimizer("adamw", model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    opt = make_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
+                         momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0)
     # NOTE [loss scaling]: squared losses on target_scale · one-hot; cross-entropy (Nanda et al.'s loss) on the
     # answers themselves, for the lens alone (the smoother and the sharpness ratio need a squared loss)
     squared = cfg.loss != "cross_entropy"
@@ -171,7 +174,7 @@ def run_unit(cfg: Config, sink, device: str, progress=None) -> None:
             sv = torch.linalg.svdvals(model.embed.weight[:cfg.p].double())
         sink.log_dict(step, "train", {"weight_norm": weight_norm(model.parameters()),
                                       "embedding/effective_rank": float(spectrum_effective_rank(sv))})
-        if cfg.sharpness and squared and step > 0:     # NOTE [adam edge of stability]: λ_max(γ·a·J_B diag(1/φ) J_Bᵀ) / 2(1+β1)/(1−β1)
+        if cfg.sharpness and squared and cfg.optimizer == "adamw" and step > 0:     # NOTE [adam edge of stability]: λ_max(γ·a·J_B diag(1/φ) J_Bᵀ) / 2(1+β1)/(1−β1)
             sink.log(step, "train", "adam/sharpness_ratio",
                      adam_sharpness(model, opt, x, loss=cfg.loss, seed=cfg.seed)["ratio"])
 
